@@ -1,0 +1,126 @@
+"""Self-describing files: tensors plus JSON metadata, written atomically, read with checks.
+
+A file is a ``torch.save`` archive of one dict::
+
+    {"format": KIND, "version": INT, "meta": JSON-able dict,
+     "arrays": {name: Tensor}, "sha256": hex digest of meta and arrays}
+
+It is written to a temporary file in the target folder and moved into place with
+``os.replace``, so a crash never leaves a half-written file under the real name.
+Loading uses ``weights_only=True`` (no code runs) and verifies kind, version and
+checksum, so a truncated or edited file raises :class:`FileFormatError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["FileFormatError", "atomic_write", "load_archive", "save_archive"]
+
+
+class FileFormatError(ValueError):
+    """A file is missing, truncated, edited or of another kind than expected."""
+
+
+def _digest(meta: Mapping[str, Any], arrays: Mapping[str, Tensor]) -> str:
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(arrays):
+        t = arrays[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Write a file through a temporary sibling and ``os.replace``.
+
+    Args:
+        path: Destination.
+        write: Callable taking an open binary file object.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_archive(path: str | os.PathLike, kind: str, version: int, meta: Mapping[str, Any],
+                 arrays: Mapping[str, Tensor]) -> Path:
+    """Save tensors and metadata atomically with a checksum.
+
+    Args:
+        path: Destination file.
+        kind: Format name stored in the file (e.g. ``"hogn-dataset"``).
+        version: Format version.
+        meta: JSON-serialisable metadata.
+        arrays: Named tensors (moved to CPU).
+
+    Returns:
+        The destination path.
+    """
+    meta = json.loads(json.dumps(meta))  # fail early on non-JSON values; normalise tuples
+    arrays = {k: v.detach().cpu().contiguous() for k, v in arrays.items()}
+    payload = {"format": kind, "version": version, "meta": meta, "arrays": arrays,
+               "sha256": _digest(meta, arrays)}
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_archive(path: str | os.PathLike, kind: str, versions: tuple[int, ...] = (1,)
+                 ) -> tuple[dict[str, Any], dict[str, Tensor], int]:
+    """Load and verify a file written by :func:`save_archive`.
+
+    Args:
+        path: File to read.
+        kind: Expected format name.
+        versions: Supported format versions.
+
+    Returns:
+        ``(meta, arrays, version)``.
+
+    Raises:
+        FileFormatError: if the file is missing, unreadable, of another kind or
+            version, or fails its checksum.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, foreign pickle, ...
+        raise FileFormatError(f"{path}: not a readable {kind} file "
+                              f"(truncated or corrupted?): {exc.__class__.__name__}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != kind:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise FileFormatError(f"{path}: expected a {kind} file, found {found!r}")
+    version = payload.get("version")
+    if version not in versions:
+        raise FileFormatError(f"{path}: unsupported {kind} version {version!r}; "
+                              f"this hogn reads {list(versions)}")
+    meta, arrays = payload.get("meta"), payload.get("arrays")
+    if not isinstance(meta, dict) or not isinstance(arrays, dict) or not all(
+            isinstance(v, Tensor) for v in arrays.values()):
+        raise FileFormatError(f"{path}: malformed {kind} file (meta/arrays missing)")
+    if payload.get("sha256") != _digest(meta, arrays):
+        raise FileFormatError(f"{path}: checksum mismatch, the file was modified or damaged")
+    return meta, arrays, version

@@ -1,0 +1,3 @@
+"""Meta-learning across physical laws (MAML, first-order MAML, Reptile)."""
+
+__all__: list[str] = []

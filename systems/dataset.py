@@ -1,0 +1,231 @@
+"""Trajectory datasets: ground-truth states, true derivatives, constants and provenance.
+
+A :class:`Dataset` holds ``G`` trajectories of graphs (possibly of different sizes)
+sampled at the same times, nodes concatenated as in a PyG ``Batch``:
+
+- ``t [T]``; ``q, p, dq, dp [T, N, d]`` (clean states and the analytic ``dH``);
+- ``q_obs, p_obs [T, N, d]`` noisy observations when ``noise > 0`` (else ``None``);
+- ``c [N, k]`` node constants, ``edge_index [2, E]``, ``edge_attr [E, a]`` or ``None``,
+  ``ptr [G + 1]`` node offsets, ``test [G]`` the held-out split;
+- ``meta``: system config, dt, seed, noise, integrator, sub-steps, resampling counts.
+
+Saved atomically as a checksummed ``hogn-dataset`` file (:mod:`hogn.io`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hogn.graph import GraphBatch, select_indices
+from hogn.io import FileFormatError, load_archive, save_archive
+
+__all__ = ["FORMAT", "VERSION", "Dataset"]
+
+FORMAT = "hogn-dataset"
+VERSION = 1
+_NODE_SERIES = ("q", "p", "dq", "dp", "q_obs", "p_obs")
+
+
+@dataclass
+class Dataset:
+    """Ground-truth trajectories of one system (see module docstring for shapes)."""
+
+    t: Tensor
+    q: Tensor
+    p: Tensor
+    dq: Tensor
+    dp: Tensor
+    c: Tensor
+    edge_index: Tensor
+    ptr: Tensor
+    test: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+    edge_attr: Tensor | None = None
+    q_obs: Tensor | None = None
+    p_obs: Tensor | None = None
+
+    # ----------------------------------------------------------------- views
+    def __len__(self) -> int:
+        return self.ptr.numel() - 1
+
+    @property
+    def num_graphs(self) -> int:
+        """Number of trajectories ``G``."""
+        return len(self)
+
+    @property
+    def sizes(self) -> Tensor:
+        """Particles per trajectory, ``[G]``."""
+        return self.ptr[1:] - self.ptr[:-1]
+
+    @property
+    def dim(self) -> int:
+        """Coordinates per particle ``d``."""
+        return self.q.shape[-1]
+
+    @property
+    def dt(self) -> float:
+        """Time between saved states."""
+        return float(self.meta["dt"])
+
+    @property
+    def system_config(self) -> dict[str, Any]:
+        """Config that rebuilds the system with ``systems.get(**config)``."""
+        return dict(self.meta["system"])
+
+    @property
+    def graph(self) -> GraphBatch:
+        """The whole dataset as a graph batch with trajectories ``q, p [T, N, d]``."""
+        return GraphBatch(self.q, self.p, self.c, self.edge_index, self.ptr, self.edge_attr)
+
+    def state(self, index: int = 0, observed: bool = False) -> GraphBatch:
+        """All graphs at saved time ``index`` as a batch with ``q, p [N, d]``.
+
+        Args:
+            index: Time index into ``t``.
+            observed: Use the noisy observations when the dataset has them.
+        """
+        q, p = (self.q_obs, self.p_obs) if observed and self.q_obs is not None else (self.q,
+                                                                                     self.p)
+        return GraphBatch(q[index], p[index], self.c, self.edge_index, self.ptr,
+                          self.edge_attr)
+
+    def select(self, graphs: Any) -> Dataset:
+        """The trajectories with the given indices (or boolean mask), re-indexed."""
+        graphs = torch.as_tensor(graphs)
+        if graphs.dtype == torch.bool:
+            graphs = graphs.nonzero().flatten()
+        nodes, edges, ptr, edge_index = select_indices(self.ptr, self.edge_index, graphs)
+        series = {name: None if getattr(self, name) is None
+                  else getattr(self, name).index_select(-2, nodes.to(self.q.device))
+                  for name in _NODE_SERIES}
+        return replace(self, c=self.c[nodes], edge_index=edge_index, ptr=ptr,
+                       edge_attr=None if self.edge_attr is None else self.edge_attr[edges],
+                       test=self.test[graphs], **series)
+
+    def __getitem__(self, index: int | slice | Tensor) -> Dataset:
+        if isinstance(index, int):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"trajectory {index} out of range for {len(self)}")
+            index = [index % len(self)]
+        elif isinstance(index, slice):
+            index = list(range(len(self)))[index]
+        return self.select(index)
+
+    @property
+    def train(self) -> Dataset:
+        """The training trajectories."""
+        return self.select(~self.test)
+
+    @property
+    def heldout(self) -> Dataset:
+        """The held-out (test) trajectories."""
+        return self.select(self.test)
+
+    # --------------------------------------------------------------- physics
+    def system(self) -> Any:
+        """Rebuild the :class:`systems.base.System` that generated this dataset."""
+        import systems
+
+        return systems.get(**self.system_config)
+
+    def energy(self) -> Tensor:
+        """True energy of every saved state, ``[T, G]``."""
+        return self.system().hamiltonian(self.q, self.p, self.graph)
+
+    def energy_drift(self) -> Tensor:
+        """Largest relative energy change ``max_t |H(t) − H(0)| / |H(0)|`` per trajectory."""
+        h = self.energy()
+        return ((h - h[0]).abs().amax(0) / h[0].abs().clamp_min(1e-300))
+
+    def summary(self) -> dict[str, Any]:
+        """One row of facts: system, particles, dims, trajectories, energy range, drift."""
+        h = self.energy()
+        sizes = self.sizes
+        return {
+            "system": self.meta["system"]["name"],
+            "particles": (f"{int(sizes.min())}" if sizes.min() == sizes.max()
+                          else f"{int(sizes.min())}-{int(sizes.max())}"),
+            "dims": self.dim,
+            "trajectories": len(self),
+            "points": self.t.numel(),
+            "test": int(self.test.sum()),
+            "energy_min": float(h[0].min()),
+            "energy_max": float(h[0].max()),
+            "max_rel_energy_drift": float(self.energy_drift().max()),
+            "resampled": int(sum(self.meta.get("resampled", {}).values())),
+        }
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically as a checksummed ``hogn-dataset`` file."""
+        arrays = {name: getattr(self, name) for name in
+                  ("t", "c", "edge_index", "ptr", "test", *_NODE_SERIES, "edge_attr")
+                  if getattr(self, name) is not None}
+        return save_archive(path, FORMAT, VERSION, self.meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str | None = None
+             ) -> Dataset:
+        """Read and validate a dataset file.
+
+        Raises:
+            FileFormatError: if the file is missing, corrupted, edited, or its arrays
+                do not fit together; the message names the file.
+        """
+        meta, arrays, _ = load_archive(path, FORMAT, (VERSION,))
+        missing = {"t", "q", "p", "dq", "dp", "c", "edge_index", "ptr", "test"} - set(arrays)
+        if missing or "system" not in meta or "dt" not in meta:
+            raise FileFormatError(f"{path}: dataset lacks {sorted(missing) or 'metadata'}")
+        data = cls(meta=meta, **arrays)
+        problem = data.validate()
+        if problem:
+            raise FileFormatError(f"{path}: inconsistent dataset: {problem}")
+        return data.to(device) if device is not None else data
+
+    def validate(self) -> str | None:
+        """Check that the arrays fit together; the problem as text, or ``None``."""
+        t, q = self.t, self.q
+        if t.dim() != 1 or q.dim() != 3 or q.shape[0] != t.numel():
+            return f"t must be [T] and q [T, N, d], got {tuple(t.shape)} and {tuple(q.shape)}"
+        for name in _NODE_SERIES:
+            x = getattr(self, name)
+            if x is not None and (x.shape != q.shape or x.dtype != q.dtype):
+                return f"{name} must match q {tuple(q.shape)} {q.dtype}, got {tuple(x.shape)}"
+        if not q.is_floating_point():
+            return f"states must be floating point, got {q.dtype}"
+        n = q.shape[1]
+        if self.ptr.dim() != 1 or int(self.ptr[0]) != 0 or int(self.ptr[-1]) != n or (
+                self.ptr.diff() < 1).any():
+            return f"ptr must rise from 0 to N={n}"
+        if self.c.shape[0] != n:
+            return f"c must have {n} rows, got {tuple(self.c.shape)}"
+        if self.edge_index.numel() and (self.edge_index.min() < 0 or self.edge_index.max() >= n):
+            return "edge_index points outside the nodes"
+        if self.test.dtype != torch.bool or self.test.shape != (len(self),):
+            return f"test must be a bool mask over {len(self)} trajectories"
+        return None
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+           ) -> Dataset:
+        """Move to ``device``; cast floating arrays to ``dtype`` when given."""
+        def mv(x: Tensor | None) -> Tensor | None:
+            if x is None:
+                return None
+            return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+        changes = {f: mv(getattr(self, f)) for f in
+                   ("t", "c", "edge_index", "ptr", "test", "edge_attr", *_NODE_SERIES)}
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        lo, hi = int(self.sizes.min()), int(self.sizes.max())
+        particles = str(lo) if lo == hi else f"{lo}-{hi}"
+        return (f"Dataset({self.meta.get('system', {}).get('name')}, trajectories={len(self)}, "
+                f"points={self.t.numel()}, particles={particles}, dims={self.dim}, "
+                f"dt={self.dt:g})")

@@ -1,0 +1,174 @@
+"""One-particle and two-link oscillators: mass-spring, pendulum, double pendulum.
+
+Each has one degree of freedom per particle (``native_dim = 1``); pass
+``embed_dim=2`` to hold a constant surplus coordinate, as in the meta-learning
+paper (mass-spring ``y = 0``; pendulum ``r = l``; double pendulum ``r_i = l_i``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from hogn.graph import GraphBatch
+from systems.base import System, constant_masses, node_sum, uniform
+
+__all__ = ["DoublePendulum", "MassSpring", "Pendulum"]
+
+
+def _energy_range(system: System) -> tuple[float, float]:
+    lo, hi = system.params["energy_range"]
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{system.name}: energy_range must be (lo, hi) with lo < hi, "
+                         f"got {system.params['energy_range']!r}")
+    return float(lo), float(hi)
+
+
+class MassSpring(System):
+    """Ideal mass on a spring, ``H = p²/2m + k q²/2``.
+
+    Initial states: energy ``E ~ U(energy_range)`` (default ``[0.2, 1.0]``, the HNN
+    paper's range) at a uniformly random phase angle.
+    """
+
+    name = "mass-spring"
+    native_dim = 1
+    n_particles = 1
+    defaults = {"mass": 1.0, "k": 1.0, "energy_range": (0.2, 1.0)}
+    max_step = 0.1
+    description = "1 mass on a spring, H = p²/2m + kq²/2; E ~ U[0.2, 1]"
+
+    def _validate(self) -> None:
+        super()._validate()
+        lo, _ = _energy_range(self)
+        if lo <= 0:
+            raise ValueError(f"{self.name}: energy_range must be positive, got "
+                             f"{self.params['energy_range']!r}")
+
+    def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        m = graph.c[:, 0]
+        e = p[..., 0] ** 2 / (2 * m) + 0.5 * self.params["k"] * q[..., 0] ** 2
+        return node_sum(e, graph)
+
+    def _sample(self, sizes: list[int], generator: torch.Generator
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        n = len(sizes)
+        c = constant_masses(sizes, self.params["mass"], generator)
+        energy = uniform(generator, n, *_energy_range(self))
+        phase = uniform(generator, n, 0.0, 2 * math.pi)
+        q = torch.sqrt(2 * energy / self.params["k"]) * torch.cos(phase)
+        p = torch.sqrt(2 * energy * c[:, 0]) * torch.sin(phase)
+        return q[:, None], p[:, None], c
+
+
+class Pendulum(System):
+    """Ideal pendulum, ``H = p²/2ml² + mgl(1 − cos q)``.
+
+    Initial states: ``E ~ U(energy_range)`` (default ``[0.2, 1.5]``, librations below
+    the separatrix energy ``2mgl = 2``); ``q`` uniform over the angles the energy
+    reaches, ``p`` of random sign completing the energy.
+    """
+
+    name = "pendulum"
+    native_dim = 1
+    n_particles = 1
+    defaults = {"mass": 1.0, "g": 1.0, "l": 1.0, "energy_range": (0.2, 1.5)}
+    max_step = 0.05
+    description = "pendulum, H = p²/2ml² + mgl(1−cos q); E ~ U[0.2, 1.5] (separatrix 2mgl)"
+
+    def _validate(self) -> None:
+        super()._validate()
+        lo, _ = _energy_range(self)
+        if lo <= 0:
+            raise ValueError(f"{self.name}: energy_range must be positive, got "
+                             f"{self.params['energy_range']!r}")
+
+    def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        m, g, l = graph.c[:, 0], self.params["g"], self.params["l"]
+        e = p[..., 0] ** 2 / (2 * m * l**2) + m * g * l * (1 - torch.cos(q[..., 0]))
+        return node_sum(e, graph)
+
+    def surplus_values(self, n_graphs: int) -> Tensor:
+        return torch.full((n_graphs, 1), float(self.params["l"]), dtype=torch.float64)
+
+    def _sample(self, sizes: list[int], generator: torch.Generator
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        n = len(sizes)
+        c = constant_masses(sizes, self.params["mass"], generator)
+        m, g, l = c[:, 0], self.params["g"], self.params["l"]
+        energy = uniform(generator, n, *_energy_range(self))
+        cos_max = (1 - energy / (m * g * l)).clamp(min=-1.0)
+        q_max = torch.arccos(cos_max)
+        q = q_max * uniform(generator, n, -1.0, 1.0)
+        kinetic = (energy - m * g * l * (1 - torch.cos(q))).clamp(min=0.0)
+        sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0).double()
+        p = sign * torch.sqrt(2 * m * l**2 * kinetic)
+        return q[:, None], p[:, None], c
+
+
+class DoublePendulum(System):
+    """Double pendulum (two links), angles ``θ1, θ2`` from the vertical.
+
+    ``H = [m2 l2² p1² + (m1+m2) l1² p2² − 2 m2 l1 l2 p1 p2 cos(θ1−θ2)]
+    / [2 m2 l1² l2² (m1 + m2 sin²(θ1−θ2))] − (m1+m2) g l1 cos θ1 − m2 g l2 cos θ2``,
+    with ``m1, m2`` the masses of nodes 0 and 1.
+
+    Initial states: ``θi ~ U[−π/2, π/2]``, ``pi ~ U[−1, 1]``, kept when
+    ``H ∈ energy_range`` (default ``[−2.5, −0.5]``; chaotic at the upper end).
+    """
+
+    name = "double-pendulum"
+    native_dim = 1
+    n_particles = 2
+    defaults = {"mass": 1.0, "g": 1.0, "l1": 1.0, "l2": 1.0, "energy_range": (-2.5, -0.5),
+                "max_angle": math.pi / 2, "max_momentum": 1.0}
+    chaotic = True
+    max_step = 0.02
+    description = "double pendulum, all constants 1; E ∈ [−2.5, −0.5] (chaotic)"
+
+    def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        lead = q.shape[:-2]
+        th = q.reshape(*lead, -1, 2)
+        pp = p.reshape(*lead, -1, 2)
+        m = graph.c[:, 0].reshape(-1, 2)
+        m1, m2 = m[:, 0], m[:, 1]
+        l1, l2, g = self.params["l1"], self.params["l2"], self.params["g"]
+        t1, t2, p1, p2 = th[..., 0], th[..., 1], pp[..., 0], pp[..., 1]
+        cos_d = torch.cos(t1 - t2)
+        sin_d = torch.sin(t1 - t2)
+        num = m2 * l2**2 * p1**2 + (m1 + m2) * l1**2 * p2**2 - 2 * m2 * l1 * l2 * p1 * p2 * cos_d
+        den = 2 * m2 * l1**2 * l2**2 * (m1 + m2 * sin_d**2)
+        return num / den - (m1 + m2) * g * l1 * torch.cos(t1) - m2 * g * l2 * torch.cos(t2)
+
+    def surplus_values(self, n_graphs: int) -> Tensor:
+        lengths = torch.tensor([self.params["l1"], self.params["l2"]], dtype=torch.float64)
+        return lengths.repeat(n_graphs)[:, None]
+
+    def _sample(self, sizes: list[int], generator: torch.Generator
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        n = len(sizes)
+        lo, hi = _energy_range(self)
+        a, b = self.params["max_angle"], self.params["max_momentum"]
+        kept: list[tuple[Tensor, Tensor, Tensor]] = []
+        total = 0
+        for _ in range(1000):  # rejection sampling into the energy window
+            m = min(4 * n, 100_000)
+            q = uniform(generator, (m, 2), -a, a).reshape(-1, 1)
+            p = uniform(generator, (m, 2), -b, b).reshape(-1, 1)
+            c = constant_masses([2] * m, self.params["mass"], generator)
+            cand = GraphBatch(q, p, c, torch.empty(2, 0, dtype=torch.long),
+                              torch.arange(0, 2 * m + 1, 2))
+            h = self.energy(q, p, cand)
+            ok = ((h >= lo) & (h <= hi)).repeat_interleave(2)
+            kept.append((q[ok], p[ok], c[ok]))
+            total += int(ok.sum()) // 2
+            if total >= n:
+                break
+        else:
+            raise ValueError(f"{self.name}: could not sample energies in "
+                             f"{self.params['energy_range']} from the angle/momentum box; "
+                             "widen max_angle or max_momentum")
+        q, p, c = (torch.cat(parts)[: 2 * n] for parts in zip(*kept, strict=True))
+        return q, p, c
