@@ -79,7 +79,11 @@ def save_archive(path: str | os.PathLike, kind: str, version: int, meta: Mapping
     Returns:
         The destination path.
     """
-    meta = json.loads(json.dumps(meta))  # fail early on non-JSON values; normalise tuples
+    try:  # fail early on non-JSON values; normalise tuples to lists
+        meta = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot save {path}: metadata is not JSON-serialisable ({exc}); "
+                         "pass plain numbers, strings, lists and dicts") from None
     arrays = {k: v.detach().cpu().contiguous() for k, v in arrays.items()}
     payload = {"format": kind, "version": version, "meta": meta, "arrays": arrays,
                "sha256": _digest(meta, arrays)}

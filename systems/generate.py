@@ -206,17 +206,18 @@ def get_preset(name: str) -> Preset:
 
 
 def from_preset(name: str, trajectories: int | None = None, seed: int = 0,
-                **overrides: Any) -> Dataset:
+                params: dict[str, Any] | None = None, **overrides: Any) -> Dataset:
     """Generate a preset's dataset.
 
     Args:
         name: Preset name (see :func:`preset_names`).
         trajectories: Override the paper's trajectory count (e.g. for quick runs).
         seed: Random seed.
+        params: System parameters overriding the preset's.
         **overrides: Further :func:`generate` arguments (``noise``, ``progress``, ...).
     """
     preset = get_preset(name)
-    system = _registry_get(preset.system, **preset.params)
+    system = _registry_get(preset.system, **{**preset.params, **(params or {})})
     kwargs: dict[str, Any] = {"noise": preset.noise, "n_particles": preset.n_particles,
                               "test_fraction": preset.test_fraction, **overrides}
     return generate(system, trajectories or preset.trajectories, preset.points - 1, preset.dt,
