@@ -96,19 +96,25 @@ class System:
 
     def _validate(self) -> None:
         """Check parameter values; subclasses extend. Raises ``ValueError``."""
-        for key in ("mass", "k", "g", "l", "l1", "l2", "m1", "m2", "G"):
-            if key in self.params:
-                v = self.params[key]
-                if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                    raise ValueError(f"{self.name}: parameter {key} must be a positive finite "
-                                     f"number, got {v!r}")
+        for key in ("mass", "k", "g", "l", "l1", "l2", "G"):
+            if key not in self.params:
+                continue
+            v = self.params[key]
+            if key == "mass" and isinstance(v, (tuple, list)):
+                self._positive_range(key)
+            elif not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{self.name}: parameter {key} must be a positive finite "
+                                 f"number, got {v!r}")
 
     def _positive_range(self, key: str, allow_zero: bool = False) -> tuple[float, float]:
         """Read a ``(lo, hi)`` parameter, checking ``0 < lo <= hi`` (or ``0 <= lo``)."""
         value = self.params[key]
-        lo, hi = (value, value) if isinstance(value, (int, float)) else tuple(value)
-        ok = math.isfinite(lo) and math.isfinite(hi) and lo <= hi and (
-            lo >= 0 if allow_zero else lo > 0)
+        try:
+            lo, hi = (value, value) if isinstance(value, (int, float)) else tuple(value)
+            ok = math.isfinite(lo) and math.isfinite(hi) and lo <= hi and (
+                lo >= 0 if allow_zero else lo > 0)
+        except (TypeError, ValueError):
+            ok = False
         if not ok:
             bound = ">= 0" if allow_zero else "> 0"
             raise ValueError(f"{self.name}: {key} must be a number or (lo, hi) with "

@@ -1,0 +1,114 @@
+"""Rollout metrics over batches of graphs: state errors, relative errors, energy errors.
+
+Trajectories are ``q, p [T, N, d]`` with nodes of ``G`` graphs concatenated
+(``batch [N]`` gives each node's graph). Energies come from a caller-supplied
+function (``hogn`` knows no physical system): ``energy(q, p) -> [T, G]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import scatter
+
+__all__ = [
+    "energy_drift",
+    "energy_error",
+    "geometric_mean",
+    "relative_error",
+    "state_mse",
+    "time_to_threshold",
+]
+
+EnergyFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _per_graph_sq(x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    """Sum of squares per graph: ``x [T, N, d] -> [T, G]``."""
+    return scatter((x**2).sum(-1), batch, dim=-1, dim_size=num_graphs, reduce="sum")
+
+
+def state_mse(q: Tensor, p: Tensor, q_true: Tensor, p_true: Tensor, batch: Tensor,
+              num_graphs: int) -> Tensor:
+    """Mean squared error of the phase-space state per step and graph.
+
+    Args:
+        q, p: Predicted ``[T, N, d]``.
+        q_true, p_true: Ground truth ``[T, N, d]``.
+        batch: Graph of each node ``[N]``.
+        num_graphs: ``G``.
+
+    Returns:
+        ``[T, G]``: mean over the graph's ``2 n d`` state components.
+    """
+    sq = _per_graph_sq(q - q_true, batch, num_graphs) + _per_graph_sq(p - p_true, batch,
+                                                                      num_graphs)
+    sizes = torch.bincount(batch, minlength=num_graphs).to(sq.dtype)
+    return sq / (2 * q.shape[-1] * sizes)
+
+
+def relative_error(q: Tensor, p: Tensor, q_true: Tensor, p_true: Tensor, batch: Tensor,
+                   num_graphs: int) -> Tensor:
+    """Relative error ``‖a − b‖ / (‖a‖ + ‖b‖)`` of the whole state per step and graph.
+
+    Bounded in ``[0, 1]``; the HOGN paper's rollout metric.
+
+    Returns:
+        ``[T, G]``.
+    """
+    diff = _per_graph_sq(q - q_true, batch, num_graphs) + _per_graph_sq(p - p_true, batch,
+                                                                        num_graphs)
+    norm_a = (_per_graph_sq(q, batch, num_graphs) + _per_graph_sq(p, batch, num_graphs)).sqrt()
+    norm_b = (_per_graph_sq(q_true, batch, num_graphs)
+              + _per_graph_sq(p_true, batch, num_graphs)).sqrt()
+    return diff.sqrt() / (norm_a + norm_b).clamp_min(torch.finfo(q.dtype).tiny)
+
+
+def geometric_mean(x: Tensor, dim: int = -1, eps: float = 1e-30) -> Tensor:
+    """Geometric mean along ``dim`` (values floored at ``eps`` before the log)."""
+    return x.clamp_min(eps).log().mean(dim).exp()
+
+
+def energy_error(q: Tensor, p: Tensor, energy: EnergyFn, reference: Tensor | None = None
+                 ) -> Tensor:
+    """Relative error of the true energy along a predicted trajectory.
+
+    Args:
+        q, p: Predicted trajectory ``[T, N, d]``.
+        energy: True Hamiltonian ``energy(q, p) -> [T, G]``.
+        reference: True energies ``[G]`` to compare with (default: the energy of the
+            first predicted state, i.e. the initial condition).
+
+    Returns:
+        ``|H(q_t, p_t) − H_ref| / |H_ref|``, ``[T, G]``.
+    """
+    h = energy(q, p)
+    ref = h[0] if reference is None else reference
+    return (h - ref).abs() / ref.abs().clamp_min(torch.finfo(h.dtype).tiny)
+
+
+def energy_drift(q: Tensor, p: Tensor, energy: EnergyFn) -> Tensor:
+    """Largest relative energy change along a trajectory, ``[G]``."""
+    return energy_error(q, p, energy).amax(0)
+
+
+def time_to_threshold(error: Tensor, t: Tensor, threshold: float) -> Tensor:
+    """First time at which a per-step error exceeds ``threshold``.
+
+    Args:
+        error: ``[T, G]`` (e.g. :func:`relative_error`).
+        t: Times ``[T]``.
+        threshold: Error level.
+
+    Returns:
+        ``[G]``: the first ``t`` with ``error > threshold``, or ``inf`` if never.
+    """
+    above = error > threshold
+    first = torch.where(above.any(0), above.to(torch.int8).argmax(0),
+                        torch.full_like(above[0], -1, dtype=torch.long))
+    out = torch.full(first.shape, float("inf"), dtype=t.dtype, device=t.device)
+    hit = first >= 0
+    out[hit] = t[first[hit]]
+    return out

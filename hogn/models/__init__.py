@@ -1,0 +1,40 @@
+"""Learned dynamics models behind one interface, in a registry.
+
+>>> import hogn.models
+>>> model = hogn.models.get("hogn", dim=2, node_constants=1, hidden=64)
+>>> dq, dp = model.time_derivative(graph)            # doctest: +SKIP
+>>> H = model.hamiltonian(graph)                      # [num_graphs]  # doctest: +SKIP
+>>> model.save("model.pt"); model = hogn.models.load("model.pt")  # doctest: +SKIP
+
+Registered models (:func:`names`): ``hogn``, ``separable-hogn`` (Hamiltonian graph
+networks), ``ogn`` (derivatives directly), ``deltagn`` (a stepper over a fixed
+``dt``), ``hnn`` (Hamiltonian MLP over a fixed-size state) and ``mlp`` (baseline).
+"""
+
+from hogn.models.base import (
+    DynamicsModel,
+    HamiltonianModel,
+    as_graph,
+    get,
+    load,
+    names,
+    register,
+)
+from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
+from hogn.models.mlp_models import HNN, MLP
+
+__all__ = [
+    "HNN",
+    "HOGN",
+    "MLP",
+    "OGN",
+    "DeltaGN",
+    "DynamicsModel",
+    "HamiltonianModel",
+    "SeparableHOGN",
+    "as_graph",
+    "get",
+    "load",
+    "names",
+    "register",
+]

@@ -1,0 +1,105 @@
+"""Fixed-size baselines over the flattened state: HNN and a plain MLP.
+
+Each graph of exactly ``n_particles`` nodes is flattened to one vector
+``[q (n·d), p (n·d), c (n·k)]`` (nodes in their stored order): the models are not
+permutation-equivariant and do not generalise to other particle counts; a graph
+of another size raises ``ValueError``.
+
+Default size as in the HNN paper (Greydanus et al. 2019, ``hnn.nn_models.MLP``):
+"3 layers × 200, tanh" means three linear layers, i.e. two hidden layers of 200
+units and a linear output (``layers=3`` in :class:`hogn.nn.MLP`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from hogn.graph import GraphBatch
+from hogn.models.base import DynamicsModel, HamiltonianModel, register
+from hogn.nn import MLP as _Net
+
+__all__ = ["HNN", "MLP"]
+
+
+class _FlatState:
+    """Mixin: flatten fixed-size graphs ``q, p [G·n, d]``, ``c [G·n, k]`` to ``[G, F]``."""
+
+    name: ClassVar[str]
+    uses_edges: ClassVar[bool] = False
+    n_particles: int
+    dim: int
+    node_constants: int
+
+    def check_state(self, q: Tensor, p: Tensor, graph: GraphBatch) -> None:
+        super().check_state(q, p, graph)  # type: ignore[misc]
+        if graph.uniform_size != self.n_particles:  # cached on the graph: one sync
+            raise ValueError(f"{self.name} expects graphs of exactly {self.n_particles} "
+                             f"particle(s), got sizes {sorted(set(graph.sizes.tolist()))}")
+
+    def flatten(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """``[q, p, c]`` per graph, ``[G, n·(2d + k)]``."""
+        g = graph.num_graphs
+        return torch.cat([q.reshape(g, -1), p.reshape(g, -1), graph.c.reshape(g, -1)], -1)
+
+    @property
+    def in_features(self) -> int:
+        return self.n_particles * (2 * self.dim + self.node_constants)
+
+
+def _check_n(name: str, n_particles: int) -> None:
+    if not isinstance(n_particles, int) or isinstance(n_particles, bool) or n_particles < 1:
+        raise ValueError(f"{name}: n_particles must be an int >= 1, got {n_particles!r}")
+
+
+@register
+class HNN(_FlatState, HamiltonianModel):
+    """Hamiltonian neural network: an MLP maps the flattened state to ``H``.
+
+    Args:
+        n_particles: Particles per graph ``n`` (fixed).
+        dim: Coordinates per particle ``d``.
+        node_constants: Node constants per particle ``k`` (inputs of the MLP).
+        hidden: Hidden width (paper: 200).
+        layers: Linear layers, output included (paper: 3 = two hidden layers).
+        activation: Smooth activation name (paper: tanh).
+    """
+
+    name: ClassVar[str] = "hnn"
+
+    def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
+                 hidden: int = 200, layers: int = 3, activation: str = "tanh") -> None:
+        _check_n(self.name, n_particles)
+        super().__init__(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
+                              hidden=hidden, layers=layers, activation=activation))
+        self.n_particles = n_particles
+        self.net = _Net(self.in_features, hidden, 1, layers, activation)
+
+    def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        return self.net(self.flatten(q, p, graph))[:, 0]
+
+
+@register
+class MLP(_FlatState, DynamicsModel):
+    """Baseline MLP: the flattened state to the flattened ``(dq, dp)`` directly.
+
+    Arguments as for :class:`HNN`.
+    """
+
+    name: ClassVar[str] = "mlp"
+
+    def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
+                 hidden: int = 200, layers: int = 3, activation: str = "tanh") -> None:
+        _check_n(self.name, n_particles)
+        super().__init__(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
+                              hidden=hidden, layers=layers, activation=activation))
+        self.n_particles = n_particles
+        self.net = _Net(self.in_features, hidden, 2 * n_particles * dim, layers, activation)
+
+    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
+                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
+        out = self.net(self.flatten(q, p, graph))
+        half = self.n_particles * self.dim
+        return out[:, :half].reshape(q.shape), out[:, half:].reshape(p.shape)
