@@ -7,9 +7,12 @@ package for ground truth and ``meta`` for meta-learning).
 from hogn import graph, integrators, io, metrics, models, nn
 from hogn.graph import GraphBatch
 from hogn.integrators import integrate
+from hogn.rollout import rollout
+from hogn.train import TrainConfig, train
 
 __all__ = [
     "GraphBatch",
+    "TrainConfig",
     "graph",
     "integrate",
     "integrators",
@@ -17,5 +20,7 @@ __all__ = [
     "metrics",
     "models",
     "nn",
+    "rollout",
+    "train",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""Training: losses, determinism, run folders, resuming, non-finite losses, bad input."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import hogn
+import systems
+from hogn.train import NonFiniteLossError, log_cosh
+
+
+@pytest.fixture(scope="module")
+def springs():
+    return systems.generate("spring-nbody", trajectories=12, steps=12, dt=0.05,
+                            n_particles=(3, 4), seed=0)
+
+
+def _model(name="ogn", **kw):
+    torch.manual_seed(0)
+    return hogn.models.get(name, dim=2, node_constants=1, edge_features=2, hidden=16,
+                           **kw).double()
+
+
+def test_log_cosh_matches_definition_and_is_stable():
+    x = torch.tensor([-3.0, -0.5, 0.0, 0.2, 4.0], dtype=torch.float64)
+    assert torch.allclose(log_cosh(x), torch.log(torch.cosh(x)), atol=1e-14)
+    big = log_cosh(torch.tensor([1e4], dtype=torch.float64))
+    assert math.isclose(big.item(), 1e4 - math.log(2.0), rel_tol=1e-12)
+
+
+def test_training_lowers_the_loss_and_is_deterministic(springs):
+    runs = []
+    for _ in range(2):
+        model = _model()
+        result = hogn.train(model, springs, epochs=4, batch_size=16, lr=3e-3, progress=False)
+        runs.append((result, model))
+    (r1, m1), (r2, m2) = runs
+    assert r1.history[-1]["train_loss"] < 0.7 * r1.history[0]["train_loss"]
+    assert [h["train_loss"] for h in r1.history] == [h["train_loss"] for h in r2.history]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert r1.best_val == min(h["val_loss"] for h in r1.history)
+
+
+@pytest.mark.parametrize("name, target, extra", [
+    ("hogn", "rollout", {}), ("deltagn", "rollout", {"dt": 0.05}), ("hogn", "derivative", {}),
+])
+def test_every_target_trains(springs, name, target, extra):
+    model = _model(name, **extra)
+    result = hogn.train(model, springs, target=target, integrator="leapfrog", epochs=2,
+                        batch_size=32, lr=3e-3, max_samples=64, progress=False)
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_run_folder_files_and_resume_equal_a_straight_run(springs, tmp_path):
+    straight = _model()
+    hogn.train(straight, springs, tmp_path / "a", epochs=3, batch_size=16, progress=False)
+    resumed = _model()
+    hogn.train(resumed, springs, tmp_path / "b", epochs=1, batch_size=16, progress=False)
+    again = _model()  # fresh weights: resuming must restore them from the run folder
+    result = hogn.train(again, springs, tmp_path / "b", epochs=3, batch_size=16, progress=False)
+    a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert len(result.history) == 3
+    for name in ("config.json", "best.pt", "last.pt", "checkpoint.pt"):
+        assert (tmp_path / "b" / name).exists()
+    best = hogn.models.load(tmp_path / "a" / "best.pt")
+    for x, y in zip(best.state_dict().values(), straight.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_a_folder_holding_a_different_run_is_refused(springs, tmp_path):
+    hogn.train(_model(), springs, tmp_path / "run", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="already holds a different run"):
+        hogn.train(_model(), springs, tmp_path / "run", epochs=1, lr=0.5, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        hogn.train(_model(), springs, tmp_path / "other", epochs=1, progress=False)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(springs, tmp_path):
+    model = _model()
+    hogn.train(model, springs, tmp_path / "run", epochs=1, progress=False)
+    before = (tmp_path / "run" / "best.pt").read_bytes()
+    poisoned = springs.select(torch.arange(len(springs)))
+    poisoned.dq = poisoned.dq.clone()
+    poisoned.dq[:] = float("inf")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 0"):
+        hogn.train(_model(), poisoned, tmp_path / "run", epochs=2, progress=False)
+    assert (tmp_path / "run" / "best.pt").read_bytes() == before
+
+
+def test_bad_input_is_refused_before_training(springs):
+    with pytest.raises(ValueError, match="expects d=3"):
+        hogn.train(hogn.models.get("ogn", dim=3, node_constants=1, edge_features=2,
+                                   hidden=8).double(), springs, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="stepper"):
+        hogn.train(_model("deltagn", dt=0.05), springs, target="derivative", progress=False)
+    with pytest.raises(ValueError, match=r"steps dt"):
+        hogn.train(_model("deltagn", dt=0.1), springs, target="rollout", progress=False)
+    with pytest.raises(ValueError, match="unknown integrator"):
+        hogn.train(_model(), springs, target="rollout", integrator="rk5", progress=False)
+    with pytest.raises(ValueError, match="unknown loss"):
+        hogn.train(_model(), springs, loss="l1", progress=False)
