@@ -90,14 +90,21 @@ def select_indices(ptr: Tensor, edge_index: Tensor, graphs: Sequence[int] | Tens
     ptr_c = ptr.cpu()
     counts = torch.bincount(batch_vector(ptr_c)[edge_index[0].cpu()], minlength=num_graphs)
     eptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    nodes = torch.cat([torch.arange(ptr_c[g], ptr_c[g + 1]) for g in graphs.tolist()])
-    edges = torch.cat([torch.arange(eptr[g], eptr[g + 1]) for g in graphs.tolist()])
+    nodes = _ranges(ptr_c[graphs], ptr_c[graphs + 1])
+    edges = _ranges(eptr[graphs], eptr[graphs + 1])
     remap = torch.full((int(ptr_c[-1]),), -1, dtype=torch.long)
     remap[nodes] = torch.arange(nodes.numel())
     new_ptr = ptr_from_sizes(ptr_c[graphs + 1] - ptr_c[graphs])
     dev = edge_index.device
     return (nodes, edges, new_ptr.to(ptr.device),
             remap.to(dev)[edge_index[:, edges.to(dev)]])
+
+
+def _ranges(starts: Tensor, ends: Tensor) -> Tensor:
+    """Concatenation of ``arange(starts[i], ends[i])`` for all ``i`` (vectorised)."""
+    sizes = ends - starts
+    offsets = torch.cumsum(sizes, 0) - sizes
+    return torch.repeat_interleave(starts - offsets, sizes) + torch.arange(int(sizes.sum()))
 
 
 def from_networkx(graph: nx.Graph, offset: int = 0) -> Tensor:

@@ -297,6 +297,10 @@ def check_state(q: Tensor, p: Tensor) -> None:
         raise ValueError("initial state holds non-finite values (nan or inf)")
 
 
+StopFn = Callable[[Tensor, Tensor], Tensor]
+Restrict = Callable[[Tensor], tuple[VectorField, "StopFn | None"]]
+
+
 def integrate_adaptive(
     f: VectorField,
     q0: Tensor,
@@ -308,7 +312,8 @@ def integrate_adaptive(
     rtol: float = 1e-11,
     atol: float = 1e-11,
     h0: float | None = None,
-    stop: Callable[[Tensor, Tensor], Tensor] | None = None,
+    stop: StopFn | None = None,
+    restrict: Restrict | None = None,
     max_iterations: int = 1_000_000,
     progress: bool | str = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -318,8 +323,10 @@ def integrate_adaptive(
     estimate (difference of the order-8 and order-6 extrapolants) so that
     ``|err| <= atol + rtol * |x|`` componentwise. All graphs advance together in one
     batched call per trial step, each clipping its step to land exactly on its own
-    next saved time; graphs that have finished take zero-length steps. A close
-    encounter in one graph thus costs extra steps without shrinking the others'.
+    next saved time. A close encounter in one graph thus costs extra steps without
+    shrinking the others'. When ``restrict`` is given, the batch is compacted to the
+    graphs still running whenever fewer than half of them are, so a few slow graphs
+    do not drag the finished ones along.
 
     Args:
         f: Vector field ``f(q, p) -> (dq, dp)`` on ``q, p [N, d]``.
@@ -327,7 +334,7 @@ def integrate_adaptive(
         p0: Initial momenta ``[N, d]``.
         dt: Time between saved states (> 0).
         steps: Number of saved steps ``T``.
-        batch: Graph index of each node, ``[N]``.
+        batch: Graph index of each node, ``[N]``, nodes grouped by graph in order.
         num_graphs: Number of graphs ``G``.
         rtol: Relative tolerance per step.
         atol: Absolute tolerance per step.
@@ -335,6 +342,9 @@ def integrate_adaptive(
         stop: Optional ``stop(q, p) -> bool [G]`` checked after every accepted step;
             a graph for which it holds is frozen and reported as stopped (its later
             saved states are NaN).
+        restrict: Optional ``restrict(graph_ids) -> (f, stop)`` giving the vector
+            field (and stop test) of the sub-batch of the given graphs (ascending ids,
+            nodes in their original order), used to compact the batch.
         max_iterations: Give up (``RuntimeError``) after this many trial steps.
         progress: Show a tqdm bar over the saved steps of the slowest graph.
 
@@ -353,40 +363,52 @@ def integrate_adaptive(
     from torch_geometric.utils import scatter
 
     dtype, device = q0.dtype, q0.device
-    batch = batch.to(device)
-    nodes = torch.arange(q0.shape[0], device=device)
-    h = torch.full((num_graphs,), float(h0 or dt), dtype=dtype, device=device)
-    remaining = torch.full((num_graphs,), float(dt), dtype=dtype, device=device)
-    saved = torch.zeros(num_graphs, dtype=torch.long, device=device)  # last saved index
-    n_steps = torch.zeros(num_graphs, dtype=torch.long, device=device)
-    stopped = torch.zeros(num_graphs, dtype=torch.bool, device=device)
     qs = torch.full((steps + 1, *q0.shape), float("nan"), dtype=dtype, device=device)
     ps = torch.full_like(qs, float("nan"))
     qs[0], ps[0] = q0, p0
+    n_steps = torch.zeros(num_graphs, dtype=torch.long, device=device)
+    stopped = torch.zeros(num_graphs, dtype=torch.bool, device=device)
+    # working set: graphs still integrated (global ids), their nodes and state
+    ids = torch.arange(num_graphs, device=device)
+    nodes = torch.arange(q0.shape[0], device=device)
+    local = batch.to(device)
     q, p = q0, p0
+    h = torch.full((num_graphs,), float(h0 or dt), dtype=dtype, device=device)
+    remaining = torch.full((num_graphs,), float(dt), dtype=dtype, device=device)
+    saved = torch.zeros(num_graphs, dtype=torch.long, device=device)  # last saved index
+    halted = torch.zeros(num_graphs, dtype=torch.bool, device=device)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "gbs8",
                    leave=False)
-    active = (saved < steps) & ~stopped
+    active = saved < steps
     for _ in range(max_iterations):
-        if not bool(active.any()):
+        n_active = int(active.sum())
+        if n_active == 0:
             break
+        if restrict is not None and n_active <= active.numel() // 2:
+            keep = active
+            node_keep = keep[local]
+            ids, nodes, q, p = ids[keep], nodes[node_keep], q[node_keep], p[node_keep]
+            local = (torch.cumsum(keep, 0) - 1)[local[node_keep]]
+            h, remaining, saved, halted = h[keep], remaining[keep], saved[keep], halted[keep]
+            f, stop = restrict(ids)
+            active = active[keep]
         last = h >= remaining
         h_try = torch.where(last, remaining, h) * active
-        q_hi, p_hi, q_lo, p_lo = _gbs_table(f, q, p, h_try[batch][:, None])
+        q_hi, p_hi, q_lo, p_lo = _gbs_table(f, q, p, h_try[local][:, None])
         scale_q = atol + rtol * torch.maximum(q.abs(), q_hi.abs())
         scale_p = atol + rtol * torch.maximum(p.abs(), p_hi.abs())
         err_node = torch.maximum(((q_hi - q_lo).abs() / scale_q).amax(-1),
                                  ((p_hi - p_lo).abs() / scale_p).amax(-1))
         err_node = torch.nan_to_num(err_node, nan=float("inf"))
-        err = scatter(err_node, batch, dim=0, dim_size=num_graphs, reduce="max")
+        err = scatter(err_node, local, dim=0, dim_size=ids.numel(), reduce="max")
         accept = active & (err <= 1.0)
-        accept_node = accept[batch][:, None]
+        accept_node = accept[local][:, None]
         q, p = torch.where(accept_node, q_hi, q), torch.where(accept_node, p_hi, p)
-        n_steps += accept
+        n_steps[ids] += accept
         factor = (0.9 * err.clamp_min(1e-10) ** (-1.0 / 7.0)).clamp(0.2, 4.0)
         h_new = h_try * factor
         reached = accept & last
@@ -395,16 +417,17 @@ def integrate_adaptive(
         remaining = torch.where(reached, torch.full_like(remaining, float(dt)),
                                 torch.where(accept, remaining - h_try, remaining))
         if stop is not None:
-            stopped |= accept & stop(q, p)
-        if bool(reached.any()):
-            saved += reached & ~stopped
-            mask = (reached & ~stopped)[batch]
-            qs[saved[batch][mask], nodes[mask]] = q[mask]
-            ps[saved[batch][mask], nodes[mask]] = p[mask]
+            halted |= accept & stop(q, p)
+        record = reached & ~halted
+        if bool(record.any()):
+            saved += record
+            mask = record[local]
+            qs[saved[local][mask], nodes[mask]] = q[mask]
+            ps[saved[local][mask], nodes[mask]] = p[mask]
             if bar is not None:
-                bar.update(int(saved[~stopped].min()) - bar.n if bool((~stopped).any())
-                           else 0)
-        active = (saved < steps) & ~stopped
+                bar.update(max(int(saved.min()) - bar.n, 0))
+        active = (saved < steps) & ~halted
+        stopped[ids] |= halted
     else:
         raise RuntimeError(f"adaptive integration exceeded {max_iterations} trial steps; "
                            "the system may be singular (a close encounter?)")

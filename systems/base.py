@@ -297,10 +297,16 @@ class System:
         desc = self.name if progress else False
         check = self.stop_condition if stop else None
         if method == "adaptive":
+            def restrict(ids: Tensor) -> tuple[integrators.VectorField, Any]:
+                sub = graph.select(ids.cpu())
+                test = None if check is None else (lambda q, p: check(q, p, sub))
+                return self.vector_field(sub), test
+
             q, p, _, stopped = integrators.integrate_adaptive(
                 f, graph.q, graph.p, dt, steps, graph.batch, graph.num_graphs, rtol=rtol,
                 atol=atol, h0=min(dt, self.max_step), progress=desc,
-                stop=None if check is None else (lambda q, p: check(q, p, graph)))
+                stop=None if check is None else (lambda q, p: check(q, p, graph)),
+                restrict=restrict)
             return q, p, stopped
         if method not in integrators.names():
             raise ValueError(f"unknown method {method!r}; expected 'adaptive' or one of: "

@@ -183,6 +183,10 @@ class Dataset:
         missing = {"t", "q", "p", "dq", "dp", "c", "edge_index", "ptr", "test"} - set(arrays)
         if missing or "system" not in meta or "dt" not in meta:
             raise FileFormatError(f"{path}: dataset lacks {sorted(missing) or 'metadata'}")
+        unknown = set(arrays) - {"t", "c", "edge_index", "ptr", "test", "edge_attr",
+                                 *_NODE_SERIES}
+        if unknown:
+            raise FileFormatError(f"{path}: dataset holds unknown arrays {sorted(unknown)}")
         data = cls(meta=meta, **arrays)
         problem = data.validate()
         if problem:
@@ -208,6 +212,8 @@ class Dataset:
             return f"c must have {n} rows, got {tuple(self.c.shape)}"
         if self.edge_index.numel() and (self.edge_index.min() < 0 or self.edge_index.max() >= n):
             return "edge_index points outside the nodes"
+        if self.edge_attr is not None and self.edge_attr.shape[0] != self.edge_index.shape[-1]:
+            return f"edge_attr must have one row per edge ({self.edge_index.shape[-1]})"
         if self.test.dtype != torch.bool or self.test.shape != (len(self),):
             return f"test must be a bool mask over {len(self)} trajectories"
         return None

@@ -87,15 +87,22 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
     kept: list[GraphBatch] = []
     have = 0
     resampled = {"rejected_by_system": 0, "energy_drift": 0}
+    sampled = 0
     for _ in range(max_rounds):
-        graph = system.sample(trajectories - have, gen, n_particles=n_particles, device=device)
+        need = trajectories - have
+        # after a first round, oversample by the observed acceptance rate so that few
+        # rounds are needed (surplus accepted trajectories are dropped, deterministically)
+        rate = have / sampled if sampled else 1.0
+        count = need if rate >= 1.0 else math.ceil(1.1 * need / max(rate, 0.05)) + 1
+        sampled += count
+        graph = system.sample(count, gen, n_particles=n_particles, device=device)
         q, p, by_system = system.trajectory(graph, dt, steps, method=method, substeps=substeps,
                                             rtol=rtol, atol=rtol, stop=True, progress=progress)
         traj = graph.replace(q=q, p=p)
         by_drift = ~(_drift(system, traj) <= max_drift) & ~by_system
         resampled["rejected_by_system"] += int(by_system.sum())
         resampled["energy_drift"] += int(by_drift.sum())
-        ok = (~(by_system | by_drift)).nonzero().flatten().cpu()
+        ok = (~(by_system | by_drift)).nonzero().flatten().cpu()[:need]
         if ok.numel():
             kept.append(traj.select(ok))
             have += ok.numel()
@@ -220,5 +227,6 @@ def from_preset(name: str, trajectories: int | None = None, seed: int = 0,
     system = _registry_get(preset.system, **{**preset.params, **(params or {})})
     kwargs: dict[str, Any] = {"noise": preset.noise, "n_particles": preset.n_particles,
                               "test_fraction": preset.test_fraction, **overrides}
-    return generate(system, trajectories or preset.trajectories, preset.points - 1, preset.dt,
+    count = preset.trajectories if trajectories is None else trajectories
+    return generate(system, count, preset.points - 1, preset.dt,
                     seed=seed, preset=name, **kwargs)

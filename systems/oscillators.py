@@ -91,7 +91,9 @@ class Pendulum(System):
         return node_sum(e, graph)
 
     def surplus_values(self, n_graphs: int) -> Tensor:
-        return torch.full((n_graphs, 1), float(self.params["l"]), dtype=torch.float64)
+        extra = super().surplus_values(n_graphs)  # [N, embed_dim - 1]: r = l, then zeros
+        extra[:, :1] = float(self.params["l"])
+        return extra
 
     def _sample(self, sizes: list[int], generator: torch.Generator
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -144,7 +146,9 @@ class DoublePendulum(System):
 
     def surplus_values(self, n_graphs: int) -> Tensor:
         lengths = torch.tensor([self.params["l1"], self.params["l2"]], dtype=torch.float64)
-        return lengths.repeat(n_graphs)[:, None]
+        extra = super().surplus_values(n_graphs)  # [N, embed_dim - 1]: r_i = l_i, then zeros
+        extra[:, :1] = lengths.repeat(n_graphs)[:, None]
+        return extra
 
     def _sample(self, sizes: list[int], generator: torch.Generator
                 ) -> tuple[Tensor, Tensor, Tensor]:
