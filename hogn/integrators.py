@@ -267,7 +267,7 @@ def integrate(
         from tqdm.auto import tqdm
 
         desc = progress if isinstance(progress, str) else integrator.name
-        iterator = tqdm(iterator, desc=desc, leave=False)
+        iterator = tqdm(iterator, desc=desc, leave=False, disable=None)
     for i in iterator:
         for _ in range(substeps):
             q, p = integrator.step(f, q, p, h)
@@ -382,7 +382,7 @@ def integrate_adaptive(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "gbs8",
-                   leave=False)
+                   leave=False, disable=None)
     active = saved < steps
     for _ in range(max_iterations):
         n_active = int(active.sum())

@@ -90,7 +90,7 @@ def _roll_stepper(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc=f"rollout {model.name}", leave=False)
+        iterator = tqdm(iterator, desc=f"rollout {model.name}", leave=False, disable=None)
     for i in iterator:
         q, p = model.next_state(graph.replace(q=q, p=p))
         qs[i], ps[i] = q, p

@@ -216,7 +216,7 @@ def _epoch(model: DynamicsModel, loader: DataLoader, cfg: TrainConfig, dt: float
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=len(loader), leave=False,
+        batches = tqdm(batches, total=len(loader), leave=False, disable=None,
                        desc=f"epoch {epoch}" + ("" if optimizer else " val"))
     for step, batch in enumerate(batches):
         batch = batch.to(cfg.device)
