@@ -26,19 +26,11 @@ def _energy_range(system: System) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-class MassSpring(System):
-    """Ideal mass on a spring, ``H = p²/2m + k q²/2``.
+class _Oscillator(System):
+    """One particle, one degree of freedom, energies sampled from a positive range."""
 
-    Initial states: energy ``E ~ U(energy_range)`` (default ``[0.2, 1.0]``, the HNN
-    paper's range) at a uniformly random phase angle.
-    """
-
-    name = "mass-spring"
     native_dim = 1
     n_particles = 1
-    defaults = {"mass": 1.0, "k": 1.0, "energy_range": (0.2, 1.0)}
-    max_step = 0.1
-    description = "1 mass on a spring, H = p²/2m + kq²/2; E ~ U[0.2, 1]"
 
     def _validate(self) -> None:
         super()._validate()
@@ -46,6 +38,19 @@ class MassSpring(System):
         if lo <= 0:
             raise ValueError(f"{self.name}: energy_range must be positive, got "
                              f"{self.params['energy_range']!r}")
+
+
+class MassSpring(_Oscillator):
+    """Ideal mass on a spring, ``H = p²/2m + k q²/2``.
+
+    Initial states: energy ``E ~ U(energy_range)`` (default ``[0.2, 1.0]``, the HNN
+    paper's range) at a uniformly random phase angle.
+    """
+
+    name = "mass-spring"
+    defaults = {"mass": 1.0, "k": 1.0, "energy_range": (0.2, 1.0)}
+    max_step = 0.1
+    description = "1 mass on a spring, H = p²/2m + kq²/2; E ~ U[0.2, 1]"
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         m = graph.c[:, 0]
@@ -63,7 +68,7 @@ class MassSpring(System):
         return q[:, None], p[:, None], c
 
 
-class Pendulum(System):
+class Pendulum(_Oscillator):
     """Ideal pendulum, ``H = p²/2ml² + mgl(1 − cos q)``.
 
     Initial states: ``E ~ U(energy_range)`` (default ``[0.2, 1.5]``, librations below
@@ -72,18 +77,9 @@ class Pendulum(System):
     """
 
     name = "pendulum"
-    native_dim = 1
-    n_particles = 1
     defaults = {"mass": 1.0, "g": 1.0, "l": 1.0, "energy_range": (0.2, 1.5)}
     max_step = 0.05
     description = "pendulum, H = p²/2ml² + mgl(1−cos q); E ~ U[0.2, 1.5] (separatrix 2mgl)"
-
-    def _validate(self) -> None:
-        super()._validate()
-        lo, _ = _energy_range(self)
-        if lo <= 0:
-            raise ValueError(f"{self.name}: energy_range must be positive, got "
-                             f"{self.params['energy_range']!r}")
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         m, g, l = graph.c[:, 0], self.params["g"], self.params["l"]

@@ -19,6 +19,7 @@ import torch
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
+    """Tiny tensors: intra-op threads only add contention (OpenMP spin-waits)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

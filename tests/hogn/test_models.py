@@ -27,15 +27,6 @@ GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn"]
 HAMILTONIAN = ["hogn", "separable-hogn", "hnn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(name: str, dtype: torch.dtype = torch.float64, **overrides) -> models.DynamicsModel:
     torch.manual_seed(0)
     return models.get(name, **{**CONFIGS[name], **overrides}).to(dtype)

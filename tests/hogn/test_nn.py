@@ -11,15 +11,6 @@ from hogn import nn as hnn
 from hogn.graph import fully_connected
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def second_derivative_consistent(act: nn.Module, x: torch.Tensor, h: float = 1e-5) -> bool:
     """Autograd's second derivative equals the central difference of the first."""
     def first(z: torch.Tensor) -> torch.Tensor:
