@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--embed-dim", type=int, help="embed 1-D systems in this many dims")
     gen.add_argument("--noise", type=float, help="observation noise std (default 0)")
     gen.add_argument("--test-fraction", type=float, help="held-out fraction (default 0.2)")
-    gen.add_argument("--rtol", type=float, help="integrator tolerance (default 1e-11)")
+    gen.add_argument("--rtol", type=float, help="integrator tolerance (default 1e-12)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--device", default=None, help="torch device (default cpu)")
     gen.add_argument("--force", action="store_true", help="overwrite an existing FILE")

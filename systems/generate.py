@@ -37,7 +37,7 @@ def _drift(system: System, traj: GraphBatch) -> torch.Tensor:
 def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
              seed: int = 0, n_particles: int | tuple[int, int] | None = None,
              noise: float = 0.0, test_fraction: float = 0.2, method: str = "adaptive",
-             substeps: int = 1, rtol: float = 1e-11, max_drift: float = 1e-8,
+             substeps: int = 1, rtol: float = 1e-12, max_drift: float = 1e-8,
              max_rounds: int = 50,
              progress: bool = False, device: torch.device | str | None = None,
              preset: str | None = None) -> Dataset:
@@ -52,7 +52,8 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
         n_particles: Particles per graph for any-``N`` systems (int or range).
         noise: Standard deviation of Gaussian noise added to the observed ``q, p``.
         test_fraction: Fraction of trajectories marked as test.
-        method: ``"adaptive"`` (eighth-order GBS, a step size per trajectory) or a
+        method: ``"adaptive"`` (eighth-order Dormand–Prince, a step size per
+            trajectory) or a
             registered fixed-step integrator.
         substeps: Fixed-step methods: integrator steps per saved step.
         rtol: Adaptive method: local relative (and absolute) tolerance.

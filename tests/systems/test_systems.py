@@ -579,3 +579,19 @@ def test_trajectory_rejects_other_mistakes():
         system.trajectory(g, 0.1, -1)
     with pytest.raises(ValueError, match="substeps must be a positive integer"):
         system.trajectory(g, 0.1, 2, method="rk4", substeps=0)
+
+
+@pytest.mark.parametrize("name, n_particles", [("two-body", None), ("three-body", None),
+                                               ("gravity-nbody", (3, 6))])
+def test_analytic_gravity_field_equals_autograd_of_h(name, n_particles):
+    """The hand-derived force used for simulation equals Hamilton's equations by
+    autograd of H, also with a leading time axis and graphs of different sizes."""
+    system = systems.get(name)
+    graph = system.sample(12, seed=5, n_particles=n_particles)
+    q = torch.stack([graph.q, 1.1 * graph.q])
+    p = torch.stack([graph.p, -graph.p])
+    dq_a, dp_a = system.analytic_field(q, p, graph)
+    dq, dp = system.time_derivative(q, p, graph)
+    torch.testing.assert_close(dq_a, dq, atol=1e-12, rtol=0)
+    torch.testing.assert_close(dp_a, dp, atol=1e-12, rtol=1e-12)
+    assert systems.get("pendulum").analytic_field(graph.q, graph.p, graph) is None
