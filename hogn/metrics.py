@@ -17,6 +17,7 @@ __all__ = [
     "energy_drift",
     "energy_error",
     "geometric_mean",
+    "relative_drift",
     "relative_error",
     "state_mse",
     "time_to_threshold",
@@ -89,9 +90,14 @@ def energy_error(q: Tensor, p: Tensor, energy: EnergyFn, reference: Tensor | Non
     return (h - ref).abs() / ref.abs().clamp_min(torch.finfo(h.dtype).tiny)
 
 
+def relative_drift(h: Tensor) -> Tensor:
+    """Largest relative change ``max_t |h_t − h_0| / |h_0|`` of energies ``h [T, G]``, ``[G]``."""
+    return ((h - h[0]).abs() / h[0].abs().clamp_min(torch.finfo(h.dtype).tiny)).amax(0)
+
+
 def energy_drift(q: Tensor, p: Tensor, energy: EnergyFn) -> Tensor:
     """Largest relative energy change along a trajectory, ``[G]``."""
-    return energy_error(q, p, energy).amax(0)
+    return relative_drift(energy(q, p))
 
 
 def time_to_threshold(error: Tensor, t: Tensor, threshold: float) -> Tensor:

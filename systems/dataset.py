@@ -24,6 +24,7 @@ from torch import Tensor
 
 from hogn.graph import GraphBatch, select_indices
 from hogn.io import FileFormatError, load_archive, save_archive
+from hogn.metrics import relative_drift
 
 __all__ = ["FORMAT", "VERSION", "Dataset"]
 
@@ -141,8 +142,7 @@ class Dataset:
 
     def energy_drift(self) -> Tensor:
         """Largest relative energy change ``max_t |H(t) − H(0)| / |H(0)|`` per trajectory."""
-        h = self.energy()
-        return ((h - h[0]).abs().amax(0) / h[0].abs().clamp_min(1e-300))
+        return relative_drift(self.energy())
 
     def summary(self) -> dict[str, Any]:
         """One row of facts: system, particles, dims, trajectories, energy range, drift."""
@@ -158,7 +158,7 @@ class Dataset:
             "test": int(self.test.sum()),
             "energy_min": float(h[0].min()),
             "energy_max": float(h[0].max()),
-            "max_rel_energy_drift": float(self.energy_drift().max()),
+            "max_rel_energy_drift": float(relative_drift(h).max()),
             "resampled": int(sum(self.meta.get("resampled", {}).values())),
         }
 

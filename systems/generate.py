@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from hogn.graph import GraphBatch
+from hogn.metrics import relative_drift
 from systems.base import System
 from systems.dataset import Dataset
 
@@ -26,12 +27,6 @@ def _registry_get(name: str, **params: Any) -> System:
     from systems import get
 
     return get(name, **params)
-
-
-def _drift(system: System, traj: GraphBatch) -> torch.Tensor:
-    """Relative energy drift ``max_t |H(t) - H(0)| / |H(0)|`` per graph, ``[G]``."""
-    h = system.hamiltonian(traj.q, traj.p, traj)
-    return (h - h[0]).abs().amax(0) / h[0].abs().clamp_min(1e-300)
 
 
 def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
@@ -100,7 +95,8 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
         q, p, by_system = system.trajectory(graph, dt, steps, method=method, substeps=substeps,
                                             rtol=rtol, atol=rtol, stop=True, progress=progress)
         traj = graph.replace(q=q, p=p)
-        by_drift = ~(_drift(system, traj) <= max_drift) & ~by_system
+        drift = relative_drift(system.hamiltonian(traj.q, traj.p, traj))
+        by_drift = ~(drift <= max_drift) & ~by_system
         resampled["rejected_by_system"] += int(by_system.sum())
         resampled["energy_drift"] += int(by_drift.sum())
         ok = (~(by_system | by_drift)).nonzero().flatten().cpu()[:need]

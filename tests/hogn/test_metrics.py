@@ -69,3 +69,8 @@ def test_time_to_threshold(threshold, expected):
     error = torch.tensor([[0.0, 0.0], [0.1, 0.01], [0.2, 0.9]])
     got = metrics.time_to_threshold(error, t, threshold)
     assert got.tolist() == expected
+
+
+def test_relative_drift_of_known_energies():
+    h = torch.tensor([[2.0, -1.0], [2.5, -1.0], [1.0, -0.5]], dtype=torch.float64)
+    assert torch.allclose(metrics.relative_drift(h), torch.tensor([0.5, 0.5], dtype=torch.float64))
