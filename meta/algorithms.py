@@ -1,0 +1,506 @@
+"""MAML, first-order MAML and Reptile as pure functions over parameter dicts.
+
+A model's parameters are a dict ``name → tensor`` (``dict(model.named_parameters())``
+or an adapted copy); the model is evaluated at any such dict with
+``torch.func.functional_call``, so adaptation never touches the module's own weights.
+Every model of :mod:`hogn.models` works (HNN, MLP, HOGN, ...): a task's loss compares
+the model's ``derivative(q, p, graph)`` with the true ``(dq, dp)`` of its points.
+
+Notation: ``θ`` the meta-parameters, ``L_s`` / ``L_q`` a task's support / query loss,
+``α`` the inner learning rate, ``θ'`` the parameters after the inner loop
+``θ_{j+1} = θ_j − α ∇L_s(θ_j)`` (``j = 0 … steps − 1``), ``B`` tasks in a meta-batch.
+
+- ``maml``: meta-gradient ``(1/B) Σ_i ∇_θ L_q,i(θ'_i(θ))``, differentiated through the
+  inner loop (second order: Hessian-vector products of ``L_s``).
+- ``fomaml``: the inner gradients are treated as constants, ``dθ'/dθ = I``, so the
+  meta-gradient is ``(1/B) Σ_i ∇L_q,i`` evaluated at ``θ'_i``.
+- ``reptile`` (Nichol et al. 2018): the inner loop runs on the support points and
+  the meta-gradient is ``(1/B) Σ_i (θ − θ'_i) / α`` (= the sum of the inner gradients
+  along the path, ``Σ_j ∇L_s(θ_j)``), handed to the outer optimizer like any gradient
+  ("treat θ − θ' as a gradient and plug it into Adam"). Dividing by ``α`` gives it the
+  scale of a loss gradient, so one outer learning rate suits all three algorithms.
+  With one inner step it is exactly ``∇_θ (1/B) Σ_i L_s,i(θ)``: Reptile then is joint
+  training on the meta-batch's support points.
+
+The inner learning rate is a float, or a dict ``name → tensor`` (broadcastable to the
+parameter) of per-parameter rates: learned by the outer optimizer (Meta-SGD, Li et
+al. 2017) when they require grad (:func:`init_inner_lr`).
+
+Loss: the element-wise penalty (log-cosh by default, as in the meta-learning paper;
+or squared error) of ``pred − true`` over all real particles' ``dq`` and ``dp``
+components, *averaged* (the paper sums): the mean keeps the inner learning rate
+independent of the number of points ``K``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from hogn.graph import GraphBatch
+from hogn.models.base import DynamicsModel
+from hogn.train import log_cosh
+from meta.tasks import Points, Task
+
+__all__ = [
+    "ALGORITHMS",
+    "LOSSES",
+    "InnerLR",
+    "LossFn",
+    "MetaConfig",
+    "Params",
+    "get_loss",
+    "init_inner_lr",
+    "inner_update",
+    "make_optimizer",
+    "meta_gradient",
+    "meta_loss",
+    "meta_train",
+    "meta_train_step",
+    "parameters",
+    "predict",
+    "task_loss",
+]
+
+Params = dict[str, Tensor]
+InnerLR = float | Mapping[str, Tensor]
+LossFn = Callable[[Tensor], Tensor]
+
+ALGORITHMS = ("maml", "fomaml", "reptile")
+LOSSES: dict[str, LossFn] = {"logcosh": log_cosh, "mse": torch.square}
+
+
+# --------------------------------------------------------------------- config
+@dataclass
+class MetaConfig:
+    """Meta-training options (JSON-serialisable with :meth:`to_dict`).
+
+    Attributes:
+        algorithm: ``"maml"`` (second order), ``"fomaml"`` or ``"reptile"``.
+        inner_steps: Gradient steps of the inner loop.
+        inner_lr: Inner learning rate ``α`` (initial value when learned).
+        learn_inner_lr: Learn one rate per parameter element (Meta-SGD); not with
+            Reptile, which has no gradient for it.
+        outer_lr: Adam learning rate ``β`` of the meta-parameters (and learned rates).
+        meta_batch: Tasks per meta-update ``B``.
+        loss: ``"logcosh"`` or ``"mse"``.
+        shots: Support points per task ``K``.
+        query: Query points per task (``None``: the trajectory's other points).
+        grad_clip: Clip the meta-gradient norm (0: off).
+        seed: Seed of the task draws.
+        device: Torch device for the caller to put the model on
+            (:func:`meta_train_step` moves tasks to the model's device).
+    """
+
+    algorithm: str = "maml"
+    inner_steps: int = 1
+    inner_lr: float = 0.01
+    learn_inner_lr: bool = False
+    outer_lr: float = 1e-3
+    meta_batch: int = 8
+    loss: str = "logcosh"
+    shots: int = 50
+    query: int | None = None
+    grad_clip: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the options. Raises ``ValueError`` naming the bad one (and the choices)."""
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; expected one of: "
+                             f"{', '.join(ALGORITHMS)}")
+        get_loss(self.loss)
+        for key in ("inner_steps", "meta_batch", "shots"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        if self.query is not None and (not isinstance(self.query, int) or self.query < 1):
+            raise ValueError(f"query must be a positive int or None, got {self.query!r}")
+        for key in ("inner_lr", "outer_lr"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{key} must be a positive finite number, got {value!r}")
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip!r}")
+        if self.learn_inner_lr and self.algorithm == "reptile":
+            raise ValueError("learn_inner_lr needs a meta-gradient through the inner loop "
+                             "(maml or fomaml); reptile has none")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a plain dict."""
+        return asdict(self)
+
+
+# ------------------------------------------------------------ model at params
+def get_loss(loss: str | LossFn) -> LossFn:
+    """The element-wise penalty of the residual ``pred − true``.
+
+    Args:
+        loss: ``"logcosh"`` or ``"mse"`` (squared error), or a callable
+            ``residual [...] -> penalty [...]``.
+
+    Raises:
+        ValueError: for an unknown name, listing the choices.
+    """
+    if callable(loss):
+        return loss
+    try:
+        return LOSSES[loss]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {loss!r}; expected one of: "
+                         f"{', '.join(LOSSES)}") from None
+
+
+def parameters(model: nn.Module) -> Params:
+    """The model's trainable parameters as a dict (the live tensors, not copies)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+class _Derivative(nn.Module):
+    """``forward`` = ``model.derivative``, so ``functional_call`` can reach it."""
+
+    def __init__(self, model: DynamicsModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
+                ) -> tuple[Tensor, Tensor]:
+        return self.model.derivative(q, p, graph, create_graph=create_graph)
+
+
+def predict(model: DynamicsModel, params: Mapping[str, Tensor], graph: GraphBatch,
+            q: Tensor | None = None, p: Tensor | None = None,
+            create_graph: bool | None = True) -> tuple[Tensor, Tensor]:
+    """The model's time derivative with its parameters replaced by ``params``.
+
+    Args:
+        model: A derivative model (not a stepper).
+        params: Parameters by name (missing ones: the model's own).
+        graph: Static graph (and the state, unless ``q``, ``p`` are given).
+        q: Positions ``[N, d]`` (default ``graph.q``).
+        p: Momenta ``[N, d]`` (default ``graph.p``).
+        create_graph: Keep the autograd graph of Hamiltonian derivatives, so that the
+            result can be differentiated w.r.t. ``params`` (needed for any loss).
+
+    Returns:
+        ``(dq [N, d], dp [N, d])``.
+    """
+    wrapper = _Derivative(model)
+    named = {f"model.{k}": v for k, v in params.items()}
+    q = graph.q if q is None else q
+    p = graph.p if p is None else p
+    return functional_call(wrapper, named, (q, p, graph, create_graph))
+
+
+def task_loss(model: DynamicsModel, params: Mapping[str, Tensor], points: Points,
+              loss: str | LossFn = "logcosh") -> Tensor:
+    """Mean penalty of the predicted vs true ``(dq, dp)`` over the real particles.
+
+    Args:
+        model: The model.
+        params: Parameters to evaluate it at.
+        points: ``M`` points (padding particles, if any, are left out by the mask).
+        loss: Loss name or element-wise penalty (see :func:`get_loss`).
+
+    Returns:
+        Scalar: the mean over real particles ``r`` and components of
+        ``penalty(pred − true)``, ``Σ_r Σ_c ℓ / (R · 2d)``.
+    """
+    fn = get_loss(loss)
+    dq, dp = predict(model, params, points.graph)
+    penalty = fn(torch.cat([dq - points.dq, dp - points.dp], -1))  # [M·n, 2d]
+    if points.mask is None:
+        return penalty.mean()
+    weight = points.mask.to(penalty.dtype)[:, None]
+    return (penalty * weight).sum() / (weight.sum() * penalty.shape[1])
+
+
+# ------------------------------------------------------------------ inner loop
+def init_inner_lr(params: Mapping[str, Tensor], value: float, per_element: bool = True
+                  ) -> Params:
+    """Learnable per-parameter inner learning rates (Meta-SGD), all equal to ``value``.
+
+    Args:
+        params: Parameters by name.
+        value: Initial rate.
+        per_element: One rate per parameter element (same shape as the parameter);
+            else one scalar per parameter tensor.
+
+    Returns:
+        ``name → rate`` tensors that require grad (give them to the outer optimizer).
+    """
+    return {name: torch.full(p.shape if per_element else (), float(value), dtype=p.dtype,
+                             device=p.device, requires_grad=True)
+            for name, p in params.items()}
+
+
+def _lr(lr: InnerLR, name: str) -> float | Tensor:
+    if isinstance(lr, Mapping):
+        try:
+            return lr[name]
+        except KeyError:
+            raise ValueError(f"no inner learning rate for parameter {name!r}") from None
+    return lr
+
+
+def _inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], support: Points,
+                loss: str | LossFn, steps: int, lr: InnerLR, create_graph: bool
+                ) -> tuple[Params, list[Tensor]]:
+    """Inner SGD; returns the adapted parameters and the support loss before each step."""
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
+    fn = get_loss(loss)
+    current = {k: v if v.requires_grad else v.detach().requires_grad_(True)
+               for k, v in params.items()}
+    losses = []
+    for _ in range(steps):
+        value = task_loss(model, current, support, fn)
+        grads = torch.autograd.grad(value, list(current.values()), create_graph=create_graph,
+                                    allow_unused=True, materialize_grads=True)
+        losses.append(value.detach())
+        current = {k: v - _lr(lr, k) * g for (k, v), g in zip(current.items(), grads,
+                                                               strict=True)}
+    return current, losses
+
+
+def inner_update(model: DynamicsModel, params: Mapping[str, Tensor], support: Points,
+                 loss: str | LossFn = "logcosh", steps: int = 1, lr: InnerLR = 0.01,
+                 first_order: bool = False, create_graph: bool | None = None) -> Params:
+    """Adapt parameters to a task with ``steps`` SGD steps on its support points.
+
+    ``θ_{j+1} = θ_j − α ∇L_s(θ_j)``.
+
+    Args:
+        model: The model.
+        params: Starting parameters ``θ`` (a parameter that does not require grad is
+            treated as a constant starting point).
+        support: The task's support points.
+        loss: Loss name or element-wise penalty.
+        steps: Inner steps (0 returns ``params``).
+        lr: ``α``: a float, or ``name → tensor`` per-parameter rates (learned ones
+            receive gradients through the result).
+        first_order: Treat the inner gradients as constants (first-order MAML): the
+            result depends on ``θ`` only through the identity, ``dθ'/dθ = I``.
+        create_graph: Keep the graph of the inner gradients (default
+            ``not first_order``); needed for second-order MAML.
+
+    Returns:
+        Adapted parameters ``θ'`` by name, differentiable w.r.t. ``params`` (and
+        learned rates) as described.
+    """
+    if create_graph is None:
+        create_graph = not first_order
+    adapted, _ = _inner_loop(model, params, support, loss, steps, lr,
+                             create_graph and not first_order)
+    return adapted
+
+
+# ------------------------------------------------------------------ outer loop
+def _check_tasks(tasks: Sequence[Task]) -> None:
+    if len(tasks) == 0:
+        raise ValueError("a meta-batch needs at least one task")
+
+
+def meta_loss(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Sequence[Task],
+              config: MetaConfig, inner_lr: InnerLR | None = None) -> Tensor:
+    """Mean query loss after adaptation, ``(1/B) Σ_i L_q,i(θ'_i)`` (MAML / FOMAML).
+
+    Differentiable w.r.t. ``params`` (through the inner loop for ``maml``, at ``θ'``
+    only for ``fomaml``) and w.r.t. learned inner rates. Holds the graphs of all tasks
+    at once; :func:`meta_gradient` accumulates task by task instead.
+
+    Args:
+        model: The model.
+        params: Meta-parameters ``θ``.
+        tasks: Meta-batch.
+        config: Algorithm, loss, inner steps and rate.
+        inner_lr: Rates overriding ``config.inner_lr`` (e.g. learned ones).
+
+    Raises:
+        ValueError: for Reptile, which has no meta-loss (see :func:`meta_gradient`).
+    """
+    if config.algorithm == "reptile":
+        raise ValueError("reptile has no meta-loss; use meta_gradient")
+    _check_tasks(tasks)
+    lr = config.inner_lr if inner_lr is None else inner_lr
+    first = config.algorithm == "fomaml"
+    total = 0
+    for task in tasks:
+        adapted = inner_update(model, params, task.support, config.loss, config.inner_steps,
+                               lr, first_order=first)
+        total = total + task_loss(model, adapted, task.query, config.loss)
+    return total / len(tasks)
+
+
+def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Sequence[Task],
+                  config: MetaConfig, inner_lr: InnerLR | None = None
+                  ) -> tuple[Params, Params, dict[str, float]]:
+    """The meta-gradient of a meta-batch (see the module docstring for each algorithm).
+
+    Tasks are processed one at a time (their graphs freed after each).
+
+    Args:
+        model: The model.
+        params: Meta-parameters ``θ`` (leaf tensors, e.g. :func:`parameters`).
+        tasks: Meta-batch of ``B`` tasks.
+        config: Algorithm, loss, inner steps and rate.
+        inner_lr: Rates overriding ``config.inner_lr``; learned rates (tensors that
+            require grad) get their gradient in the second dict (``maml``/``fomaml``).
+
+    Returns:
+        ``(grads, lr_grads, stats)``: gradients by parameter name, gradients of the
+        learned rates by name (empty when none are learned), and mean losses
+        ``support_before`` (``L_s`` at ``θ``) and ``query_after`` (``L_q`` at ``θ'``).
+
+    Raises:
+        ValueError: for an empty meta-batch, or Reptile with per-parameter rates.
+    """
+    config.validate()
+    _check_tasks(tasks)
+    lr = config.inner_lr if inner_lr is None else inner_lr
+    names = list(params)
+    learned = ({k: v for k, v in lr.items() if v.requires_grad}
+               if isinstance(lr, Mapping) else {})
+    grads = {k: torch.zeros_like(v) for k, v in params.items()}
+    lr_grads = {k: torch.zeros_like(v) for k, v in learned.items()}
+    support, query = 0.0, 0.0
+    b = len(tasks)
+    if config.algorithm == "reptile":
+        if isinstance(lr, Mapping):
+            raise ValueError("reptile takes a float inner learning rate (its meta-gradient "
+                             "is (θ − θ') / α)")
+        base = {k: v.detach() for k, v in params.items()}
+        for task in tasks:
+            adapted, losses = _inner_loop(model, base, task.support, config.loss,
+                                          config.inner_steps, lr, create_graph=False)
+            for k in names:
+                grads[k] += (base[k] - adapted[k].detach()) / (lr * b)
+            support += float(losses[0]) / b
+            with torch.no_grad():
+                query += float(task_loss(model, _detached(adapted), task.query,
+                                         config.loss)) / b
+        return grads, lr_grads, {"support_before": support, "query_after": query}
+    first = config.algorithm == "fomaml"
+    targets = [params[k] for k in names] + list(learned.values())
+    for task in tasks:
+        adapted, losses = _inner_loop(model, params, task.support, config.loss,
+                                      config.inner_steps, lr, create_graph=not first)
+        value = task_loss(model, adapted, task.query, config.loss)
+        out = torch.autograd.grad(value / b, targets, allow_unused=True,
+                                  materialize_grads=True)
+        for k, g in zip(names, out[:len(names)], strict=True):
+            grads[k] += g
+        for k, g in zip(learned, out[len(names):], strict=True):
+            lr_grads[k] += g
+        support += float(losses[0]) / b if losses else float(value.detach()) / b
+        query += float(value.detach()) / b
+    return grads, lr_grads, {"support_before": support, "query_after": query}
+
+
+def _detached(params: Mapping[str, Tensor]) -> Params:
+    return {k: v.detach() for k, v in params.items()}
+
+
+def make_optimizer(model: nn.Module, config: MetaConfig,
+                   inner_lr: Mapping[str, Tensor] | None = None) -> torch.optim.Adam:
+    """The outer Adam optimizer over the model's parameters and learned inner rates."""
+    groups: list[Tensor] = list(parameters(model).values())
+    if inner_lr is not None:
+        groups += [v for v in inner_lr.values() if v.requires_grad]
+    return torch.optim.Adam(groups, lr=config.outer_lr)
+
+
+def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
+                    tasks: Sequence[Task], config: MetaConfig,
+                    inner_lr: InnerLR | None = None) -> dict[str, float]:
+    """One meta-update: the meta-gradient of ``tasks`` applied by ``optimizer``.
+
+    The gradients are written to ``.grad`` of the model's parameters (and of learned
+    rates) before ``optimizer.step()``; the optimizer must hold those tensors
+    (:func:`make_optimizer`). Tasks are moved to the model's device (never cast).
+
+    Returns:
+        Mean losses of the meta-batch (``support_before``, ``query_after``) and
+        ``grad_norm`` (before clipping).
+
+    Raises:
+        FloatingPointError: if the meta-gradient is not finite (nothing is updated).
+    """
+    device = next(model.parameters()).device
+    tasks = [t.to(device) for t in tasks]
+    params = parameters(model)
+    grads, lr_grads, stats = meta_gradient(model, params, tasks, config, inner_lr)
+    everything = list(grads.values()) + list(lr_grads.values())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
+                                                 for g in everything]))
+    if not torch.isfinite(norm):
+        raise FloatingPointError(f"meta-gradient is not finite (norm {float(norm)}); "
+                                 "lower inner_lr or outer_lr")
+    if config.grad_clip > 0 and norm > config.grad_clip:
+        scale = config.grad_clip / norm
+        everything = [g * scale for g in everything]
+    tensors = list(params.values())
+    if isinstance(inner_lr, Mapping):
+        tensors += [inner_lr[k] for k in lr_grads]
+    optimizer.zero_grad(set_to_none=True)
+    for t, g in zip(tensors, everything, strict=True):
+        t.grad = g
+    optimizer.step()
+    return {**stats, "grad_norm": float(norm)}
+
+
+def meta_train(model: DynamicsModel, sampler: Any, config: MetaConfig, iterations: int,
+               inner_lr: InnerLR | None = None, optimizer: torch.optim.Optimizer | None = None,
+               callback: Callable[[int, dict[str, float]], None] | None = None,
+               progress: bool = False) -> list[dict[str, float]]:
+    """Meta-train for ``iterations`` meta-batches drawn from ``sampler``.
+
+    Args:
+        model: The model (updated in place).
+        sampler: A :class:`meta.tasks.TaskSampler` (its ``shots``/``query`` must
+            match the config's).
+        config: Options.
+        iterations: Meta-updates.
+        inner_lr: Inner rates; default: learned per-element rates from
+            ``config.inner_lr`` when ``config.learn_inner_lr``, else the float.
+        optimizer: Outer optimizer (default :func:`make_optimizer`).
+        callback: Called as ``callback(iteration, stats)`` after each update.
+        progress: Show a tqdm bar.
+
+    Returns:
+        One stats dict per iteration (see :func:`meta_train_step`), with ``iteration``.
+    """
+    config.validate()
+    if getattr(sampler, "shots", config.shots) != config.shots or getattr(
+            sampler, "query", config.query) != config.query:
+        raise ValueError(f"sampler draws shots={sampler.shots}, query={sampler.query}; the "
+                         f"config says shots={config.shots}, query={config.query}")
+    if inner_lr is None and config.learn_inner_lr:
+        inner_lr = init_inner_lr(parameters(model), config.inner_lr)
+    if optimizer is None:
+        optimizer = make_optimizer(model, config, inner_lr if isinstance(inner_lr, Mapping)
+                                   else None)
+    steps: Iterable[int] = range(iterations)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"meta-train {config.algorithm}", disable=None)
+    history = []
+    for it in steps:
+        stats = meta_train_step(model, optimizer, sampler.sample(config.meta_batch), config,
+                                inner_lr)
+        stats = {"iteration": it, **stats}
+        history.append(stats)
+        if callback is not None:
+            callback(it, stats)
+    return history

@@ -1,0 +1,27 @@
+"""Small float64 ground-truth datasets shared by the meta-learning tests."""
+
+from __future__ import annotations
+
+import pytest
+
+import systems
+
+
+@pytest.fixture(scope="session")
+def mass_spring():
+    """24 trajectories × 41 points of the mass-spring embedded in d = 2."""
+    return systems.generate(systems.get("mass-spring", embed_dim=2), trajectories=24,
+                            steps=40, dt=0.25, seed=0)
+
+
+@pytest.fixture(scope="session")
+def pendulum():
+    """24 trajectories × 41 points of the pendulum embedded in d = 2."""
+    return systems.generate(systems.get("pendulum", embed_dim=2), trajectories=24,
+                            steps=40, dt=0.25, seed=1)
+
+
+@pytest.fixture(scope="session")
+def three_body():
+    """6 trajectories × 31 points of the three-body problem (d = 2, 3 particles)."""
+    return systems.generate("three-body", trajectories=6, steps=30, dt=0.1, seed=2)
