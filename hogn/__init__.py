@@ -5,14 +5,17 @@ package for ground truth and ``meta`` for meta-learning).
 """
 
 from hogn import graph, integrators, io, metrics, models, nn
+from hogn.evaluation import Evaluation, evaluate
 from hogn.graph import GraphBatch
 from hogn.integrators import integrate
 from hogn.rollout import rollout
 from hogn.train import TrainConfig, train
 
 __all__ = [
+    "Evaluation",
     "GraphBatch",
     "TrainConfig",
+    "evaluate",
     "graph",
     "integrate",
     "integrators",

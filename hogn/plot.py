@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io as _io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from torch import Tensor
 
 from hogn.io import atomic_write
 
-__all__ = ["TrajectoryPanel", "save_figure", "trajectories_and_energy"]
+__all__ = ["TrajectoryPanel", "loss_curves", "rollout_comparison", "save_figure",
+           "trajectories_and_energy"]
 
 
 @dataclass
@@ -88,5 +89,81 @@ def trajectories_and_energy(panels: Sequence[TrajectoryPanel], path: str | os.Pa
         ax_e.set_xlabel("t")
         ax_e.set_ylabel("(H − H₀)/|H₀|")
         ax_e.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _paths(ax: plt.Axes, q: np.ndarray, **style: object) -> None:
+    """Draw each particle's path ``q [T, n, d]`` in the (q0, q1) plane."""
+    for i in range(q.shape[1]):
+        ax.plot(q[:, i, 0], q[:, i, 1] if q.shape[-1] > 1 else np.zeros(len(q)),
+                color=f"C{i % 10}", **style)
+
+
+def rollout_comparison(t: Tensor | np.ndarray, q_true: Tensor | np.ndarray,
+                       predictions: Mapping[str, Tensor | np.ndarray],
+                       energy_errors: Mapping[str, Tensor | np.ndarray],
+                       path: str | os.PathLike, title: str = "") -> Path:
+    """Predicted vs true paths per model, and the true-energy error over time.
+
+    Args:
+        t: Times ``[T]``.
+        q_true: True positions of one trajectory ``[T, n, d]``.
+        predictions: Model name to predicted positions ``[T, n, d]``.
+        energy_errors: Model name to ``|H(x̂_t) − H₀| / |H₀|`` ``[T]`` (log scale).
+        path: PNG destination.
+        title: Figure title.
+
+    Returns:
+        The written path.
+    """
+    names = list(predictions)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.3),
+                             squeeze=False)
+    truth = _np(q_true)
+    for ax, name in zip(axes[0], names, strict=False):
+        _paths(ax, truth, lw=2.5, alpha=0.25)
+        _paths(ax, _np(predictions[name]), lw=0.9)
+        ax.set_title(f"{name} (thick: truth)", fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.tick_params(labelsize=7)
+    ax_e = axes[0][-1]
+    for name, err in energy_errors.items():
+        ax_e.semilogy(_np(t), np.maximum(_np(err), 1e-16), lw=1, label=name)
+    ax_e.set_xlabel("t")
+    ax_e.set_title("true-energy error |H − H₀|/|H₀|", fontsize=9)
+    ax_e.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def loss_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
+                path: str | os.PathLike, title: str = "") -> Path:
+    """Training and validation loss per epoch, one colour per run (log scale).
+
+    Args:
+        histories: Run name to its rows (``epoch``, ``train_loss``, optional
+            ``val_loss``), as in a run's ``metrics.jsonl``.
+        path: PNG destination.
+        title: Figure title.
+
+    Returns:
+        The written path.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, (name, rows) in enumerate(histories.items()):
+        epochs = [r["epoch"] for r in rows]
+        ax.semilogy(epochs, [r["train_loss"] for r in rows], color=f"C{i}", lw=1.2,
+                    label=f"{name} train")
+        if rows and "val_loss" in rows[0]:
+            ax.semilogy(epochs, [r["val_loss"] for r in rows], color=f"C{i}", lw=1.2,
+                        ls="--", label=f"{name} val")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return save_figure(fig, path)

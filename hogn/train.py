@@ -56,7 +56,8 @@ class TrainConfig:
     """Training options (all JSON-serialisable; stored in the run's ``config.json``).
 
     Attributes:
-        target: ``"derivative"`` or ``"rollout"``.
+        target: ``"derivative"`` or ``"rollout"`` (``None``: rollout for steppers,
+            derivative otherwise).
         integrator: Integrator for the rollout target.
         rollout_steps: Steps ``k`` integrated and matched per sample (rollout target).
         loss: ``"mse"`` or ``"logcosh"``.
@@ -72,7 +73,7 @@ class TrainConfig:
         device: Torch device.
     """
 
-    target: str = "derivative"
+    target: str | None = None
     integrator: str = "rk4"
     rollout_steps: int = 1
     loss: str = "mse"
@@ -292,12 +293,14 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
             last good checkpoint is kept in ``run_dir``.
     """
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **options})
+    if cfg.target is None:
+        cfg.target = "rollout" if model.is_stepper else "derivative"
     cfg.validate(model)
     device = torch.device(cfg.device)
     model.to(device)
     dtype = model.param_dtype
+    dt = float(data.t[1] - data.t[0]) if data.t.numel() > 1 else float("nan")  # before casting
     data = data.to(device=device, dtype=dtype)
-    dt = float(data.t[1] - data.t[0]) if data.t.numel() > 1 else float("nan")
     if model.is_stepper and abs(dt - float(model.config()["dt"])) > 1e-9 * max(dt, 1.0):
         raise ValueError(f"{model.name} steps dt={model.config()['dt']} but the data is "
                          f"sampled every {dt:g}")

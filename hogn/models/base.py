@@ -45,6 +45,7 @@ __all__ = [
     "GraphLike",
     "HamiltonianModel",
     "as_graph",
+    "for_data",
     "get",
     "load",
     "names",
@@ -98,6 +99,44 @@ def get(name: str, **config: Any) -> DynamicsModel:
     except TypeError as exc:
         raise ValueError(f"{name}: {exc}; arguments are {', '.join(accepted)}") from None
     return cls(**config)
+
+
+def for_data(name: str, data: Any, **config: Any) -> DynamicsModel:
+    """Build a model whose input sizes fit ``data``; ``config`` sets the rest.
+
+    ``dim``, ``node_constants`` and ``edge_features`` come from the data, and so do
+    ``n_particles`` for the fixed-size models (all graphs must have the same size)
+    and ``dt`` for steppers (the data's sampling step), unless given in ``config``.
+
+    Args:
+        name: Registry name.
+        data: A ``systems.Dataset`` or anything with ``t [T]``, ``q [T, N, d]``,
+            ``c [N, k]``, ``edge_attr`` and ``ptr [G + 1]``.
+        **config: Further constructor arguments (``hidden=64``, ...).
+
+    Raises:
+        ValueError: for an unknown name or argument, or a fixed-size model on
+            graphs of different sizes.
+    """
+    if name not in _REGISTRY:
+        get(name)  # raises, listing the names
+    accepted = inspect.signature(_REGISTRY[name].__init__).parameters
+    edge_attr = getattr(data, "edge_attr", None)
+    inferred: dict[str, Any] = {
+        "dim": int(data.q.shape[-1]), "node_constants": int(data.c.shape[-1]),
+        "edge_features": 0 if edge_attr is None else int(edge_attr.shape[-1])}
+    if "n_particles" in accepted and "n_particles" not in config:
+        sizes = sorted(set(data.ptr.diff().tolist()))
+        if len(sizes) != 1:
+            raise ValueError(f"{name} needs graphs of one size, but the data has sizes "
+                             f"{sizes}; select one size or use a graph model")
+        inferred["n_particles"] = sizes[0]
+    if "dt" in accepted and "dt" not in config:
+        if data.t.numel() < 2:
+            raise ValueError(f"{name} needs the data's dt, but it has one time point")
+        inferred["dt"] = float(data.t[1] - data.t[0])
+    inferred = {k: v for k, v in inferred.items() if k in accepted}
+    return get(name, **{**inferred, **config})
 
 
 def load(path: str | os.PathLike, device: torch.device | str | None = None) -> DynamicsModel:

@@ -108,3 +108,12 @@ def test_bad_input_is_refused_before_training(springs):
         hogn.train(_model(), springs, target="rollout", integrator="rk5", progress=False)
     with pytest.raises(ValueError, match="unknown loss"):
         hogn.train(_model(), springs, loss="l1", progress=False)
+
+
+def test_a_float32_stepper_accepts_data_sampled_at_its_dt():
+    """dt = 0.1 is checked before the data is cast (0.1 is not exact in float32)."""
+    data = systems.generate("spring-nbody", 4, 5, 0.1, n_particles=3, progress=False)
+    model = hogn.models.for_data("deltagn", data, hidden=8)
+    assert model.param_dtype == torch.float32 and model.config()["dt"] == 0.1
+    result = hogn.train(model, data, epochs=1, progress=False)
+    assert math.isfinite(result.best_val)

@@ -1,0 +1,331 @@
+"""``hogn train``, ``hogn rollout`` and ``hogn evaluate``: learned models."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import systems
+from hogn import integrators, models
+from hogn.cli.common import (
+    DTYPES,
+    UserError,
+    check_output,
+    energy_of,
+    load_run,
+    param,
+    particles,
+)
+from hogn.evaluation import Evaluation, evaluate
+from hogn.io import save_archive
+from hogn.plot import loss_curves, rollout_comparison
+from hogn.report import format_table, write_json
+from hogn.train import LOSSES, SCHEDULES, TARGETS, TrainConfig, train
+
+__all__ = ["EVAL_COLUMNS", "add_commands", "describe_data", "summary_row"]
+
+EVAL_COLUMNS = ("model", "integrator", "trajectories", "particles", "steps", "rel_error",
+                "final_rel_error", "state_mse", "energy_drift", "time_to_threshold")
+ROLLOUT_FORMAT = "hogn-rollout"
+
+
+def describe_data(data: systems.Dataset, path: str | None = None) -> dict[str, Any]:
+    """What a run records about its training data (JSON-able)."""
+    sizes = data.sizes
+    return {"file": path, "system": data.system_config, "dt": data.dt,
+            "particles": [int(sizes.min()), int(sizes.max())],
+            "trajectories": data.num_graphs, "points": int(data.t.numel())}
+
+
+def summary_row(name: str, integrator: str | None, data: systems.Dataset,
+                result: Evaluation, threshold: float = 0.1) -> dict[str, Any]:
+    """One table row: the evaluation summary with what was evaluated."""
+    sizes = data.sizes
+    n = f"{int(sizes.min())}" if sizes.min() == sizes.max() else \
+        f"{int(sizes.min())}-{int(sizes.max())}"
+    return {"model": name, "integrator": integrator or "own step", "particles": n,
+            **result.summary(threshold)}
+
+
+# -------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a dataset file into a run folder."""
+    data = systems.load(args.data)
+    if args.n_particles is not None:
+        keep = data.sizes == args.n_particles
+        if not bool(keep.any()):
+            raise UserError(f"{args.data} has no graphs of {args.n_particles} particles "
+                            f"(sizes {sorted(set(data.sizes.tolist()))})")
+        data = data.select(keep)
+    model_args = dict(args.model_arg or [])
+    for key in ("hidden", "layers"):
+        if getattr(args, key) is not None:
+            model_args[key] = getattr(args, key)
+    if args.mp_steps is not None:
+        model_args["steps"] = args.mp_steps
+    torch.manual_seed(args.seed)  # the same seed gives the same initial weights
+    model = models.for_data(args.model, data, **model_args).to(DTYPES[args.dtype])
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+               if getattr(args, f.name, None) is not None}
+    start = time.perf_counter()
+    result = train(model, data, run_dir=args.output, progress=not args.quiet,
+                   data_info=describe_data(data, args.data), **options)
+    run = Path(args.output)
+    png = loss_curves({model.name: result.history}, run / "loss.png",
+                      title=f"{model.name} on {data.system_config['name']}")
+    print(f"trained {model.name} ({sum(p.numel() for p in model.parameters())} parameters) "
+          f"for {len(result.history)} epoch(s) in {time.perf_counter() - start:.1f} s: best "
+          f"validation loss {result.best_val:.4g} at epoch {result.best_epoch}")
+    print(f"run folder {run}: config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt, "
+          f"{png.name}")
+    return 0
+
+
+# ------------------------------------------------------------------------ rollout
+def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
+                       ) -> systems.Dataset:
+    """Ground truth to roll out against: from --data, or simulated from the system."""
+    if args.data is not None:
+        data = systems.load(args.data)
+        return data[: args.trajectories] if args.trajectories else data
+    trained_on = record.get("data") or {}
+    config = dict(trained_on.get("system") or {})
+    name = args.system or config.get("name")
+    if name is None:
+        raise UserError("the run does not record its system; pass --system or --data")
+    params = {k: v for k, v in config.items() if k != "name"} if name == config.get(
+        "name") else {}
+    params.update(dict(args.param or []))
+    system = systems.get(name, **params)
+    n_particles = args.n_particles
+    if n_particles is None and system.n_particles is None:
+        n_particles = tuple(trained_on.get("particles") or (4, 4))
+    dt = args.dt or trained_on.get("dt")
+    if dt is None:
+        raise UserError("pass --dt (the run does not record the data's dt)")
+    return systems.generate(system, args.trajectories or 4, args.steps, dt, seed=args.seed,
+                            n_particles=n_particles, test_fraction=0.0, progress=False)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Roll a trained model out, against the truth, and save the trajectories."""
+    model, record = load_run(args.run, args.model, args.device)
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        check_output(out, args.force)
+    integrator = _integrator(args.integrator, model, record)
+    truth = _truth_for_rollout(args, record)
+    if args.data is not None and args.steps is not None and args.steps >= truth.t.numel():
+        raise UserError(f"{args.data} holds {truth.t.numel()} points per trajectory; "
+                        f"--steps must be below that, got {args.steps}")
+    result = evaluate(model, truth, energy=energy_of(truth), integrator=integrator,
+                      steps=args.steps if args.data is not None else None,
+                      substeps=args.substeps, progress=not args.quiet)
+    row = summary_row(model.name, integrator, truth, result, args.threshold)
+    print(format_table([row], EVAL_COLUMNS))
+    if out is not None:
+        arrays = {"t": result.t, "q": result.q, "p": result.p, "ptr": truth.ptr,
+                  "c": truth.c, "edge_index": truth.edge_index}
+        save_archive(out, ROLLOUT_FORMAT, 1, {"run": str(args.run), "model": model.name,
+                                              "integrator": integrator, "summary": row,
+                                              "system": truth.system_config}, arrays)
+        print(f"wrote {out}: predicted q, p [T+1, N, d], t, ptr, c, edge_index")
+    if args.plot:
+        png = _plot_first(args.plot, model.name, truth, result)
+        print(f"wrote {png}")
+    return 0
+
+
+def _integrator(name: str | None, model: models.DynamicsModel, record: dict[str, Any]
+                ) -> str | None:
+    if model.is_stepper:
+        if name is not None:
+            raise UserError(f"{model.name} is a stepper with its own dt; it takes no "
+                            f"--integrator (got {name!r})")
+        return None
+    name = name or record.get("train", {}).get("integrator") or "rk4"
+    model.check_integrator(name)
+    return name
+
+
+def _plot_first(path: str, name: str, truth: systems.Dataset, result: Evaluation) -> Path:
+    a, b = int(truth.ptr[0]), int(truth.ptr[1])
+    energy = (result.energy_error[:, 0] if result.energy_error is not None
+              else torch.zeros_like(result.t))
+    return rollout_comparison(result.t, truth.q[: result.t.numel(), a:b],
+                              {name: result.q[:, a:b]}, {name: energy}, path,
+                              title=f"{truth.system_config['name']}, {b - a} particles")
+
+
+# ----------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a trained model on a dataset file."""
+    model, record = load_run(args.run, args.model, args.device)
+    data = systems.load(args.data)
+    if args.split == "test":
+        if not bool(data.test.any()):
+            raise UserError(f"{args.data} has no test trajectories; pass --split all")
+        data = data.heldout
+    elif args.split == "train":
+        data = data.train
+    integrator = _integrator(args.integrator, model, record)
+    result = evaluate(model, data, energy=energy_of(data), integrator=integrator,
+                      steps=args.steps, substeps=args.substeps, progress=not args.quiet)
+    row = summary_row(model.name, integrator, data, result, args.threshold)
+    print(format_table([row], EVAL_COLUMNS))
+    if args.json:
+        per_step = {"t": result.t.tolist(),
+                    "rel_error_geomean": result.relative_error.clamp_min(1e-30).log()
+                    .mean(1).exp().tolist()}
+        write_json(args.json, {"run": str(args.run), "data": args.data, "split": args.split,
+                               "summary": row, "per_step": per_step})
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {_plot_first(args.plot, model.name, data, result)}")
+    return 0
+
+
+# ------------------------------------------------------------------------- parser
+def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", choices=("best", "last"), default="best",
+                     help="which weights of the run (default best: lowest validation loss)")
+    cmd.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
+                     help="integrator for derivative models (default: the one the run "
+                     f"trained with, else rk4); one of {', '.join(integrators.names())}")
+    cmd.add_argument("--substeps", type=int, default=1,
+                     help="integrator steps per saved step (default 1)")
+    cmd.add_argument("--threshold", type=float, default=0.1,
+                     help="relative error level for time_to_threshold (default 0.1)")
+    cmd.add_argument("--plot", metavar="PNG", help="save predicted vs true paths of the "
+                     "first trajectory and its energy error")
+    cmd.add_argument("--device", default=None, help="torch device (default cpu)")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``train``, ``rollout`` and ``evaluate``."""
+    tr = sub.add_parser(
+        "train", help="train a model on a dataset",
+        description="Train MODEL on the training trajectories of the dataset file DATA "
+        "(a part of them held out for validation) and write the run to the folder -o RUN: "
+        "config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt and loss.png. The "
+        "input sizes (dims, node constants, edge features, particle count of fixed-size "
+        "models, dt of steppers) come from the data. Running the same command again with "
+        "more --epochs resumes; a folder holding a different run is refused.",
+        epilog=f"models: {', '.join(models.names())}\n\nexamples:\n"
+        "  hogn generate spring-nbody --n-particles 4..6 --trajectories 200 -o spring.pt\n"
+        "  hogn train hogn spring.pt --hidden 64 --epochs 30 -o runs/hogn\n"
+        "  hogn train ogn spring.pt --target rollout --integrator rk4 -o runs/ogn\n"
+        "  hogn train deltagn spring.pt -o runs/deltagn          # steps the data's dt\n"
+        "  hogn train mlp spring.pt --n-particles 5 -o runs/mlp  # fixed-size models",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("model", metavar="MODEL", help="model name (see below)")
+    tr.add_argument("data", metavar="DATA", help="dataset file from 'hogn generate'")
+    tr.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
+    arch = tr.add_argument_group("model")
+    arch.add_argument("--hidden", type=int, help="hidden width (model default: graph "
+                      "models 128, hnn/mlp 200)")
+    arch.add_argument("--layers", type=int, help="linear layers per MLP")
+    arch.add_argument("--mp-steps", type=int, help="message-passing steps (graph models)")
+    arch.add_argument("--model-arg", type=param, action="append", metavar="KEY=VALUE",
+                      help="any other constructor argument, repeatable "
+                      "(e.g. --model-arg absolute_positions=true)")
+    arch.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                      help="parameter dtype (default float32)")
+    arch.add_argument("--n-particles", type=int, help="train only on graphs of this size "
+                      "(needed by hnn/mlp when the data mixes sizes)")
+    opt = tr.add_argument_group("training")
+    opt.add_argument("--target", choices=TARGETS, help="derivative: match dq, dp (default; "
+                     "steppers always rollout); rollout: integrate and match next states")
+    opt.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
+                     help="integrator of the rollout target (default rk4)")
+    opt.add_argument("--rollout-steps", type=int, help="steps matched per sample (default 1)")
+    opt.add_argument("--loss", choices=LOSSES, help="default mse")
+    opt.add_argument("--epochs", type=int, help="default 20")
+    opt.add_argument("--batch-size", type=int, help="graphs per batch (default 64)")
+    opt.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    opt.add_argument("--weight-decay", type=float, help="default 0")
+    opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule "
+                     "(default none)")
+    opt.add_argument("--val-fraction", type=float, help="training trajectories held out "
+                     "for validation (default 0.1)")
+    opt.add_argument("--max-samples", type=int, help="random samples per epoch (default: "
+                     "all states of all training trajectories)")
+    opt.add_argument("--grad-clip", type=float, help="gradient-norm clip (default off)")
+    opt.add_argument("--seed", type=int, default=0, help="seed of weights, split and "
+                     "batch order (default 0)")
+    opt.add_argument("--device", help="torch device (default cpu)")
+    opt.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
+    ro = sub.add_parser(
+        "rollout", help="simulate with a trained model, against the truth",
+        description="Roll the model of RUN out from initial states and compare with the "
+        "ground truth: states sampled from the run's system (or --system), of any size "
+        "(--n-particles, e.g. far larger than in training), simulated in float64; or the "
+        "first states of a dataset file (--data). Prints the relative error, state MSE and "
+        "the drift of the true energy along the prediction; saves the predicted "
+        "trajectories (-o) and a plot (--plot).",
+        epilog="examples:\n"
+        "  hogn rollout runs/hogn --n-particles 16 --steps 1000 --integrator leapfrog\n"
+        "  hogn rollout runs/hogn --n-particles 64 --steps 500 --plot big.png -o big.pt\n"
+        "  hogn rollout runs/hogn --data spring-test.pt --steps 50",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ro.add_argument("run", metavar="RUN", help="run folder from 'hogn train'")
+    ro.add_argument("--data", metavar="FILE", help="start from this dataset's trajectories "
+                    "instead of sampling")
+    ro.add_argument("--system", help="system to sample (default: the run's)")
+    ro.add_argument("--param", type=param, action="append", metavar="KEY=VALUE",
+                    help="system parameter, repeatable")
+    ro.add_argument("--n-particles", type=particles, metavar="N|MIN..MAX",
+                    help="particles per graph (default: as in training)")
+    ro.add_argument("--trajectories", type=int, help="number of trajectories (default 4; "
+                    "with --data: all)")
+    ro.add_argument("--steps", type=int, default=None, help="steps to roll out (default "
+                    "100; with --data: all)")
+    ro.add_argument("--dt", type=float, help="step size (default: the training data's)")
+    ro.add_argument("--seed", type=int, default=0, help="seed of the initial states")
+    ro.add_argument("-o", "--output", metavar="FILE", help="save the predicted trajectories")
+    ro.add_argument("--force", action="store_true", help="overwrite an existing FILE")
+    _common_rollout_args(ro)
+    ro.set_defaults(func=_rollout_defaults)
+
+    ev = sub.add_parser(
+        "evaluate", help="errors and energy drift of a trained model on a dataset",
+        description="Roll the model of RUN out from the first state of each trajectory "
+        "of the dataset file DATA (its test split by default) and compare with the truth: "
+        "relative error ‖x̂−x‖/(‖x̂‖+‖x‖) (geometric mean over trajectories of its mean "
+        "over the horizon, and at the last step), state MSE, drift of the true energy "
+        "along the prediction, and the median time until the relative error passes "
+        "--threshold.",
+        epilog="examples:\n"
+        "  hogn evaluate runs/hogn spring-test.pt\n"
+        "  hogn evaluate runs/hogn spring.pt --split all --integrator leapfrog --json e.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("run", metavar="RUN", help="run folder from 'hogn train'")
+    ev.add_argument("data", metavar="DATA", help="dataset file")
+    ev.add_argument("--split", choices=("test", "train", "all"), default="test",
+                    help="which trajectories (default test)")
+    ev.add_argument("--steps", type=int, help="steps to compare (default: all)")
+    ev.add_argument("--json", metavar="FILE", help="write the summary and per-step errors")
+    _common_rollout_args(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def _rollout_defaults(args: argparse.Namespace) -> int:
+    if args.data is None and args.steps is None:
+        args.steps = 100
+    if args.data is not None and (args.system or args.n_particles or args.param):
+        raise UserError("--data gives the states; --system, --param and --n-particles "
+                        "apply only when sampling")
+    for key in ("steps", "trajectories", "substeps"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise UserError(f"--{key} must be at least 1, got {value}")
+    return cmd_rollout(args)
+
