@@ -143,6 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run both parts and save tables and plots under ``--out``."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     _systems_table(args, out)
     if not args.skip_learning:
@@ -179,5 +180,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--samples", type=int, default=2048, help="samples per epoch")
     learn.add_argument("--hidden", type=int, default=64)
     learn.add_argument("--lr", type=float, default=3e-3)
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the "
+                      "demo's tensors are small, and extra threads only wait on a busy machine)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
