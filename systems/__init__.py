@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from systems.base import System
+from systems.damped import DampedPendulum
 from systems.dataset import Dataset
 from systems.generate import PRESETS, Preset, from_preset, generate, get_preset, preset_names
 from systems.gravity import GravityNBody, ThreeBody, TwoBody
@@ -36,7 +37,7 @@ __all__ = [
 _REGISTRY: dict[str, type[System]] = {
     cls.name: cls
     for cls in (MassSpring, Pendulum, DoublePendulum, TwoBody, ThreeBody, MagneticMirror,
-                SpringNBody, GravityNBody)
+                SpringNBody, GravityNBody, DampedPendulum)
 }
 
 
