@@ -84,7 +84,10 @@ def select_indices(ptr: Tensor, edge_index: Tensor, graphs: Sequence[int] | Tens
     """
     graphs = torch.as_tensor(graphs, dtype=torch.long).reshape(-1).cpu()
     num_graphs = ptr.numel() - 1
-    if graphs.numel() == 0 or graphs.min() < 0 or graphs.max() >= num_graphs:
+    if graphs.numel() == 0:
+        raise IndexError(f"the selection is empty: choose at least one of the {num_graphs} "
+                         "graph(s) (a boolean mask that is all False selects none)")
+    if graphs.min() < 0 or graphs.max() >= num_graphs:
         raise IndexError(f"graph indices must lie in [0, {num_graphs}), got "
                          f"{graphs.tolist()[:8]}")
     ptr_c = ptr.cpu()

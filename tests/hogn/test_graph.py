@@ -72,9 +72,12 @@ def test_fully_connected_with_self_loops():
 
 def test_select_indices_rejects_bad_graphs():
     g = _batch()
-    for bad in ([5], [-1], []):
+    for bad in ([5], [-1]):
         with pytest.raises(IndexError, match="graph indices must lie in"):
             select_indices(g.ptr, g.edge_index, bad)
+    for empty in ([], torch.zeros(0, dtype=torch.long)):
+        with pytest.raises(IndexError, match="the selection is empty"):
+            select_indices(g.ptr, g.edge_index, empty)
 
 
 def test_select_keeps_each_graph_intact():

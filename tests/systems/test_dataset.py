@@ -230,6 +230,8 @@ def test_select_and_index_keep_the_physics(springs):
             springs[bad]
     with pytest.raises(IndexError):
         springs.select([8])
+    with pytest.raises(IndexError, match="all False selects none"):
+        springs.select(torch.zeros(8, dtype=torch.bool))
 
 
 def test_energy_drift_is_the_largest_relative_change():
