@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -207,16 +208,20 @@ def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _fill(text: str) -> str:
+    return textwrap.fill(text, 88)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``train``, ``rollout`` and ``evaluate``."""
     tr = sub.add_parser(
         "train", help="train a model on a dataset",
-        description="Train MODEL on the training trajectories of the dataset file DATA "
+        description=_fill("Train MODEL on the training trajectories of the dataset file DATA "
         "(a part of them held out for validation) and write the run to the folder -o RUN: "
         "config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt and loss.png. The "
         "input sizes (dims, node constants, edge features, particle count of fixed-size "
         "models, dt of steppers) come from the data. Running the same command again with "
-        "more --epochs resumes; a folder holding a different run is refused.",
+        "more --epochs resumes; a folder holding a different run is refused."),
         epilog=f"models: {', '.join(models.names())}\n\nexamples:\n"
         "  hogn generate spring-nbody --n-particles 4..6 --trajectories 200 -o spring.pt\n"
         "  hogn train hogn spring.pt --hidden 64 --epochs 30 -o runs/hogn\n"
@@ -265,12 +270,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ro = sub.add_parser(
         "rollout", help="simulate with a trained model, against the truth",
-        description="Roll the model of RUN out from initial states and compare with the "
+        description=_fill("Roll the model of RUN out from initial states and compare with the "
         "ground truth: states sampled from the run's system (or --system), of any size "
         "(--n-particles, e.g. far larger than in training), simulated in float64; or the "
         "first states of a dataset file (--data). Prints the relative error, state MSE and "
         "the drift of the true energy along the prediction; saves the predicted "
-        "trajectories (-o) and a plot (--plot).",
+        "trajectories (-o) and a plot (--plot)."),
         epilog="examples:\n"
         "  hogn rollout runs/hogn --n-particles 16 --steps 1000 --integrator leapfrog\n"
         "  hogn rollout runs/hogn --n-particles 64 --steps 500 --plot big.png -o big.pt\n"
@@ -297,12 +302,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser(
         "evaluate", help="errors and energy drift of a trained model on a dataset",
-        description="Roll the model of RUN out from the first state of each trajectory "
+        description=_fill("Roll the model of RUN out from the first state of each trajectory "
         "of the dataset file DATA (its test split by default) and compare with the truth: "
         "relative error ‖x̂−x‖/(‖x̂‖+‖x‖) (geometric mean over trajectories of its mean "
         "over the horizon, and at the last step), state MSE, drift of the true energy "
         "along the prediction, and the median time until the relative error passes "
-        "--threshold.",
+        "--threshold."),
         epilog="examples:\n"
         "  hogn evaluate runs/hogn spring-test.pt\n"
         "  hogn evaluate runs/hogn spring.pt --split all --integrator leapfrog --json e.json",
