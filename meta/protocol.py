@@ -529,7 +529,7 @@ def summarize(mse: Tensor, steps: Sequence[int]) -> list[dict[str, Any]]:
         if n >= 2:
             half = float(st.t.ppf(0.975, n - 1)) * float(ok.std()) / math.sqrt(n)
         rows.append({"step": int(step), "mean": mean, "ci_low": mean - half,
-                     "ci_high": mean + half, "median": float(ok.median()) if n else math.nan,
+                     "ci_high": mean + half, "median": float(ok.quantile(0.5)) if n else math.nan,
                      "finite": n, "diverged": int(col.numel() - n)})
     return rows
 
