@@ -39,14 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Sizes: the paper's, and ours (reduced to fit ~30 min on one CPU core).
 PAPER = {"trajectories": 10_000, "eval_trajectories": 100, "shots": 50, "steps": 100,
          "model": "hnn 3 x 200 tanh"}
-FULL = {"iterations": 600, "trajectories": 200, "eval_trajectories": 16, "shots": 50,
+FULL = {"iterations": 600, "trajectories": 200, "eval_trajectories": 12, "shots": 50,
         "meta_batch": 8, "steps": 100, "model_args": {},
-        "eval_steps": [0, 1, 2, 5, 10, 15, 25, 50, 100]}
-QUICK = {"iterations": 4, "trajectories": 5, "eval_trajectories": 2, "shots": 10,
-         "meta_batch": 2, "steps": 20, "model_args": {"hidden": 16},
-         "eval_steps": [0, 1, 5, 15, 20]}
+        "eval_steps": [0, 1, 2, 5, 15, 50, 100], "rtol": None}
+QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 2, "shots": 10,
+         "meta_batch": 2, "steps": 5, "model_args": {"hidden": 16},
+         "eval_steps": [0, 1, 5], "rtol": 1e-6}
 TABLE_STEPS = protocol.REPORT_STEPS
-KEEP_STEP = 15
+KEEP_STEP = 15  # trajectories plotted after this many steps (or the last, if fewer)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,6 +84,7 @@ def run_holdout(holdout: str, sizes: dict[str, Any], args: argparse.Namespace,
         trajectories=sizes["trajectories"], shots=sizes["shots"],
         inner_lr=args.inner_lr, meta_batch=sizes["meta_batch"], seed=args.seed,
         checkpoint_every=max(1, min(100, sizes["iterations"])))
+    keep = min(KEEP_STEP, sizes["steps"])
     run = runs / holdout
     start = time.perf_counter()
     record = protocol.meta_train_run(run, config, progress=not args.quiet, data={
@@ -101,7 +102,7 @@ def run_holdout(holdout: str, sizes: dict[str, Any], args: argparse.Namespace,
         result = protocol.evaluate_adaptation(
             loaded.model, loaded.params, evaluation_data, shots=config.shots,
             steps=sizes["steps"], inner_lr=config.inner_lr, loss=config.loss,
-            eval_steps=sizes["eval_steps"], keep=(KEEP_STEP,), seed=args.seed,
+            eval_steps=sizes["eval_steps"], keep=(keep,), seed=args.seed,
             progress=not args.quiet)
         saved = {"settings": settings, "result": result,
                  "seconds": {"train": train_s, "eval": time.perf_counter() - start}}
@@ -131,8 +132,8 @@ def run_holdout(holdout: str, sizes: dict[str, Any], args: argparse.Namespace,
             "meta_vs_pretrained": protocol.compare(summary, "meta", "pretrained"),
             "pretrained_vs_random": protocol.compare(summary, "pretrained", "random")},
         "_plot": {"t": result["truth"][0], "q": result["truth"][1], "p": result["truth"][2],
-                  "predictions": {m: r[KEEP_STEP] for m, r in result["rollouts"].items()
-                                  if KEEP_STEP in r}},
+                  "predictions": {m: r[keep] for m, r in result["rollouts"].items()
+                                  if keep in r}, "step": keep},
     }
 
 
@@ -211,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                          else ROOT / "runs" / "meta_learning")
     start = time.perf_counter()
     print(f"generating {sizes['trajectories']} trajectories of each system ...", flush=True)
-    data = protocol.load_systems(protocol.META_SYSTEMS, sizes["trajectories"], args.seed)
+    accuracy = {"rtol": sizes["rtol"]} if sizes["rtol"] else {}  # quick: looser truth
+    data = protocol.load_systems(protocol.META_SYSTEMS, sizes["trajectories"], args.seed,
+                                 **accuracy)
     results: dict[str, Any] = {
         "experiment": "meta_learning", "quick": args.quick, "seed": args.seed,
         "threads": args.threads, "algorithm": args.algorithm, "inner_lr": args.inner_lr,
@@ -219,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_rows = {}
     for holdout in args.systems:
         print(f"== {holdout} held out", flush=True)
-        evaluation_data = protocol.eval_data(holdout, sizes["eval_trajectories"], args.seed)
+        evaluation_data = protocol.eval_data(holdout, sizes["eval_trajectories"], args.seed,
+                                             **accuracy)
         res = run_holdout(holdout, sizes, args, data, evaluation_data, runs)
         plot_rows[holdout] = res.pop("_plot")
         results["systems"][holdout] = res
@@ -245,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write(out / "meta_learning.md", lambda fh: fh.write(text.encode()))
     plots.adaptation_curves({f"{h} held out": r["summary"] for h, r in reread["systems"].items()},
                             out / "meta_learning_curves.png")
-    plots.adaptation_trajectories({h: row for h, row in plot_rows.items()},
-                                  out / "meta_learning_trajectories.png", step=KEEP_STEP)
+    keep = min(KEEP_STEP, sizes["steps"])
+    plots.adaptation_trajectories(plot_rows, out / "meta_learning_trajectories.png", step=keep)
     print(text)
     print(f"wrote {out / 'meta_learning.json'}, meta_learning.md, meta_learning_curves.png, "
           f"meta_learning_trajectories.png ({results['wall_s']:.0f} s)")

@@ -192,27 +192,29 @@ def _system_seed(name: str, seed: int, offset: int = 0) -> int:
     return seed * 1000 + offset + META_SYSTEMS.index(name)
 
 
-def load_systems(names: Sequence[str], trajectories: int, seed: int = 0
+def load_systems(names: Sequence[str], trajectories: int, seed: int = 0, **options: Any
                  ) -> dict[str, systems.Dataset]:
     """Generate the training datasets of ``names`` (float64 ground truth).
 
     Each system gets its own seed derived from ``seed``, so the data of a system do
-    not depend on which other systems are loaded.
+    not depend on which other systems are loaded. ``options`` go to
+    ``systems.from_preset`` (e.g. ``rtol`` for quick runs).
     """
     return {name: systems.from_preset(f"meta-{check_system(name)}", trajectories=trajectories,
-                                      seed=_system_seed(name, seed), progress=False)
+                                      seed=_system_seed(name, seed), progress=False, **options)
             for name in names}
 
 
-def eval_data(system: str, trajectories: int, seed: int = 0) -> systems.Dataset:
+def eval_data(system: str, trajectories: int, seed: int = 0, **options: Any
+              ) -> systems.Dataset:
     """``trajectories`` fresh trajectories of ``system`` for adaptation.
 
     Drawn with a seed apart from :func:`load_systems`' (never the training data), all
-    in one split.
+    in one split; ``options`` as there.
     """
     return systems.from_preset(f"meta-{check_system(system)}", trajectories=trajectories,
                                seed=_system_seed(system, seed, 500), test_fraction=0.0,
-                               progress=False)
+                               progress=False, **options)
 
 
 def make_model(name: str, dtype: torch.dtype = torch.float32, seed: int | None = None,

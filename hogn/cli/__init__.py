@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from hogn import __version__
-from hogn.cli import data, demo, learn
+from hogn.cli import data, demo, learn, meta
 from hogn.cli.common import UserError
 from hogn.io import FileFormatError
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "graph networks and meta-learning. Run 'hogn COMMAND --help' for each command.")
     parser.add_argument("--version", action="version", version=f"hogn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, learn, demo):
+    for module in (data, learn, demo, meta):
         module.add_commands(sub)
     return parser
 

@@ -25,3 +25,17 @@ def pendulum():
 def three_body():
     """6 trajectories × 31 points of the three-body problem (d = 2, 3 particles)."""
     return systems.generate("three-body", trajectories=6, steps=30, dt=0.1, seed=2)
+
+
+@pytest.fixture(scope="session")
+def six_systems():
+    """The six systems of the meta-learning paper, 5 trajectories × 21 points each (d = 2)."""
+    from meta.protocol import META_SYSTEMS
+
+    out = {}
+    for i, name in enumerate(META_SYSTEMS):
+        embed = {"embed_dim": 2} if name in ("mass-spring", "pendulum", "double-pendulum") \
+            else {}
+        out[name] = systems.generate(systems.get(name, **embed), trajectories=5, steps=20,
+                                     dt=0.1, seed=10 + i, progress=False)
+    return out

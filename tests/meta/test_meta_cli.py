@@ -1,0 +1,80 @@
+"""``hogn meta-train`` and ``hogn adapt`` end to end (tiny sizes); every user mistake
+is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hogn.cli import main
+
+TINY = ["--iterations", "2", "--trajectories", "3", "--shots", "8", "--meta-batch", "2",
+        "--hidden", "8", "--checkpoint-every", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("meta-cli") / "run"
+    assert main(["meta-train", "--holdout", "pendulum", *TINY, "-o", str(folder)]) == 0
+    return folder
+
+
+def _error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert match in err, err
+    return err
+
+
+def test_meta_train_writes_the_run_and_resumes(run, capsys):
+    for name in ("config.json", "init.pt", "meta.pt", "pretrained.pt", "checkpoint-meta.pt",
+                 "checkpoint-pretrain.pt", "metrics.jsonl", "loss.png"):
+        assert (run / name).is_file(), name
+    record = json.loads((run / "config.json").read_text())
+    assert record["protocol"]["holdout"] == "pendulum"
+    assert record["protocol"]["model_args"] == {"hidden": 8}
+    assert "pendulum" not in record["training_systems"] and len(record["training_systems"]) == 5
+    # the same command with more iterations trains on from the checkpoints
+    more = [*TINY]
+    more[more.index("--iterations") + 1] = "3"
+    assert main(["meta-train", "--holdout", "pendulum", *more, "-o", str(run)]) == 0
+    assert "meta-trained for 3 outer steps" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if r["phase"] == "meta"] == [1, 2, 3]
+    _error(capsys, ["meta-train", "--holdout", "pendulum", *more, "--inner-lr", "0.5", "-o",
+                    str(run)], "holds a different run: inner_lr=0.1 (asked 0.5)")
+
+
+def test_adapt_prints_the_table_and_writes_plots_and_json(run, capsys, tmp_path):
+    out = tmp_path / "a.json"
+    assert main(["adapt", str(run), "--steps", "3", "--trajectories", "2", "--json", str(out),
+                 "--plot", "--plot-dir", str(tmp_path), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "meta-trained" in text and "random init" in text and "pretrained" in text
+    assert "2 pendulum trajectories" in text  # default: the held-out system
+    saved = json.loads(out.read_text())
+    assert saved["eval_steps"] == [0, 1, 2, 3] and saved["shots"] == 8
+    assert set(saved["summary"]) == {"meta", "random", "pretrained"}
+    assert all(len(v) == 2 and len(v[0]) == 4 for v in saved["mse"].values())
+    for name in ("adapt-pendulum-curves.png", "adapt-pendulum-trajectories.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert main(["adapt", str(run), "--system", "two-body", "--steps", "1", "--trajectories",
+                 "1", "--eval-steps", "1", "--quiet"]) == 0
+    assert "was one of the meta-training systems" in capsys.readouterr().out
+
+
+def test_user_mistakes_are_one_line(run, capsys, tmp_path):
+    _error(capsys, ["meta-train", "--holdout", "spring", "-o", str(tmp_path / "x")],
+           "unknown system 'spring'; expected one of: mass-spring, pendulum, double-pendulum, "
+           "two-body, three-body, magnetic-mirror")
+    _error(capsys, ["meta-train", "--holdout", "pendulum", "--iterations", "0", "-o",
+                    str(tmp_path / "x")], "iterations must be a positive int")
+    _error(capsys, ["adapt", str(tmp_path), "--steps", "1"], "not a meta-learning run folder")
+    _error(capsys, ["adapt", str(run), "--system", "spring"], "unknown system 'spring'")
+    _error(capsys, ["adapt", str(run), "--shots", "500", "--trajectories", "1"],
+           "--shots 500 exceeds the 100 points")
+    _error(capsys, ["adapt", str(run), "--steps", "-1"], "--steps must be at least 0")
+    _error(capsys, ["adapt", str(run), "--steps", "3", "--eval-steps", "4"],
+           "--eval-steps must lie in 0..3")
