@@ -19,6 +19,21 @@ Example::
   meta-loss, meta-gradient of each algorithm, one outer Adam step, a training loop).
 - :mod:`meta.evaluate`: few-shot adaptation to an unseen trajectory, scored by RK4
   rollouts.
+- :mod:`meta.protocol`: the paper's leave-one-system-out protocol over its six systems
+  (:data:`META_SYSTEMS`): meta-training and a jointly pretrained baseline in a resumable
+  run folder (:func:`meta_train_run`, :func:`load_run`), adaptation of meta-trained,
+  random-init and pretrained weights to unseen trajectories (:func:`evaluate_adaptation`)
+  with nan-safe statistics (:func:`summarize`, :func:`compare`).
+- :mod:`meta.plots`: adaptation curves and trajectories (the paper's Figures 1 and 2).
+
+Leave one system out::
+
+    config = meta.ProtocolConfig(holdout="magnetic-mirror", iterations=600)
+    meta.meta_train_run("runs/meta-mm", config)             # resumes if interrupted
+    run = meta.load_run("runs/meta-mm")                     # params: meta, random, pretrained
+    data = meta.protocol.eval_data("magnetic-mirror", trajectories=20)
+    result = meta.evaluate_adaptation(run.model, run.params, data, steps=100, inner_lr=0.1)
+    result["summary"]["meta"]  # per step: mean, 95% interval, median, diverged
 """
 
 from meta.algorithms import (
@@ -37,25 +52,43 @@ from meta.algorithms import (
     task_loss,
 )
 from meta.evaluate import Adaptation, adapt_and_evaluate
+from meta.protocol import (
+    META_SYSTEMS,
+    METHODS,
+    ProtocolConfig,
+    compare,
+    evaluate_adaptation,
+    load_run,
+    meta_train_run,
+    summarize,
+)
 from meta.tasks import Points, Task, TaskSampler
 
 __all__ = [
     "ALGORITHMS",
     "LOSSES",
+    "META_SYSTEMS",
+    "METHODS",
     "Adaptation",
     "MetaConfig",
     "Points",
+    "ProtocolConfig",
     "Task",
     "TaskSampler",
     "adapt_and_evaluate",
+    "compare",
+    "evaluate_adaptation",
     "init_inner_lr",
     "inner_update",
+    "load_run",
     "make_optimizer",
     "meta_gradient",
     "meta_loss",
     "meta_train",
+    "meta_train_run",
     "meta_train_step",
     "parameters",
     "predict",
+    "summarize",
     "task_loss",
 ]

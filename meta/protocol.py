@@ -21,7 +21,8 @@ Run folder (``RUN/``): ``config.json`` (the :class:`ProtocolConfig` and what the
 were), ``init.pt`` (initial weights), ``checkpoint-meta.pt`` / ``checkpoint-pretrain.pt``
 (model, Adam state, task-sampler state, history; written every ``checkpoint_every``
 steps), ``meta.pt`` and ``pretrained.pt`` (final weights, ``hogn.models.load``-able),
-``metrics.jsonl`` (one line per step of each phase) and ``loss.png``.
+``metrics.jsonl`` (one line per step of each phase, rewritten at each checkpoint) and
+``loss.png``.
 """
 
 from __future__ import annotations
@@ -322,9 +323,17 @@ def _pretrain_step(model: DynamicsModel, optimizer: torch.optim.Optimizer, tasks
     return {"loss": total}
 
 
+def _write_metrics(run: Path, histories: Mapping[str, Sequence[Mapping[str, float]]]) -> None:
+    lines = [json.dumps({"phase": phase, **row}) for phase, rows in histories.items()
+             for row in rows]
+    atomic_write(run / "metrics.jsonl", lambda fh: fh.write(
+        ("\n".join(lines) + "\n").encode()))
+
+
 def _run_phase(phase: str, run: Path, model: DynamicsModel, sampler: TaskSampler,
                config: ProtocolConfig, progress: bool,
-               log: Callable[[str, dict[str, float]], None]) -> list[dict[str, float]]:
+               on_checkpoint: Callable[[list[dict[str, float]]], None]
+               ) -> list[dict[str, float]]:
     meta_config = config.meta_config()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
     ckpt = run / f"checkpoint-{phase}.pt"
@@ -348,15 +357,14 @@ def _run_phase(phase: str, run: Path, model: DynamicsModel, sampler: TaskSampler
             stats = meta_train_step(model, optimizer, tasks, meta_config)
         else:
             stats = _pretrain_step(model, optimizer, tasks, config.loss)
-        row = {"iteration": it + 1, **stats}
-        history.append(row)
-        log(phase, row)
+        history.append({"iteration": it + 1, **stats})
         if bar is not None:
             bar.update(1)
             key = "query_after" if phase == "meta" else "loss"
             bar.set_postfix({key: f"{stats[key]:.4g}"}, refresh=False)
         if (it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations:
             _save_checkpoint(ckpt, model, optimizer, sampler, it + 1, history)
+            on_checkpoint(history)
     if bar is not None:
         bar.close()
     return history
@@ -413,13 +421,13 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
             continue
         model.load_state_dict(init_state)
         sampler = _sampler(data, config)  # same seed: both phases see the same tasks
-        histories[phase] = _run_phase(phase, run, model, sampler, config, progress,
-                                      lambda *_: None)
+
+        def written(rows: list[dict[str, float]], phase: str = phase) -> None:
+            _write_metrics(run, {**histories, phase: rows})
+
+        histories[phase] = _run_phase(phase, run, model, sampler, config, progress, written)
         model.save(run / ("meta.pt" if phase == "meta" else "pretrained.pt"))
-    lines = [json.dumps({"phase": phase, **row}) for phase, rows in histories.items()
-             for row in rows]
-    atomic_write(run / "metrics.jsonl", lambda fh: fh.write(
-        ("\n".join(lines) + "\n").encode()))
+    _write_metrics(run, histories)
     _loss_plot(histories, run / "loss.png", config)
     return {**record, "history": histories}
 

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hogn.cli.common import UserError
+from hogn.cli.common import UserError, check_output
+from hogn.io import save_archive
 from hogn.report import format_table, write_json
 from meta import plots, protocol
 
@@ -81,6 +82,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             raise UserError(f"--eval-steps must lie in 0..{args.steps}, got {bad}")
         eval_steps = sorted(set(args.eval_steps))
     keep = min(15, args.steps)
+    if args.output:
+        check_output(Path(args.output), args.force)
     data = protocol.eval_data(system, args.trajectories, args.seed)
     points = int(data.t.numel())
     if shots > points:
@@ -116,14 +119,23 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "eval_steps": result["steps"], "summary": summary,
             "mse": {m: v.tolist() for m, v in result["mse"].items()}})
         print(f"wrote {args.json}")
+    t, q, p = result["truth"]
+    kept = {m: r[keep] for m, r in result["rollouts"].items() if keep in r}
+    if args.output:
+        arrays = {"t": t, "q_true": q, "p_true": p}
+        for method, (mq, mp) in kept.items():
+            arrays[f"q_{method}"], arrays[f"p_{method}"] = mq, mp
+        save_archive(args.output, "hogn-adapt-rollouts", 1, {
+            "run": str(args.run), "system": system, "step": keep, "shots": shots,
+            "inner_lr": inner_lr, "methods": list(kept)}, arrays)
+        print(f"wrote {args.output}: the first trajectory's truth (q_true, p_true [T, n, d]) "
+              f"and each method's rollout after {keep} steps (q_METHOD, p_METHOD)")
     if args.plot:
         out = Path(args.plot_dir or args.run)
         curves = plots.adaptation_curves({f"{system} ({config.holdout} held out)": summary},
                                          out / f"adapt-{system}-curves.png")
-        t, q, p = result["truth"]
         traj = plots.adaptation_trajectories(
-            {system: {"t": t, "q": q, "p": p, "predictions": {
-                m: r[keep] for m, r in result["rollouts"].items() if keep in r}}},
+            {system: {"t": t, "q": q, "p": p, "predictions": kept}},
             out / f"adapt-{system}-trajectories.png", step=keep)
         print(f"wrote {curves} and {traj}")
     return 0
@@ -196,7 +208,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  hogn adapt runs/meta-mm --steps 100 --plot\n"
         "  hogn adapt runs/meta-mm --system magnetic-mirror --shots 50 --steps 100 "
-        "--trajectories 100 --json mm.json\n"
+        "--trajectories 100 --json mm.json -o mm-rollouts.pt\n"
         "  hogn adapt runs/meta-mm --system pendulum --shots 20 --steps 30 --eval-steps 0 10 30",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ad.add_argument("run", metavar="RUN", help="run folder from 'hogn meta-train'")
@@ -214,5 +226,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--plot", action="store_true", help="save adapt-SYSTEM-curves.png and "
                     "adapt-SYSTEM-trajectories.png")
     ad.add_argument("--plot-dir", metavar="DIR", help="folder of the plots (default RUN)")
+    ad.add_argument("-o", "--output", metavar="FILE", help="save the first trajectory's "
+                    "truth and each method's rollout after 15 steps (a hogn archive)")
+    ad.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     ad.add_argument("--quiet", action="store_true", help="no progress bar")
     ad.set_defaults(func=cmd_adapt)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from hogn.cli import main
+from hogn.io import load_archive
 
 TINY = ["--iterations", "2", "--trajectories", "3", "--shots", "8", "--meta-batch", "2",
         "--hidden", "8", "--checkpoint-every", "1", "--quiet"]
@@ -49,8 +51,9 @@ def test_meta_train_writes_the_run_and_resumes(run, capsys):
 
 def test_adapt_prints_the_table_and_writes_plots_and_json(run, capsys, tmp_path):
     out = tmp_path / "a.json"
+    rollouts = tmp_path / "r.pt"
     assert main(["adapt", str(run), "--steps", "3", "--trajectories", "2", "--json", str(out),
-                 "--plot", "--plot-dir", str(tmp_path), "--quiet"]) == 0
+                 "--plot", "--plot-dir", str(tmp_path), "-o", str(rollouts), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "meta-trained" in text and "random init" in text and "pretrained" in text
     assert "2 pendulum trajectories" in text  # default: the held-out system
@@ -60,6 +63,12 @@ def test_adapt_prints_the_table_and_writes_plots_and_json(run, capsys, tmp_path)
     assert all(len(v) == 2 and len(v[0]) == 4 for v in saved["mse"].values())
     for name in ("adapt-pendulum-curves.png", "adapt-pendulum-trajectories.png"):
         assert (tmp_path / name).stat().st_size > 0
+    meta, arrays, _ = load_archive(rollouts, "hogn-adapt-rollouts")
+    assert meta["step"] == 3 and meta["methods"] == ["meta", "random", "pretrained"]
+    assert arrays["q_meta"].shape == arrays["q_true"].shape == (100, 1, 2)
+    # the rollout starts at the trajectory's first state
+    assert torch.equal(arrays["q_random"][0], arrays["q_true"][0].float())
+    _error(capsys, ["adapt", str(run), "--steps", "1", "-o", str(rollouts)], "already exists")
     assert main(["adapt", str(run), "--system", "two-body", "--steps", "1", "--trajectories",
                  "1", "--eval-steps", "1", "--quiet"]) == 0
     assert "was one of the meta-training systems" in capsys.readouterr().out
