@@ -48,6 +48,10 @@ def adaptation_curves(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, An
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.0 * rows), squeeze=False)
     for ax, (title, methods) in zip(axes.flat, panels.items(), strict=False):
+        means = [r["mean"] for stats in methods.values() for r in stats]
+        positive = [m for m in means if math.isfinite(m) and m > 0]
+        # an interval reaching zero cannot be drawn on a log axis: shade it down to here
+        floor = 0.3 * min(positive) if positive else 1e-12
         for i, (method, stats) in enumerate(methods.items()):
             color, label = _style(method, i)
             # step 0 cannot sit on a log axis: draw it at 0.5 and say so on the tick
@@ -57,7 +61,7 @@ def adaptation_curves(panels: Mapping[str, Mapping[str, Sequence[Mapping[str, An
             high = np.array([r["ci_high"] for r in stats], dtype=float)
             ax.plot(x, mean, "-o", ms=2.5, lw=1.3, color=color, label=label)
             ok = np.isfinite(low) & np.isfinite(high)
-            low = np.where(low > 0, low, np.nan)
+            low = np.where(low > 0, low, floor)
             ax.fill_between(x[ok], low[ok], high[ok], color=color, alpha=0.15, lw=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
