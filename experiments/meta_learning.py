@@ -198,7 +198,17 @@ def markdown(results: dict[str, Any]) -> str:
               f"- Meta-trained ahead of pretrained + fine-tuned on **"
               f"{counts['meta_beats_pretrained']} of {counts['systems']}** systems.",
               f"- Pretrained + fine-tuned ahead of random init on "
-              f"{counts['pretrained_beats_random']} of {counts['systems']} systems.", ""]
+              f"{counts['pretrained_beats_random']} of {counts['systems']} systems.", "",
+              "Systems on which the first method's mean MSE is lower, step by step:", "",
+              "| comparison | " + " | ".join(f"{s} steps" for s in (1, 5, 15, 100)) + " |",
+              "|---|---|---|---|---|"]
+    for pair, label in (("meta_vs_random", "meta-trained < random init"),
+                        ("meta_vs_pretrained", "meta-trained < pretrained"),
+                        ("pretrained_vs_random", "pretrained < random init")):
+        by_step = counts["lower_at_step"][pair]
+        lines.append(f"| {label} | " + " | ".join(
+            f"{by_step[str(s)]} of {counts['systems']}" for s in (1, 5, 15, 100)) + " |")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -238,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "meta_beats_pretrained": sum(r["compare"]["meta_vs_pretrained"]["ahead"] for r in done),
         "pretrained_beats_random": sum(r["compare"]["pretrained_vs_random"]["ahead"]
                                        for r in done),
-        "paper_meta_beats_random": 4}
+        "paper_meta_beats_random": 4,
+        # per compared step: on how many systems the mean MSE is lower
+        "lower_at_step": {pair: {str(step): sum(step in r["compare"][pair]["wins"] for r in done)
+                                 for step in (1, 5, 15, 100)}
+                          for pair in ("meta_vs_random", "meta_vs_pretrained",
+                                       "pretrained_vs_random")}}
     results["wall_s"] = time.perf_counter() - start
     results["compute_s"] = sum(sum(r["seconds"].values()) for r in done)
     out = args.out
