@@ -28,7 +28,7 @@ Example::
 
 Leave one system out::
 
-    config = meta.ProtocolConfig(holdout="magnetic-mirror", iterations=600)
+    config = meta.ProtocolConfig(holdout="magnetic-mirror", iterations=2000)
     meta.meta_train_run("runs/meta-mm", config)             # resumes if interrupted
     run = meta.load_run("runs/meta-mm")                     # params: meta, random, pretrained
     data = meta.protocol.eval_data("magnetic-mirror", trajectories=20)

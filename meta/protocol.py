@@ -118,7 +118,7 @@ class ProtocolConfig:
     model: str = "hnn"
     model_args: dict[str, Any] = field(default_factory=dict)
     algorithm: str = "maml"
-    iterations: int = 1000
+    iterations: int = 2000
     trajectories: int = 200
     shots: int = 50
     inner_steps: int = 1

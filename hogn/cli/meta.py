@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,16 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------- parser
+def _fill(text: str) -> str:
+    return textwrap.fill(text, 88)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``meta-train`` and ``adapt``."""
     systems_list = ", ".join(protocol.META_SYSTEMS)
     mt = sub.add_parser(
         "meta-train", help="meta-train across physical laws, one system held out",
-        description="Leave one system out (the meta-learning paper's protocol): generate "
+        description=_fill("Leave one system out (the meta-learning paper's protocol): generate "
         "--trajectories of each of the five other systems, meta-train one network on them "
         "(MAML by default: one inner SGD step on K points of a trajectory, the outer loss "
         "on its other points), and train the same network from the same initial weights "
@@ -155,7 +160,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "RUN: config.json, init.pt (the random-init baseline), meta.pt, pretrained.pt, "
         "checkpoint-*.pt, metrics.jsonl and loss.png. Running the same command again "
         "resumes from the last checkpoint (with more --iterations it trains on); a folder "
-        "holding a different run is refused.",
+        "holding a different run is refused."),
         epilog=f"systems: {systems_list}\n\nexamples:\n"
         "  hogn meta-train --holdout magnetic-mirror -o runs/meta-mm\n"
         "  hogn meta-train --holdout pendulum --iterations 200 --trajectories 50 -o runs/p\n"
@@ -176,7 +181,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opt = mt.add_argument_group("meta-training")
     opt.add_argument("--algorithm", choices=("maml", "fomaml", "reptile"),
                      help="default maml (second order)")
-    opt.add_argument("--iterations", type=int, help="outer steps (default 1000); the "
+    opt.add_argument("--iterations", type=int, help="outer steps (default 2000); the "
                      "pretrained baseline takes as many")
     opt.add_argument("--trajectories", type=int, help="trajectories per training system "
                      "(default 200; the paper: 10,000)")
@@ -198,17 +203,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ad = sub.add_parser(
         "adapt", help="few-shot adaptation of a meta-trained run to a system",
-        description="From each of the run's meta-trained, random-init and pretrained "
+        description=_fill("From each of the run's meta-trained, random-init and pretrained "
         "weights, take 0..--steps plain SGD steps (the run's inner step size) on K points "
         "of each of --trajectories fresh trajectories of SYSTEM (default: the run's "
         "held-out system); after the evaluated steps roll the adapted network out with RK4 "
         "from the trajectory's first state and print the MSE against the truth (mean ± 95% "
         "t-interval, diverged rollouts counted apart). --plot saves the adaptation curves "
-        "and the trajectories after 15 steps (the paper's Figures 1 and 2).",
+        "and the trajectories after 15 steps (the paper's Figures 1 and 2)."),
         epilog="examples:\n"
         "  hogn adapt runs/meta-mm --steps 100 --plot\n"
-        "  hogn adapt runs/meta-mm --system magnetic-mirror --shots 50 --steps 100 "
-        "--trajectories 100 --json mm.json -o mm-rollouts.pt\n"
+        "  hogn adapt runs/meta-mm --system magnetic-mirror --shots 50 --steps 100 \\\n"
+        "      --trajectories 100 --json mm.json -o mm-rollouts.pt\n"
         "  hogn adapt runs/meta-mm --system pendulum --shots 20 --steps 30 --eval-steps 0 10 30",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ad.add_argument("run", metavar="RUN", help="run folder from 'hogn meta-train'")
