@@ -49,6 +49,8 @@ class System:
         n_particles: Fixed particle count, or ``None`` when any ``N`` is allowed.
         defaults: Parameter names and default values.
         chaotic: Whether nearby trajectories diverge exponentially (affects tests).
+        dissipative: Whether the dynamics lose energy by design (friction): then
+            ``H`` is not conserved and energy-drift checks do not apply.
         max_step: First trial step of the adaptive ground-truth integrator.
         description: One-line summary including the sampled energy/orbit range.
     """
@@ -58,6 +60,7 @@ class System:
     n_particles: ClassVar[int | None] = 1
     defaults: ClassVar[dict[str, Any]] = {}
     chaotic: ClassVar[bool] = False
+    dissipative: ClassVar[bool] = False
     max_step: ClassVar[float] = 0.05
     description: ClassVar[str] = ""
 

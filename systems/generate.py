@@ -96,7 +96,7 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
                                             rtol=rtol, atol=rtol, stop=True, progress=progress)
         traj = graph.replace(q=q, p=p)
         drift = relative_drift(system.hamiltonian(traj.q, traj.p, traj))
-        if getattr(system, "dissipative", False):  # its energy decays by design
+        if system.dissipative:  # its energy decays by design
             drift = torch.zeros_like(drift)
         by_drift = ~(drift <= max_drift) & ~by_system
         resampled["rejected_by_system"] += int(by_system.sum())

@@ -28,7 +28,7 @@ def test_registered_with_its_preset():
     assert "damped-pendulum" in systems.names()
     system = systems.get("damped-pendulum")
     assert system.params["gamma"] == 0.1 and system.dissipative
-    assert not getattr(systems.get("pendulum"), "dissipative", False)
+    assert not systems.get("pendulum").dissipative
     preset = systems.get_preset("hnn-real-pendulum")
     assert preset.system == "damped-pendulum" and preset.params["gamma"] > 0
     with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):

@@ -290,8 +290,7 @@ def assert_conserved_momenta(data):
 
 
 CONSERVATIVE_PRESETS = [name for name in systems.preset_names()  # damped: test_damped.py
-                        if not getattr(systems.get(systems.get_preset(name).system),
-                                       "dissipative", False)]
+                        if not systems.get(systems.get_preset(name).system).dissipative]
 
 
 @pytest.mark.parametrize("name", CONSERVATIVE_PRESETS)
