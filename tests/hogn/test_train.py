@@ -117,3 +117,19 @@ def test_a_float32_stepper_accepts_data_sampled_at_its_dt():
     assert model.param_dtype == torch.float32 and model.config()["dt"] == 0.1
     result = hogn.train(model, data, epochs=1, progress=False)
     assert math.isfinite(result.best_val)
+
+
+@pytest.mark.parametrize("target, k", [("derivative", 1), ("rollout", 3)])
+def test_collated_batches_equal_pyg_batches_of_single_states(springs, target, k):
+    from torch_geometric.data import Batch as PygBatch
+
+    from hogn.train import Samples
+
+    samples = Samples(springs, torch.tensor([5, 0, 3]), k, target)
+    picks = [7, 0, len(samples) - 1, 12]
+    ours = samples.collate(picks)
+    ref = PygBatch.from_data_list([samples[i] for i in picks])
+    for key in ("q", "p", "c", "edge_index", "edge_attr", "ptr"):
+        assert torch.equal(getattr(ours.graph, key), getattr(ref, key)), key
+    assert torch.equal(ours.y_q, ref.y_q) and torch.equal(ours.y_p, ref.y_p)
+    assert ours.num_graphs == 4 and ours.graph.sizes.tolist() == ref.ptr.diff().tolist()
