@@ -2,7 +2,8 @@
 
 Nothing in the library imports this package. Each module registers its commands:
 :mod:`~hogn.cli.data` (``generate``, ``info``), :mod:`~hogn.cli.learn` (``train``,
-``rollout``, ``evaluate``) and :mod:`~hogn.cli.demo` (``demo``). User mistakes
+``rollout``, ``evaluate``), :mod:`~hogn.cli.meta` (``meta-train``, ``adapt``) and
+:mod:`~hogn.cli.demo` (``demo``). User mistakes
 (unknown names, bad values, unreadable files, an output that already exists) print
 one line on stderr and exit with status 2; bugs keep their traceback.
 """

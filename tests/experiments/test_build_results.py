@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "experiments" / "build_results.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("build_results", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_order_missing_and_headings(tmp_path):
+def test_order_missing_and_headings(tmp_path, run_script):
     results = tmp_path / "results"
     results.mkdir()
     (results / "meta_learning.md").write_text("# Meta\n\n```\n# not a heading\n```\n## Sub\n")
     (results / "hnn_paper.md").write_text("## Experiment 1: HNN\n\n| a | b |\n|---|---|\n")
     (results / "data_efficiency.md").write_text("## Experiment 3: data\n\ntext 3\n")
     out = tmp_path / "RESULTS.md"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--results", str(results), "--out",
-                           str(out)], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("build_results", "--results", results, "--out", out, timeout=60)
     assert "not yet run: hogn_paper" in proc.stdout
     text = out.read_text()
     assert text.startswith("# Results")
@@ -43,6 +26,6 @@ def test_order_missing_and_headings(tmp_path):
     assert not (tmp_path / "RESULTS.md.tmp").exists()
 
 
-def test_build_without_fragments(tmp_path):
-    text = _module().build(tmp_path)
+def test_build_without_fragments(tmp_path, load_script):
+    text = load_script("build_results").build(tmp_path)
     assert text.count("Not yet run") == 4

@@ -3,31 +3,12 @@ three-body sets; JSON, one PNG and a markdown fragment made from the JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "experiments" / "data_efficiency.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("data_efficiency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_run(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT.relative_to(ROOT)), "--quick", "--out",
-                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+def test_quick_run(tmp_path, run_script, load_script):
+    run_script("data_efficiency", "--quick", "--out", tmp_path)
     results = json.loads((tmp_path / "data_efficiency.json").read_text())
     assert (tmp_path / "data_efficiency.png").stat().st_size > 10_000
     cfg = results["config"]
@@ -45,5 +26,5 @@ def test_quick_run(tmp_path):
     # differ only through the observation noise
     assert len(results["summary"]) == 6
     text = (tmp_path / "data_efficiency.md").read_text()
-    assert text == _module().markdown(results)
+    assert text == load_script("data_efficiency").markdown(results)
     assert "| HOGN |" in text and "10 traj." in text and "40 traj." in text

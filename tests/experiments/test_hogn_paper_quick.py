@@ -4,36 +4,17 @@ every integrator and dt change evaluated, and the 16-particle zero-shot rollouts
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "experiments" / "hogn_paper.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("hogn_paper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _in_unit(x: float) -> bool:
     return x is not None and math.isfinite(x) and 0 <= x <= 1
 
 
-def test_quick_run(tmp_path):
-    mod = _module()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT.relative_to(ROOT)), "--quick", "--out",
-                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+def test_quick_run(tmp_path, run_script, load_script):
+    mod = load_script("hogn_paper")
+    run_script("hogn_paper", "--quick", "--out", tmp_path)
     result = json.loads((tmp_path / "hogn_paper.json").read_text())
     assert result["quick"] is True
     assert list(result["systems"]) == list(mod.SYSTEMS)

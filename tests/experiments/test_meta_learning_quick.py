@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "experiments" / "meta_learning.py"
 SYSTEMS = ["mass-spring", "pendulum", "double-pendulum", "two-body", "three-body",
            "magnetic-mirror"]
 METHODS = ["meta", "random", "pretrained"]
 
 
-def test_quick_run(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT.relative_to(ROOT)), "--quick", "--quiet",
-                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+def test_quick_run(tmp_path, run_script, load_script):
+    run_script("meta_learning", "--quick", "--quiet", "--out", tmp_path)
     results = json.loads((tmp_path / "meta_learning.json").read_text())
     for name in ("meta_learning_curves.png", "meta_learning_trajectories.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name
