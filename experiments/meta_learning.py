@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Sizes: the paper's, and ours (reduced to fit ~30 min on one CPU core).
 PAPER = {"trajectories": 10_000, "eval_trajectories": 100, "shots": 50, "steps": 100,
          "model": "hnn 3 x 200 tanh"}
-FULL = {"iterations": 2000, "trajectories": 200, "eval_trajectories": 12, "shots": 50,
+FULL = {"iterations": 2000, "trajectories": 200, "eval_trajectories": 100, "shots": 50,
         "meta_batch": 8, "steps": 100, "model_args": {},
         "eval_steps": [0, 1, 2, 5, 15, 50, 100], "rtol": None}
 QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 2, "shots": 10,
