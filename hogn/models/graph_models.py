@@ -40,8 +40,37 @@ def _graph_sum(node: Tensor, edge: Tensor | None, graph: GraphBatch, backend: st
     return total
 
 
+class _EnergyGraphNetwork(HamiltonianModel):
+    """Shared constructor of the graph Hamiltonians (arguments as for :class:`HOGN`);
+    subclasses build their networks in :meth:`_build`."""
+
+    def __init__(self, dim: int = 2, node_constants: int = 1, hidden: int = 128,
+                 steps: int = 2, layers: int = 2, activation: str = "softplus",
+                 edge_features: int = 0, edge_energies: bool = False,
+                 absolute_positions: bool = False, scatter: str = "auto",
+                 distance_eps: float = 1e-8) -> None:
+        super().__init__(dict(
+            dim=dim, node_constants=node_constants, hidden=hidden, steps=steps, layers=layers,
+            activation=activation, edge_features=edge_features, edge_energies=edge_energies,
+            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps))
+        self._build()
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _energy_network(self, use_momenta: bool) -> GraphNetwork:
+        """A GN reading out one energy per node (and per edge with ``edge_energies``)."""
+        c = self.config()
+        return GraphNetwork(c["dim"], c["node_constants"], c["hidden"], node_out=1,
+                            edge_out=int(bool(c["edge_energies"])),
+                            edge_features=c["edge_features"], steps=c["steps"],
+                            layers=c["layers"], activation=c["activation"],
+                            use_momenta=use_momenta, absolute_positions=c["absolute_positions"],
+                            scatter=c["scatter"], distance_eps=c["distance_eps"])
+
+
 @register
-class HOGN(HamiltonianModel):
+class HOGN(_EnergyGraphNetwork):
     """Hamiltonian graph network: the GN reads out per-node (and optionally per-edge)
     energies, summed per graph to ``H``; ``dq = ∂H/∂p``, ``dp = −∂H/∂q``.
 
@@ -61,20 +90,8 @@ class HOGN(HamiltonianModel):
 
     name: ClassVar[str] = "hogn"
 
-    def __init__(self, dim: int = 2, node_constants: int = 1, hidden: int = 128,
-                 steps: int = 2, layers: int = 2, activation: str = "softplus",
-                 edge_features: int = 0, edge_energies: bool = False,
-                 absolute_positions: bool = False, scatter: str = "auto",
-                 distance_eps: float = 1e-8) -> None:
-        super().__init__(dict(
-            dim=dim, node_constants=node_constants, hidden=hidden, steps=steps, layers=layers,
-            activation=activation, edge_features=edge_features, edge_energies=edge_energies,
-            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps))
-        self.gn = GraphNetwork(dim, node_constants, hidden, node_out=1,
-                               edge_out=int(bool(edge_energies)), edge_features=edge_features,
-                               steps=steps, layers=layers, activation=activation,
-                               absolute_positions=absolute_positions, scatter=scatter,
-                               distance_eps=distance_eps)
+    def _build(self) -> None:
+        self.gn = self._energy_network(use_momenta=True)
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         node, edge = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr)
@@ -83,7 +100,7 @@ class HOGN(HamiltonianModel):
 
 
 @register
-class SeparableHOGN(HamiltonianModel):
+class SeparableHOGN(_EnergyGraphNetwork):
     """Separable Hamiltonian ``H = Σ_i T(p_i, c_i) + V(q, c)``.
 
     ``T`` is a per-node MLP of ``(p_i, c_i)``; ``V`` a graph network over positions
@@ -94,22 +111,11 @@ class SeparableHOGN(HamiltonianModel):
 
     name: ClassVar[str] = "separable-hogn"
 
-    def __init__(self, dim: int = 2, node_constants: int = 1, hidden: int = 128,
-                 steps: int = 2, layers: int = 2, activation: str = "softplus",
-                 edge_features: int = 0, edge_energies: bool = False,
-                 absolute_positions: bool = False, scatter: str = "auto",
-                 distance_eps: float = 1e-8) -> None:
-        super().__init__(dict(
-            dim=dim, node_constants=node_constants, hidden=hidden, steps=steps, layers=layers,
-            activation=activation, edge_features=edge_features, edge_energies=edge_energies,
-            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps))
-        self.kinetic = MLP(dim + node_constants, hidden, 1, layers, activation)
-        self.potential = GraphNetwork(dim, node_constants, hidden, node_out=1,
-                                      edge_out=int(bool(edge_energies)),
-                                      edge_features=edge_features, steps=steps, layers=layers,
-                                      activation=activation, use_momenta=False,
-                                      absolute_positions=absolute_positions, scatter=scatter,
-                                      distance_eps=distance_eps)
+    def _build(self) -> None:
+        c = self.config()
+        self.kinetic = MLP(c["dim"] + c["node_constants"], c["hidden"], 1, c["layers"],
+                           c["activation"])
+        self.potential = self._energy_network(use_momenta=False)
 
     def kinetic_energy(self, p: Tensor, graph: GraphBatch) -> Tensor:
         """``T [G]`` from momenta ``p [N, d]`` and ``graph.c``."""

@@ -33,6 +33,18 @@ class _FlatState:
     dim: int
     node_constants: int
 
+    def _init_flat(self, derivatives: bool, n_particles: int, dim: int, node_constants: int,
+                   hidden: int, layers: int, activation: str) -> None:
+        """The shared constructor: check and store the config, build ``self.net`` with
+        one output (``H``) or ``2 n d`` (``dq, dp``, with ``derivatives``)."""
+        _check_n(self.name, n_particles)
+        super().__init__(dict(n_particles=n_particles, dim=dim,  # type: ignore[call-arg]
+                              node_constants=node_constants, hidden=hidden, layers=layers,
+                              activation=activation))
+        self.n_particles = n_particles
+        out = 2 * n_particles * dim if derivatives else 1
+        self.net = _Net(self.in_features, hidden, out, layers, activation)
+
     def check_state(self, q: Tensor, p: Tensor, graph: GraphBatch) -> None:
         super().check_state(q, p, graph)  # type: ignore[misc]
         if graph.uniform_size != self.n_particles:  # cached on the graph: one sync
@@ -71,11 +83,7 @@ class HNN(_FlatState, HamiltonianModel):
 
     def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
                  hidden: int = 200, layers: int = 3, activation: str = "tanh") -> None:
-        _check_n(self.name, n_particles)
-        super().__init__(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
-                              hidden=hidden, layers=layers, activation=activation))
-        self.n_particles = n_particles
-        self.net = _Net(self.in_features, hidden, 1, layers, activation)
+        self._init_flat(False, n_particles, dim, node_constants, hidden, layers, activation)
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         return self.net(self.flatten(q, p, graph))[:, 0]
@@ -92,11 +100,7 @@ class MLP(_FlatState, DynamicsModel):
 
     def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
                  hidden: int = 200, layers: int = 3, activation: str = "tanh") -> None:
-        _check_n(self.name, n_particles)
-        super().__init__(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
-                              hidden=hidden, layers=layers, activation=activation))
-        self.n_particles = n_particles
-        self.net = _Net(self.in_features, hidden, 2 * n_particles * dim, layers, activation)
+        self._init_flat(True, n_particles, dim, node_constants, hidden, layers, activation)
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
