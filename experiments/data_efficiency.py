@@ -34,7 +34,6 @@ JSON alone, see :func:`markdown`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -44,15 +43,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from _shared import experiment_parser
+from hnn_paper import all_states, derivative_mse, fit
 
 import systems
 from hogn import models
 from hogn.cli.common import energy_of
 from hogn.evaluation import evaluate
 from hogn.report import format_table, write_json
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hnn_paper import all_states, derivative_mse, fit
 
 NAME = "data_efficiency"
 PRESET = "hnn-three-body"
@@ -184,10 +182,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny run (< 1 min), for tests")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                        help="output folder (default experiments/results)")
+    parser = experiment_parser(
+        __doc__, "tiny run (< 1 min), for tests",
+        "only redraw the PNG and markdown from <out>/data_efficiency.json")
     parser.add_argument("--seeds", type=int, default=None,
                         help="number of seeds (default 3; quick: 1)")
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
@@ -196,9 +193,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="Adam steps per model (default 1500; quick: 60)")
     parser.add_argument("--test", type=int, default=None,
                         help="test trajectories (default 100; quick: 10)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--render", action="store_true",
-                        help="only redraw the PNG and markdown from <out>/data_efficiency.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -40,7 +40,6 @@ Writes ``<out>/hnn_paper.json``, ``<out>/hnn_paper.png`` and ``<out>/hnn_paper.m
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -51,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _shared import experiment_parser
 
 import systems
 from hogn import models
@@ -424,19 +424,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny run (< 1 min), for tests")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                        help="output folder (default experiments/results)")
+    parser = experiment_parser(
+        __doc__, "tiny run (< 1 min), for tests",
+        "only redraw the PNG and markdown from <out>/hnn_paper.json (refreshing its notes "
+        "text from NOTES; no number changes)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3; "
                         "quick: 2)")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None,
                         help="subset of tasks (default all; quick: mass-spring, "
                         "real-pendulum, two-body)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--render", action="store_true",
-                        help="only redraw the PNG and markdown from <out>/hnn_paper.json "
-                        "(refreshing its notes text from NOTES; no number changes)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

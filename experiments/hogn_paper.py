@@ -24,7 +24,6 @@ fragment ``hogn_paper.md`` generated from the JSON alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _shared import experiment_parser
 
 import systems
 from hogn import integrators, models
@@ -516,15 +516,10 @@ def _fmt(x: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                        help="output folder (default experiments/results)")
+    parser = experiment_parser(__doc__, "tiny sizes (a smoke test)", "only redraw the plots "
+                               "and rewrite the markdown from the JSON already in --out")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--render", action="store_true", help="only redraw the plots and "
-                        "rewrite the markdown from the JSON already in --out")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
