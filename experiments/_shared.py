@@ -7,7 +7,12 @@ Scripts run as ``python experiments/<name>.py``, so this folder is first on
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
+
+from hogn.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,3 +32,18 @@ def experiment_parser(doc: str, quick_help: str, render_help: str) -> argparse.A
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--render", action="store_true", help=render_help)
     return parser
+
+
+def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+          ) -> tuple[argparse.Namespace, Path]:
+    """Parse the options, set the torch threads, create ``--out``; returns both."""
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically (never half-written)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))

@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+from _shared import write_text
+
 HERE = Path(__file__).resolve().parent
 
 #: (fragment name, title, script) in the order of RESULTS.md
@@ -82,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = build(Path(args.results))
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text(out, text)
     missing = [n for n, _, _ in EXPERIMENTS if not (Path(args.results) / f"{n}.md").is_file()]
     print(f"wrote {out}" + (f" (not yet run: {', '.join(missing)})" if missing else ""))
     return 0

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _shared import experiment_parser
+from _shared import begin, experiment_parser, write_text
 from hnn_paper import all_states, derivative_mse, fit
 
 import systems
@@ -193,15 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="Adam steps per model (default 1500; quick: 60)")
     parser.add_argument("--test", type=int, default=None,
                         help="test trajectories (default 100; quick: 10)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args, out = begin(parser, argv)
     started = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.render:
         results = json.loads((out / f"{NAME}.json").read_text())
         plot(results, out / f"{NAME}.png")
-        (out / f"{NAME}.md").write_text(markdown(results))
+        write_text(out / f"{NAME}.md", markdown(results))
         print(f"redrew {out / NAME}.png and .md from the JSON")
         return 0
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
@@ -236,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(out / f"{NAME}.json", results)
     plot(results, out / f"{NAME}.png")
-    (out / f"{NAME}.md").write_text(markdown(results))
+    write_text(out / f"{NAME}.md", markdown(results))
     rows = [{"trajectories": r["trajectories"], "model": r["model"],
              **{k: r[k][0] for k in METRICS}} for r in results["summary"]]
     print("\n" + format_table(rows))

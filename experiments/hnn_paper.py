@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _shared import experiment_parser
+from _shared import begin, experiment_parser, write_text
 
 import systems
 from hogn import models
@@ -433,18 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=None,
                         help="subset of tasks (default all; quick: mass-spring, "
                         "real-pendulum, two-body)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args, out = begin(parser, argv)
     started = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.render:
         results = json.loads((out / f"{NAME}.json").read_text())
         if not results["config"]["quick"]:
             results["config"]["notes"] = NOTES
             write_json(out / f"{NAME}.json", results)
         plot(results, out / f"{NAME}.png")
-        (out / f"{NAME}.md").write_text(markdown(results))
+        write_text(out / f"{NAME}.md", markdown(results))
         print(f"redrew {out / NAME}.png and .md from the JSON")
         return 0
     seeds = list(range(2 if args.quick and args.seeds == 3 else args.seeds))
@@ -484,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / f"{NAME}.json", results)
     plot(results, out / f"{NAME}.png")
     text = markdown(results)
-    (out / f"{NAME}.md").write_text(text)
+    write_text(out / f"{NAME}.md", text)
     rows = [{"task": t, **{k: r[k][0] * r["scale"] for k in (
         "train_loss_mlp", "train_loss_hnn", "test_loss_mlp", "test_loss_hnn",
         "energy_mse_mlp", "energy_mse_hnn")}, "ratio": r["energy_ratio"]}

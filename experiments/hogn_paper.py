@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _shared import experiment_parser
+from _shared import begin, experiment_parser
 
 import systems
 from hogn import integrators, models
@@ -520,10 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                                "and rewrite the markdown from the JSON already in --out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = begin(parser, argv)
     if args.render:
         render(out)
         return 0
