@@ -6,9 +6,14 @@ target through RK4 (DeltaGN, a stepper, on the same target with its own dt), the
 
 (a) rolled out with RK4 on held-out systems of 4-8 particles: relative error and
     true-energy error against the horizon;
-(b) rolled out zero-shot with other integrators (euler, rk2, rk4, leapfrog,
-    yoshida4) and other steps (dt/2 as two RK4 substeps on the same truth; 2·dt on
-    truth saved every 2·dt; DeltaGN cannot change either: n/a);
+(b) rolled out zero-shot with other integrators, each where it is valid for the model
+    (``model.compatible_integrators()``): euler, rk2, rk4 and the symplectic methods
+    for any H (implicit_midpoint, gauss4, gauss6) for every derivative model; the
+    splitting methods leapfrog and yoshida4 only where H is separable (SeparableHOGN,
+    and the true H of both systems), since on a learned, non-separable H they are
+    neither symplectic nor of their order; and with other steps (dt/2 as two RK4
+    substeps on the same truth; 2·dt on truth saved every 2·dt; DeltaGN, a stepper,
+    can change neither: n/a);
 (c) rolled out zero-shot on larger systems of 16, 64 and 256 particles.
 
 The true Hamiltonian's own vector field run through the same integrators ("true-H")
@@ -18,7 +23,12 @@ Writes ``hogn_paper.json`` (every number), ``hogn_paper_<system>.png`` (error an
 energy error against the horizon), ``hogn_paper_sizes.png`` and the markdown
 fragment ``hogn_paper.md`` generated from the JSON alone.
 
-    python experiments/hogn_paper.py                 # full run (~30 min on one core)
+With ``--runs DIR`` every trained model is kept as ``DIR/<system>/<model>.pt`` (with
+its training record beside it, ``<model>.json``) and loaded instead of trained when
+its record matches the run's configuration, so a rerun or an interrupted run resumes
+without training again (the ground truth is regenerated: it is seeded).
+
+    python experiments/hogn_paper.py --runs runs/hogn_paper    # full run (~30 min on one core)
     python experiments/hogn_paper.py --quick --out /tmp/q
 """
 
@@ -45,7 +55,14 @@ from hogn.train import train
 
 NAME = "hogn_paper"
 MODELS = ("deltagn", "ogn", "hogn", "separable-hogn")
-INTEGRATORS = ("euler", "rk2", "rk4", "leapfrog", "yoshida4")
+#: Every integrator of part (b), each run only where it fits the model's separability.
+INTEGRATORS = ("euler", "rk2", "rk4", "implicit_midpoint", "gauss4", "gauss6", "leapfrog",
+               "yoshida4")
+#: The test-time changes judged against RK4 (euler, first order, is shown, not judged).
+CHANGED = tuple(i for i in INTEGRATORS if i not in ("euler", "rk4"))
+#: Table cell of a (model, integrator) pair that is not run: a splitting method on a
+#: model whose H is not separable.
+INVALID = "—"
 SYSTEMS = ("spring-nbody", "gravity-nbody")
 REFERENCE = "true-H"
 
@@ -88,8 +105,12 @@ CLAIMS = {
                               "rollout error than DeltaGN (a GN predicting the change)",
     "hogn_beats_ogn": "the Hamiltonian bias helps: HOGN's rollout error is below OGN's",
     "hogn_energy": "HOGN conserves the true energy better than OGN and DeltaGN",
-    "integrator_change": "RK4-trained models tolerate another integrator at test time "
-                         "(rk2, leapfrog, yoshida4: error within 2x of RK4's)",
+    "integrator_change": "RK4-trained models tolerate another integrator at test time, "
+                         "each where it is valid ("
+                         + ", ".join(i for i in CHANGED if integrators.get(i).fits(False))
+                         + "; " + ", ".join(i for i in CHANGED
+                                            if not integrators.get(i).fits(False))
+                         + " only for separable-hogn): error within 2x of RK4's",
     "dt_change": "RK4-trained derivative models tolerate another dt at test time "
                  "(dt/2 and 2dt: error over the same time within 2x of dt's)",
     "size_generalization": "the Hamiltonian bias improves generalization: HOGN's error "
@@ -138,7 +159,8 @@ def _reference(data: systems.Dataset, integrator: str, steps: int, substeps: int
     system, graph = data.system(), data.graph
     state = data.state(0)
     q, p = integrators.integrate(system.vector_field(graph), state.q, state.p, data.dt,
-                                 steps, method=integrator, substeps=substeps)
+                                 steps, method=integrator, substeps=substeps,
+                                 separable=system.separable)
     rel = relative_error(q, p, data.q[: steps + 1], data.p[: steps + 1], graph.batch,
                          graph.num_graphs)
     energy = energy_of(data)
@@ -160,7 +182,70 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def run_system(name: str, cfg: dict[str, Any], seed: int, log: Any) -> dict[str, Any]:
+def _retry(model: models.DynamicsModel | None, data: systems.Dataset, integrator: str,
+           steps: int, substeps: int = 2) -> dict[str, Any]:
+    """The same rollout at ``dt / substeps``, after the stages of an implicit method
+    did not converge at ``dt``: whether the method works on this model at all (its
+    numbers are reported beside the claims, never judged as the method at ``dt``)."""
+    row: dict[str, Any] = {"substeps": substeps}
+    try:
+        e = _errors(model, data, integrator, steps, substeps=substeps)
+    except integrators.ConvergenceError as exc:
+        return {**row, "failed": str(exc)}
+    return {**row, "rel_error": _finite(_rel_at(e["rel"], steps)),
+            "energy_drift": _finite(_drift(e["energy"], steps))}
+
+
+def valid_integrators(model: models.DynamicsModel | None, data: systems.Dataset) -> list[str]:
+    """The :data:`INTEGRATORS` valid for ``model`` (``None``: the true H of ``data``'s
+    system): the splitting methods only where H is separable, none for a stepper."""
+    if model is None:
+        separable = data.system().separable
+        return [i for i in INTEGRATORS if integrators.get(i).fits(separable)]
+    return [i for i in INTEGRATORS if i in model.compatible_integrators()]
+
+
+def _trained(name: str, model_name: str, train_data: systems.Dataset, cfg: dict[str, Any],
+             seed: int, runs: Path | None, log: Any) -> tuple[models.DynamicsModel,
+                                                          dict[str, Any]]:
+    """The model trained on ``train_data`` and its training record: loaded from
+    ``runs/<system>/<model>.pt`` when a record there matches this configuration,
+    otherwise trained (and saved there, when ``runs`` is given)."""
+    key = {"system": name, "model": model_name, "seed": seed,
+           **{k: cfg[k] for k in ("dt", "train_trajectories", "train_steps",
+                                  "train_particles", "hidden", "epochs", "samples",
+                                  "batch_size", "lr")}}
+    key = json.loads(json.dumps(key))  # as read back (tuples become lists)
+    path = None if runs is None else runs / name / f"{model_name}.pt"
+    if path is not None and path.is_file() and path.with_suffix(".json").is_file():
+        saved = json.loads(path.with_suffix(".json").read_text())
+        if saved.get("key") == key:
+            log(f"{name}: loaded {model_name} from {path} (trained in "
+                f"{saved['training']['seconds']} s)")
+            return models.load(path), {**saved["training"], "loaded": True}
+    torch.manual_seed(seed)
+    model = models.for_data(model_name, train_data, hidden=cfg["hidden"])
+    start = time.perf_counter()
+    result = train(model, train_data, target="rollout", integrator="rk4", rollout_steps=1,
+                   epochs=cfg["epochs"], max_samples=cfg["samples"],
+                   batch_size=cfg["batch_size"], lr=cfg["lr"], schedule="cosine",
+                   seed=seed, progress=False)
+    record = {"seconds": round(time.perf_counter() - start, 1),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "final_train_loss": result.history[-1]["train_loss"],
+              "best_val_loss": result.best_val, "best_epoch": result.best_epoch,
+              "history": result.history}
+    log(f"{name}: trained {model_name} in {record['seconds']} s, val loss "
+        f"{result.best_val:.3g}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)  # the model first: a record never points at a missing model
+        write_json(path.with_suffix(".json"), {"key": key, "training": record})
+    return model, {**record, "loaded": False}
+
+
+def run_system(name: str, cfg: dict[str, Any], seed: int, log: Any,
+               runs: Path | None = None) -> dict[str, Any]:
     dt = cfg["dt"][name]
     horizon, ih = cfg["horizon"], cfg["integrator_horizon"]
     truth: dict[str, Any] = {}
@@ -184,22 +269,11 @@ def run_system(name: str, cfg: dict[str, Any], seed: int, log: Any) -> dict[str,
                               "rel_error": {}, "energy_error": {}}
     rollout_rows, integrator_rows, dt_rows, size_rows = [], [], [], []
     entries: list[tuple[str, models.DynamicsModel | None]] = [(REFERENCE, None)]
+    separable: dict[str, bool] = {REFERENCE: test.system().separable}
     for model_name in MODELS:
-        torch.manual_seed(seed)
-        model = models.for_data(model_name, train_data, hidden=cfg["hidden"])
-        start = time.perf_counter()
-        result = train(model, train_data, target="rollout", integrator="rk4", rollout_steps=1,
-                       epochs=cfg["epochs"], max_samples=cfg["samples"],
-                       batch_size=cfg["batch_size"], lr=cfg["lr"], schedule="cosine",
-                       seed=seed, progress=False)
-        training[model_name] = {
-            "seconds": round(time.perf_counter() - start, 1),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "final_train_loss": result.history[-1]["train_loss"],
-            "best_val_loss": result.best_val, "best_epoch": result.best_epoch,
-            "history": result.history}
-        log(f"{name}: trained {model_name} in {training[model_name]['seconds']} s, "
-            f"val loss {result.best_val:.3g}")
+        model, training[model_name] = _trained(name, model_name, train_data, cfg, seed, runs,
+                                               log)
+        separable[model_name] = model.separable
         entries.append((model_name, model))
 
     for label, model in entries:
@@ -214,16 +288,22 @@ def run_system(name: str, cfg: dict[str, Any], seed: int, log: Any) -> dict[str,
             row[f"rel_error@{h}"] = _finite(_rel_at(err["rel"], h))
         row["energy_drift"] = _finite(_drift(err["energy"], horizon))
         rollout_rows.append(row)
-        # (b) integrators and dt over the first `ih` steps
-        for integ in INTEGRATORS:
-            if stepper:
+        # (b) integrators (each where valid: none for a stepper) and dt over `ih` steps
+        for integ in valid_integrators(model, test):
+            t0 = time.perf_counter()
+            try:
+                e = err if integ == "rk4" else _errors(model, test, integ, ih)
+            except integrators.ConvergenceError as exc:  # an implicit method's stages
+                log(f"{name}: {label} with {integ}: {exc}")
                 integrator_rows.append({"model": label, "integrator": integ, "rel_error": None,
-                                        "energy_drift": None})
+                                        "energy_drift": None, "failed": str(exc),
+                                        "retry": _retry(model, test, integ, ih),
+                                        "seconds": round(time.perf_counter() - t0, 1)})
                 continue
-            e = err if integ == "rk4" else _errors(model, test, integ, ih)
             integrator_rows.append({"model": label, "integrator": integ,
                                     "rel_error": _finite(_rel_at(e["rel"], ih)),
-                                    "energy_drift": _finite(_drift(e["energy"], ih))})
+                                    "energy_drift": _finite(_drift(e["energy"], ih)),
+                                    "seconds": round(time.perf_counter() - t0, 1)})
         base = _rel_at(err["rel"], ih)
         dt_rows.append({"model": label, "dt_factor": 1.0, "dt": dt, "steps": ih,
                         "rel_error": base, "final_rel_error": geometric_mean(
@@ -258,7 +338,8 @@ def run_system(name: str, cfg: dict[str, Any], seed: int, log: Any) -> dict[str,
                               "energy_drift": _finite(_drift(e["energy"], steps)),
                               "seconds": round(time.perf_counter() - t0, 1)})
         log(f"{name}: evaluated {label} in {time.perf_counter() - started:.1f} s")
-    return {"dt": dt, "truth": truth, "training": training, "curves": curves,
+    return {"dt": dt, "truth": truth, "training": training, "separable": separable,
+            "curves": curves,
             "rollout": rollout_rows, "integrators": integrator_rows, "dt_change": dt_rows,
             "sizes": size_rows}
 
@@ -301,14 +382,16 @@ def check_claims(results: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]
             elif key == "hogn_energy":
                 ev = {m: ro[m]["energy_drift"] for m in ("deltagn", "ogn", "hogn")}
                 holds = _lt(ev["hogn"], min(_worst(ev["ogn"]), _worst(ev["deltagn"])))
-            elif key == "integrator_change":
+            elif key == "integrator_change":  # on the methods valid for each model only
                 ev, holds = {}, True
                 for m in ("ogn", "hogn", "separable-hogn"):
-                    rk4 = _lookup(res["integrators"], "rel_error", model=m, integrator="rk4")
-                    for integ in ("rk2", "leapfrog", "yoshida4"):
-                        r = _lookup(res["integrators"], "rel_error", model=m, integrator=integ)
+                    rows = {r["integrator"]: r for r in res["integrators"] if r["model"] == m}
+                    rk4 = rows["rk4"]["rel_error"]
+                    for integ in (i for i in CHANGED if i in rows):
+                        r = rows[integ]["rel_error"]
                         ratio = None if r is None or rk4 is None else r / rk4
-                        ev[f"{m}/{integ}"] = ratio
+                        ev[f"{m}/{integ}"] = ("no convergence" if rows[integ].get("failed")
+                                              else ratio)
                         holds = holds and ratio is not None and ratio <= 2
             elif key == "dt_change":
                 ev, holds = {}, True
@@ -378,6 +461,46 @@ def plot_sizes(results: dict[str, Any], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _failures(rows: list[dict[str, Any]], dt: float) -> list[str]:
+    """Markdown lines on the rollouts whose implicit stages did not converge."""
+    failed = [r for r in rows if r.get("failed")]
+    if not failed:
+        return []
+    lines = ["'no convergence': the fixed-point iteration of the implicit method's stages "
+             f"did not converge at dt = {dt:g} (it contracts only while dt times the "
+             "field's Lipschitz constant times the method's coefficients is below 1; "
+             "the rollout is then retried at a smaller step, reported here and not judged "
+             "as the method at dt):", ""]
+    for r in failed:
+        rk4 = next((x["rel_error"] for x in rows
+                    if x["model"] == r["model"] and x["integrator"] == "rk4"), None)
+        retry = r.get("retry") or {}
+        if retry.get("failed") or not retry:
+            again = (f"with {retry['substeps']} substeps per step it fails too"
+                     if retry else "not retried")
+        else:
+            ratio = ("" if rk4 is None or retry["rel_error"] is None
+                     else f", {retry['rel_error'] / rk4:.3g}x RK4's at dt")
+            again = (f"with {retry['substeps']} substeps per step (dt = "
+                     f"{dt / retry['substeps']:g}) it converges: rel_error "
+                     f"{_fmt(retry['rel_error'])}{ratio}, energy_drift "
+                     f"{_fmt(retry['energy_drift'])}")
+        lines.append(f"- {r['model']}, {r['integrator']}: {r['failed']}. Retried: {again}.")
+    return [*lines, ""]
+
+
+def _by_model(rows: list[dict[str, Any]], key: str, columns: list[str]
+              ) -> list[dict[str, Any]]:
+    """One row per model of ``key`` per integrator: ``INVALID`` where the pair was not
+    run (not valid), 'no convergence' where an implicit method's stages failed."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        row = table.setdefault(r["model"], {"model": r["model"], **dict.fromkeys(columns,
+                                                                                INVALID)})
+        row[r["integrator"]] = "no convergence" if r.get("failed") else r[key]
+    return list(table.values())
+
+
 def _missing(row: dict[str, Any]) -> str:
     """How a missing number reads: DeltaGN has no integrator or other dt; any other model's
     missing number is a rollout that left the finite numbers."""
@@ -419,7 +542,7 @@ def markdown(result: dict[str, Any], png_prefix: str = "results/hogn_paper") -> 
         "geometric mean over trajectories of max_t |H(x̂_t)−H₀|/|H₀| under the true H. "
         f"`{REFERENCE}` is the true vector field through the same integrator: the error the "
         f"integrator alone makes at that step. `{command(result)}` took "
-        f"{result['seconds']:.0f} s ({result['threads']} thread(s)).", ""]
+        f"{result['seconds']:.0f} s ({result['threads']} thread(s)){_loaded(result)}.", ""]
     for name, res in result["systems"].items():
         lines += [f"### {name} (dt = {res['dt']:g})", ""]
         truth_rows = [{"set": k, **v} for k, v in res["truth"].items()]
@@ -438,20 +561,26 @@ def markdown(result: dict[str, Any], png_prefix: str = "results/hogn_paper") -> 
                   _table(res["rollout"], ["model", *hcols, "energy_drift"]), "",
                   f"![{name} rollouts]({png_prefix}_{name}.png)", ""]
         ih = cfg["integrator_horizon"]
-        by_model: dict[str, dict[str, Any]] = {}
-        for r in res["integrators"]:
-            by_model.setdefault(r["model"], {"model": r["model"]})[r["integrator"]] = \
-                r["rel_error"]
+        columns = [i for i in INTEGRATORS if any(r["integrator"] == i
+                                                 for r in res["integrators"])]
+        separable = res.get("separable", {})
+        sep_labels = [m for m, v in separable.items() if v]
         lines += [f"(b) zero-shot integrator change (trained with RK4): rel_error@{ih}. "
                   f"The `{REFERENCE}` row is the integrator's own error; where a model's "
-                  "error is far above it, the model's error hides the integrator's.", "",
-                  _table(list(by_model.values()), ["model", *INTEGRATORS]), ""]
-        drift_by: dict[str, dict[str, Any]] = {}
-        for r in res["integrators"]:
-            drift_by.setdefault(r["model"], {"model": r["model"]})[r["integrator"]] = \
-                r["energy_drift"]
+                  "error is far above it, the model's error hides the integrator's. "
+                  "implicit_midpoint, gauss4 and gauss6 (Gauss–Legendre, orders 2, 4, 6) "
+                  "are symplectic for any H, their stages solved by fixed-point "
+                  "iteration; leapfrog and yoshida4 are splitting methods, symplectic and "
+                  "of their order only for a separable H = T(p) + V(q), so they are run "
+                  f"only where H is separable ({', '.join(sep_labels) or 'none'}); "
+                  f"'{INVALID}': not valid for that model (its H is not separable). "
+                  "DeltaGN, a stepper, takes no integrator.", "",
+                  _table(_by_model(res["integrators"], "rel_error", columns),
+                         ["model", *columns]), ""]
         lines += [f"energy_drift over {ih} steps per integrator:", "",
-                  _table(list(drift_by.values()), ["model", *INTEGRATORS]), ""]
+                  _table(_by_model(res["integrators"], "energy_drift", columns),
+                         ["model", *columns]), ""]
+        lines += _failures(res["integrators"], res["dt"])
         dt_rows = [{**r, "dt_factor": f"x{r['dt_factor']:g}"} for r in res["dt_change"]]
         lines += [f"(b) zero-shot dt change (RK4), over the same time span "
                   f"({ih * res['dt']:g}): mean and final rel_error", "",
@@ -482,8 +611,23 @@ def markdown(result: dict[str, Any], png_prefix: str = "results/hogn_paper") -> 
         lines.append(f"| {c['claim']} | " + " | ".join(cells) + " |")
     lines += ["", "'agrees' says only which model is ahead; the tables above say how far each "
               "is from the truth (and from the `true-H` row)."]
+    if any(r.get("failed") for res in result["systems"].values() for r in res["integrators"]):
+        lines += ["", "A method whose stages did not converge ('no convergence') counts "
+                  "against the integrator claim: it could not be run at that dt (see the "
+                  "notes under (b) for the same rollout at a smaller step)."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _loaded(result: dict[str, Any]) -> str:
+    """How much of the training the run's time leaves out (models loaded from --runs)."""
+    trained = [t for res in result["systems"].values() for t in res["training"].values()]
+    loaded = [t for t in trained if t.get("loaded")]
+    if not loaded:
+        return ""
+    return (f", with {len(loaded)} of the {len(trained)} trained models loaded from an "
+            f"earlier run's `--runs` folder (their training there, "
+            f"{sum(t['seconds'] for t in loaded):.0f} s, is not in that time)")
 
 
 def render(out: Path) -> dict[str, Any]:
@@ -512,6 +656,8 @@ def _evidence(ev: dict[str, Any]) -> str:
 
 
 def _fmt(x: Any) -> str:
+    if isinstance(x, str):
+        return x
     return "diverged" if x is None else format_value(float(x))
 
 
@@ -520,6 +666,10 @@ def main(argv: list[str] | None = None) -> int:
                                "and rewrite the markdown from the JSON already in --out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--runs", default=None, help="folder keeping the trained models "
+                        "(<system>/<model>.pt and .json): they are loaded instead of trained "
+                        "when their record matches the configuration, so a rerun or an "
+                        "interrupted run resumes (default: none, train every time)")
     args, out = begin(parser, argv)
     if args.render:
         render(out)
@@ -530,7 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {msg}", flush=True)
 
-    results = {name: run_system(name, cfg, args.seed, log) for name in args.systems}
+    runs = None if args.runs is None else Path(args.runs) / ("quick" if args.quick else "full")
+    results = {name: run_system(name, cfg, args.seed, log, runs) for name in args.systems}
     claims = check_claims(results, cfg)
     record = {
         "experiment": "hogn_paper", "quick": args.quick,

@@ -65,7 +65,8 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
             model.check_state(graph.q, graph.p, graph)
             return integrators.integrate(model.vector_field(graph), graph.q, graph.p, dt,
                                          steps, method=integrator, substeps=substeps,
-                                         progress=f"rollout {model.name}" if progress else False)
+                                         progress=f"rollout {model.name}" if progress else False,
+                                         separable=model.separable)
     finally:
         model.train(was_training)
 

@@ -75,7 +75,7 @@ def rollout_with(model: DynamicsModel, params: Mapping[str, Tensor], start: Poin
 
     with torch.no_grad():
         return integrators.integrate(field_, graph.q, graph.p, dt, steps, method=integrator,
-                                     substeps=substeps)
+                                     substeps=substeps, separable=model.separable)
 
 
 def rollout_mse(q: Tensor, p: Tensor, q_true: Tensor, p_true: Tensor,

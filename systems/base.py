@@ -51,6 +51,9 @@ class System:
         chaotic: Whether nearby trajectories diverge exponentially (affects tests).
         dissipative: Whether the dynamics lose energy by design (friction): then
             ``H`` is not conserved and energy-drift checks do not apply.
+        separable: Whether the vector field splits as ``H = T(p) + V(q)`` does
+            (``dq`` depends on ``p`` alone, ``dp`` on ``q`` alone): only then may the
+            splitting integrators (leapfrog, yoshida4, symplectic_euler) step it.
         max_step: First trial step of the adaptive ground-truth integrator.
         description: One-line summary including the sampled energy/orbit range.
     """
@@ -61,6 +64,7 @@ class System:
     defaults: ClassVar[dict[str, Any]] = {}
     chaotic: ClassVar[bool] = False
     dissipative: ClassVar[bool] = False
+    separable: ClassVar[bool] = False
     max_step: ClassVar[float] = 0.05
     description: ClassVar[str] = ""
 
@@ -308,8 +312,8 @@ class System:
             (stopped graphs hold NaN after the stop when adaptive).
 
         Raises:
-            ValueError: on a malformed state, non-positive masses or ``dt``, or an
-                unknown method.
+            ValueError: on a malformed state, non-positive masses or ``dt``, an
+                unknown method, or a splitting method on a non-separable system.
         """
         self.check_graph(graph)
         if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
@@ -333,7 +337,7 @@ class System:
             raise ValueError(f"unknown method {method!r}; expected 'adaptive' or one of: "
                              f"{', '.join(integrators.names())}")
         q, p = integrators.integrate(f, graph.q, graph.p, dt, steps, method=method,
-                                     substeps=substeps, progress=desc)
+                                     substeps=substeps, progress=desc, separable=self.separable)
         stopped = torch.zeros(graph.num_graphs, dtype=torch.bool, device=q.device)
         if check is not None:
             stopped = check(q, p, graph).any(0)

@@ -36,6 +36,7 @@ class DampedPendulum(Pendulum):
     """
 
     name = "damped-pendulum"
+    separable = False  # the friction force -γ p depends on p
     defaults: ClassVar[dict[str, Any]] = {**Pendulum.defaults, "gamma": 0.1}
     dissipative: ClassVar[bool] = True
     description = ("pendulum with friction dp −= γp (γ = 0.1), H of the ideal pendulum "

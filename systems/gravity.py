@@ -41,6 +41,7 @@ class GravityNBody(System):
     """
 
     name = "gravity-nbody"
+    separable = True
     native_dim = 2
     n_particles = None
     defaults: dict[str, Any] = {"G": 1.0, "mass": 1.0, "softening": 0.1, "dim": 2,

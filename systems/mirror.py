@@ -55,6 +55,7 @@ class MagneticMirror(System):
     """
 
     name = "magnetic-mirror"
+    separable = True  # H = |p|²/2m + V(ρ, z) in these coordinates
     native_dim = 2
     n_particles = 1
     defaults: dict[str, Any] = {"mass": 1.0, "energy_range": (0.1, 0.5), "z_range": 0.5,

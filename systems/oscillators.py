@@ -48,6 +48,7 @@ class MassSpring(_Oscillator):
     """
 
     name = "mass-spring"
+    separable = True
     defaults = {"mass": 1.0, "k": 1.0, "energy_range": (0.2, 1.0)}
     max_step = 0.1
     description = "1 mass on a spring, H = p²/2m + kq²/2; E ~ U[0.2, 1]"
@@ -77,6 +78,7 @@ class Pendulum(_Oscillator):
     """
 
     name = "pendulum"
+    separable = True
     defaults = {"mass": 1.0, "g": 1.0, "l": 1.0, "energy_range": (0.2, 1.5)}
     max_step = 0.05
     description = "pendulum, H = p²/2ml² + mgl(1−cos q); E ~ U[0.2, 1.5] (separatrix 2mgl)"

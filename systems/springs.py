@@ -39,6 +39,7 @@ class SpringNBody(System):
     """
 
     name = "spring-nbody"
+    separable = True
     native_dim = 2
     n_particles = None
     defaults: dict[str, Any] = {"graph": "complete", "edges": None, "mass": 1.0,

@@ -197,7 +197,9 @@ def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
                      help="which weights of the run (default best: lowest validation loss)")
     cmd.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
                      help="integrator for derivative models (default: the one the run "
-                     f"trained with, else rk4); one of {', '.join(integrators.names())}")
+                     f"trained with, else rk4); one of {', '.join(integrators.names())}; "
+                     f"{SPLITTING} need a separable H (separable-hogn); "
+                     f"{IMPLICIT} are symplectic for any H")
     cmd.add_argument("--substeps", type=int, default=1,
                      help="integrator steps per saved step (default 1)")
     cmd.add_argument("--threshold", type=float, default=0.1,
@@ -206,6 +208,10 @@ def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
                      "first trajectory and its energy error")
     cmd.add_argument("--device", default=None, help="torch device (default cpu)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+SPLITTING = ", ".join(n for n in integrators.names() if integrators.get(n).needs_separable)
+IMPLICIT = ", ".join(n for n in integrators.names() if integrators.get(n).implicit)
 
 
 def _fill(text: str) -> str:
@@ -248,7 +254,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--target", choices=TARGETS, help="derivative: match dq, dp (default; "
                      "steppers always rollout); rollout: integrate and match next states")
     opt.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
-                     help="integrator of the rollout target (default rk4)")
+                     help=f"integrator of the rollout target (default rk4); {SPLITTING} "
+                     "need a separable H (separable-hogn)")
     opt.add_argument("--rollout-steps", type=int, help="steps matched per sample (default 1)")
     opt.add_argument("--loss", choices=LOSSES, help="default mse")
     opt.add_argument("--epochs", type=int, help="default 20")
@@ -277,7 +284,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "the drift of the true energy along the prediction; saves the predicted "
         "trajectories (-o) and a plot (--plot)."),
         epilog="examples:\n"
-        "  hogn rollout runs/hogn --n-particles 16 --steps 1000 --integrator leapfrog\n"
+        "  hogn rollout runs/hogn --n-particles 16 --steps 1000 --integrator gauss4\n"
         "  hogn rollout runs/hogn --n-particles 64 --steps 500 --plot big.png -o big.pt\n"
         "  hogn rollout runs/hogn --data spring-test.pt --steps 50",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,7 +317,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--threshold."),
         epilog="examples:\n"
         "  hogn evaluate runs/hogn spring-test.pt\n"
-        "  hogn evaluate runs/hogn spring.pt --split all --integrator leapfrog --json e.json",
+        "  hogn evaluate runs/hogn spring.pt --split all --integrator implicit_midpoint "
+        "--json e.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("run", metavar="RUN", help="run folder from 'hogn train'")
     ev.add_argument("data", metavar="DATA", help="dataset file")

@@ -200,6 +200,9 @@ class DynamicsModel(nn.Module):
             fixed ``dt`` instead of a derivative (then no integrator applies).
         uses_edges: ``False`` for models that ignore ``edge_index``/``edge_attr``
             (then ``edge_attr`` is not checked).
+        separable: ``True`` when ``dq`` depends on ``p`` alone and ``dp`` on ``q``
+            alone (a learned ``H = T(p) + V(q)``): only then may the splitting
+            integrators (leapfrog, yoshida4, symplectic_euler) step it.
         dim: Coordinates per particle ``d``.
         node_constants: Node constants per particle ``k``.
         edge_features: Edge constants per edge ``a`` (0: the graph has none).
@@ -208,6 +211,7 @@ class DynamicsModel(nn.Module):
     name: ClassVar[str] = ""
     is_stepper: ClassVar[bool] = False
     uses_edges: ClassVar[bool] = True
+    separable: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -243,22 +247,26 @@ class DynamicsModel(nn.Module):
         return next(self.parameters()).device
 
     def compatible_integrators(self) -> list[str]:
-        """Names of the integrators this model can be stepped with (all registered
-        ones for derivative models, none for a stepper)."""
-        return [] if self.is_stepper else integrators.names()
+        """Names of the integrators this model can be stepped with: none for a
+        stepper; for a derivative model every registered one valid for its
+        separability (the splitting methods only if :attr:`separable`)."""
+        return [] if self.is_stepper else integrators.compatible(self.separable)
 
     def check_integrator(self, integrator: str | integrators.Integrator
                          ) -> integrators.Integrator:
         """The integrator, after checking that this model can be used with it.
 
         Raises:
-            ValueError: for an unknown integrator or one this model cannot use.
+            ValueError: for an unknown integrator, any integrator on a stepper, or a
+                splitting method on a model whose ``H`` is not separable (the
+                message names the methods that fit).
         """
         method = integrators.get(integrator)
-        if method.name not in self.compatible_integrators():
-            raise ValueError(f"{self.name} cannot be used with integrator {method.name!r}; "
-                             f"compatible: {self.compatible_integrators() or 'none'}")
-        return method
+        if self.is_stepper:
+            raise ValueError(f"{self.name} is a stepper and is used with no integrator, "
+                             f"got {method.name!r}")
+        kind = "learned H" if isinstance(self, HamiltonianModel) else "learned vector field"
+        return integrators.require_fit(method, self.separable, f"{self.name}'s {kind}")
 
     # ------------------------------------------------------------- validation
     def check_state(self, q: Tensor, p: Tensor, graph: GraphBatch) -> None:

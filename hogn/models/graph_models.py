@@ -110,6 +110,7 @@ class SeparableHOGN(_EnergyGraphNetwork):
     """
 
     name: ClassVar[str] = "separable-hogn"
+    separable: ClassVar[bool] = True
 
     def _build(self) -> None:
         c = self.config()

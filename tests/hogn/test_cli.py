@@ -51,10 +51,10 @@ def test_train_writes_a_run_and_resumes_with_more_epochs(files, capsys):
 def test_evaluate_prints_the_table_and_writes_json(files, capsys, tmp_path):
     _, data, run = files
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(run), str(data), "--integrator", "leapfrog", "--json",
+    assert main(["evaluate", str(run), str(data), "--integrator", "gauss4", "--json",
                  str(out), "--plot", str(tmp_path / "e.png"), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "rel_error" in text and "leapfrog" in text
+    assert "rel_error" in text and "gauss4" in text
     summary = json.loads(out.read_text())["summary"]
     assert 0 < summary["rel_error"] < 1 and summary["steps"] == 20
     assert summary["energy_drift"] > 0 and (tmp_path / "e.png").stat().st_size > 0
@@ -84,6 +84,22 @@ def test_user_mistakes_are_one_line(files, capsys, tmp_path):
     _error(capsys, ["evaluate", str(run), str(pend), "--quiet"], "expects d=2")
     _error(capsys, ["rollout", str(run), "--data", str(data), "--n-particles", "5"],
            "--data gives the states")
+
+
+@pytest.mark.parametrize("method", ["leapfrog", "yoshida4", "symplectic_euler"])
+def test_a_splitting_method_is_refused_on_a_learned_h(files, capsys, tmp_path, method):
+    _, data, run = files
+    for argv in (["evaluate", str(run), str(data), "--integrator", method],
+                 ["rollout", str(run), "--steps", "3", "--integrator", method,
+                  "-o", str(tmp_path / "r.pt")],
+                 ["train", "ogn", str(data), "--target", "rollout", "--integrator", method,
+                  "-o", str(tmp_path / "t")]):
+        err = _error(capsys, argv, f"{method} is a splitting method")
+        assert "not separable" in err and "gauss4" in err and "implicit_midpoint" in err
+    assert not (tmp_path / "r.pt").exists() and not (tmp_path / "t").exists()
+    # a separable learned H may use it
+    assert main(["train", "separable-hogn", str(data), "--epochs", "1", "--target", "rollout",
+                 "--integrator", method, *TRAIN, "-o", str(tmp_path / "s")]) == 0
 
 
 def test_a_stepper_refuses_an_integrator(files, capsys, tmp_path):

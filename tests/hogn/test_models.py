@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 
+import hogn
 import hogn.models as models
 import systems
 from hogn import integrators
@@ -332,17 +333,84 @@ def test_deltagn_is_a_stepper_not_a_vector_field(springs):
     torch.testing.assert_close(p1, springs.p + dp, rtol=0, atol=0)
 
 
-def test_derivative_models_step_with_any_integrator(springs):
+def test_derivative_models_step_with_the_integrators_that_fit_them(springs):
     model = make("hogn").eval()
-    assert model.compatible_integrators() == integrators.names()
-    q1, p1 = model.next_state(springs, "leapfrog", 0.05)
-    q2, p2 = integrators.get("leapfrog")(model.vector_field(springs), springs.q, springs.p,
-                                         0.05)
+    assert model.compatible_integrators() == integrators.compatible(separable=False)
+    assert {"gauss4", "implicit_midpoint", "rk4"} <= set(model.compatible_integrators())
+    q1, p1 = model.next_state(springs, "gauss4", 0.05)
+    q2, p2 = integrators.get("gauss4")(model.vector_field(springs), springs.q, springs.p, 0.05)
     assert torch.equal(q1, q2) and torch.equal(p1, p2)
     with pytest.raises(ValueError, match="needs an integrator"):
         model.next_state(springs)
     with pytest.raises(ValueError, match="unknown integrator 'euler2'"):
         model.next_state(springs, "euler2", 0.1)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_separability_is_declared_truthfully(name, springs, triples):
+    """The declaration decides which integrators a model may use, so it is checked
+    against the Jacobian of the vector field: a separable model's ``dq`` does not
+    depend on ``q`` nor its ``dp`` on ``p``; every other model's do."""
+    model = make(name).eval()
+    if model.is_stepper:
+        assert model.compatible_integrators() == []
+        return
+    graph = graph_for(name, springs, triples)
+    n = graph.q.numel()
+
+    def field(x):
+        q, p = x[:n].view_as(graph.q), x[n:].view_as(graph.p)
+        dq, dp = model.derivative(q, p, graph, create_graph=True)
+        return torch.cat([dq.reshape(-1), dp.reshape(-1)])
+
+    jac = torch.autograd.functional.jacobian(field, torch.cat([graph.q.reshape(-1),
+                                                                graph.p.reshape(-1)]))
+    coupling = max(jac[:n, :n].abs().max().item(), jac[n:, n:].abs().max().item())
+    if model.separable:
+        assert coupling == 0.0
+        assert set(integrators.names()) == set(model.compatible_integrators())
+    else:
+        assert coupling > 1e-6
+        for method in ("leapfrog", "yoshida4", "symplectic_euler"):
+            assert method not in model.compatible_integrators()
+            with pytest.raises(ValueError, match=rf"{method} is a splitting method.*"
+                                                 r"not separable.*gauss4"):
+                model.check_integrator(method)
+
+
+def test_splitting_methods_are_refused_everywhere_on_a_learned_h(springs):
+    model = make("hogn")
+    data = systems.generate("spring-nbody", trajectories=2, steps=3, dt=0.05,
+                            n_particles=3, seed=0)
+    match = "leapfrog is a splitting method"
+    with pytest.raises(ValueError, match=match):
+        hogn.rollout(model, springs, steps=2, dt=0.05, integrator="leapfrog")
+    with pytest.raises(ValueError, match=match):
+        hogn.evaluate(model, data, integrator="leapfrog")
+    with pytest.raises(ValueError, match=match):
+        hogn.train(model, data, target="rollout", integrator="leapfrog", epochs=1,
+                   progress=False)
+    with pytest.raises(ValueError, match=match):
+        model.next_state(springs, "leapfrog", 0.05)
+    # a separable learned H may, and then reuses each step's last kick (2 evaluations)
+    separable = make("separable-hogn").eval()
+    calls = 0
+    field = separable.vector_field(springs)
+
+    def counting(q, p):
+        nonlocal calls
+        calls += 1
+        return field(q, p)
+
+    plain = [integrators.integrate(counting, springs.q, springs.p, 0.05, 10, "leapfrog")]
+    assert calls == 30
+    calls = 0
+    cached = integrators.integrate(counting, springs.q, springs.p, 0.05, 10, "leapfrog",
+                                   separable=True)
+    assert calls == 21
+    torch.testing.assert_close(cached, plain[0], rtol=0, atol=1e-14)
+    rolled = hogn.rollout(separable, springs, steps=10, dt=0.05, integrator="leapfrog")
+    torch.testing.assert_close(rolled, plain[0], rtol=0, atol=1e-14)
 
 
 # ------------------------------------------------------------------- learning

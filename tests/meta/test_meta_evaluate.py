@@ -91,3 +91,19 @@ def test_bad_arguments_raise(mass_spring):
     with pytest.raises(ValueError, match=r"0\.\.2"):
         adapt_and_evaluate(model, parameters(model), mass_spring[0], shots=5, steps=2,
                            eval_steps=[3])
+
+
+def test_adaptation_rollouts_refuse_a_splitting_method_on_a_learned_h(three_body):
+    torch.manual_seed(0)
+    model = hogn.models.get("hogn", dim=2, node_constants=1, hidden=8, steps=1).double()
+    traj = three_body[1]
+    with pytest.raises(ValueError, match=r"leapfrog is a splitting method.*gauss4"):
+        adapt_and_evaluate(model, parameters(model), traj, shots=10, steps=0,
+                           integrator="leapfrog")
+    # a symplectic method for any H is accepted and agrees with a direct integration
+    result = adapt_and_evaluate(model, parameters(model), traj, shots=10, steps=0, keep=(0,),
+                                integrator="implicit_midpoint")
+    start = traj.state(0)
+    q, _ = integrators.integrate(model.vector_field(start), start.q, start.p, traj.dt,
+                                 len(traj.t) - 1, method="implicit_midpoint")
+    torch.testing.assert_close(result.rollouts[0][0], q.detach(), rtol=1e-9, atol=1e-11)
