@@ -16,6 +16,7 @@ from systems.damped import DampedPendulum
 from systems.dataset import Dataset
 from systems.generate import PRESETS, Preset, from_preset, generate, get_preset, preset_names
 from systems.gravity import GravityNBody, ThreeBody, TwoBody
+from systems.henon_heiles import HenonHeiles
 from systems.mirror import MagneticMirror
 from systems.oscillators import DoublePendulum, MassSpring, Pendulum
 from systems.springs import SpringNBody
@@ -37,7 +38,7 @@ __all__ = [
 _REGISTRY: dict[str, type[System]] = {
     cls.name: cls
     for cls in (MassSpring, Pendulum, DoublePendulum, TwoBody, ThreeBody, MagneticMirror,
-                SpringNBody, GravityNBody, DampedPendulum)
+                HenonHeiles, SpringNBody, GravityNBody, DampedPendulum)
 }
 
 

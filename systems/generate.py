@@ -169,6 +169,8 @@ class Preset:
 
 _HNN = "HNN paper (Greydanus et al. 2019) as in hnn-report.txt"
 _META = "meta-learning paper (Song & Jeong), appendix A.1"
+_META_LATER = ("later version of the meta-learning paper (Song & Jeong, 'Identifying "
+               "Hamiltonian Manifold in Neural Networks'); sampling and span ours")
 
 PRESETS: dict[str, Preset] = {
     # HNN: 50 trajectories x 30 points, noise 0.1, energies [0.2, 1] / [1.3, 2.3].
@@ -194,6 +196,9 @@ PRESETS: dict[str, Preset] = {
     "meta-two-body": Preset("two-body", 10_000, 200, 20.0, source=_META),
     "meta-three-body": Preset("three-body", 10_000, 100, 10.0, source=_META),
     "meta-magnetic-mirror": Preset("magnetic-mirror", 10_000, 200, 20.0, source=_META),
+    # The later version adds Hénon–Heiles; points and span as meta-magnetic-mirror (the
+    # other 2-D one-particle system; both oscillate at frequencies of order 1).
+    "meta-henon-heiles": Preset("henon-heiles", 10_000, 200, 20.0, source=_META_LATER),
 }
 
 

@@ -15,7 +15,7 @@ from systems.mirror import ESCAPE_ENERGY, inner_turning_radius
 
 F64 = torch.float64
 NAMES = ["mass-spring", "pendulum", "double-pendulum", "two-body", "three-body",
-         "magnetic-mirror", "spring-nbody", "gravity-nbody"]
+         "magnetic-mirror", "henon-heiles", "spring-nbody", "gravity-nbody"]
 ANY_N = {"spring-nbody": (3, 5), "gravity-nbody": (3, 5)}
 EMBEDDED = {"mass-spring": [0.0], "pendulum": [1.0], "double-pendulum": [1.0, 1.0]}
 
@@ -35,6 +35,7 @@ CASES = [
     ("spring-nbody", {"graph": "cycle", "dim": 3, "stiffness": (0.5, 2.0),
                       "rest_length": (0.0, 1.0), "mass": (0.5, 2.0)}, (3, 6)),
     ("magnetic-mirror", {"mass": 1.5}, None),
+    ("henon-heiles", {"mass": (0.5, 2.0), "embed_dim": 3}, None),
 ]
 
 
@@ -61,7 +62,8 @@ def test_registry():
         system = systems.get(name)
         assert system.name == name
         assert system.chaotic == (name in {"double-pendulum", "three-body",
-                                           "magnetic-mirror", "gravity-nbody"})
+                                           "magnetic-mirror", "henon-heiles",
+                                           "gravity-nbody"})
         rebuilt = systems.get(**system.config())
         assert rebuilt.params == system.params and rebuilt.embed_dim == system.embed_dim
 
@@ -100,6 +102,10 @@ def reference_energy(system, graph) -> np.ndarray:
             rho, z = x[0]
             # the factorised form of the potential given in the module docstring
             h = v[0] @ v[0] / (2 * m[0]) + rho**2 * (rho**2 - 8 - 4 * z**2) ** 2 / 128
+        elif system.name == "henon-heiles":
+            r, theta = np.hypot(*x[0]), np.arctan2(x[0, 1], x[0, 0])
+            # the polar form r²/2 + r³ sin(3θ)/3 of ½(x² + y²) + x²y − y³/3
+            h = v[0] @ v[0] / (2 * m[0]) + r**2 / 2 + r**3 * math.sin(3 * theta) / 3
         elif system.name in ("two-body", "three-body", "gravity-nbody"):
             h = sum(v[i] @ v[i] / (2 * m[i]) for i in range(b - a))
             for i in range(b - a):
@@ -234,6 +240,41 @@ def test_time_derivative_is_twice_differentiable(case):
     p = graph.p.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda q, p: system.time_derivative(q, p, graph, create_graph=True), (q, p))
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_separability_is_declared_truthfully(case):
+    """``separable`` decides whether leapfrog may step a system: a separable system's
+    ``dq`` does not depend on ``q`` nor its ``dp`` on ``p`` (zero Jacobian blocks);
+    a non-separable one's do, and its fixed-step trajectory refuses leapfrog."""
+    system, graph = _sample(case, n=2)
+    n = graph.q.numel()
+
+    def field(x):
+        dq, dp = system.time_derivative(x[:n].view_as(graph.q), x[n:].view_as(graph.p), graph,
+                                        create_graph=True)
+        return torch.cat([dq.reshape(-1), dp.reshape(-1)])
+
+    x = torch.cat([graph.q.reshape(-1), graph.p.reshape(-1)])
+    jac = torch.autograd.functional.jacobian(field, x)
+    assert jac[:n, n:].abs().max() > 1e-3 and jac[n:, :n].abs().max() > 1e-3  # it can see
+    coupling = max(jac[:n, :n].abs().max().item(), jac[n:, n:].abs().max().item())
+    if system.separable:
+        assert coupling == 0.0
+        q, _, _ = system.trajectory(graph, 0.01, 2, method="leapfrog")
+        assert torch.isfinite(q).all()
+    else:
+        assert coupling > 1e-3
+        with pytest.raises(ValueError, match=r"leapfrog is a splitting method.*gauss4"):
+            system.trajectory(graph, 0.01, 2, method="leapfrog")
+        q, _, _ = system.trajectory(graph, 0.01, 2, method="gauss4")
+        assert torch.isfinite(q).all()
+
+
+def test_separable_systems_are_the_documented_ones():
+    separable = {name for name in systems.names() if systems.get(name).separable}
+    assert separable == {"mass-spring", "pendulum", "two-body", "three-body",
+                         "magnetic-mirror", "henon-heiles", "spring-nbody", "gravity-nbody"}
 
 
 def finite_difference_field(system, graph, eps=1e-5):
