@@ -1,4 +1,6 @@
-"""Meta-learning across physical laws: MAML, first-order MAML and Reptile.
+"""Meta-learning across physical laws: MAML, first-order MAML and Reptile, with
+several inner steps, learned per-parameter inner rates (Meta-SGD) and a decoder-only
+inner loop (ANIL).
 
 Example::
 
@@ -12,6 +14,16 @@ Example::
     result = meta.adapt_and_evaluate(model, meta.parameters(model), data["pendulum"][0],
                                      shots=50, steps=100, inner_lr=0.01)
     result.mse  # rollout MSE after 0 ... 100 adaptation steps
+
+Options (each also in :class:`ProtocolConfig` and ``hogn meta-train``)::
+
+    meta.MetaConfig(algorithm="fomaml", inner_steps=5)   # or "reptile"
+    config = meta.MetaConfig(learn_inner_lr=True)        # Meta-SGD
+    history = meta.meta_train(model, sampler, config, iterations=1000)
+    meta.adapt_and_evaluate(model, meta.parameters(model), data["pendulum"][0],
+                            inner_lr=history.inner_lr)  # adapt with the learned rates
+    meta.MetaConfig(anil=True)                           # inner loop on the decoder only
+    meta.decoder_names(model)                            # ... these parameters
 
 - :mod:`meta.tasks`: tasks (one trajectory: support and query points) and the
   seeded :class:`TaskSampler` over several systems (graph or padded fixed-size layout).
@@ -32,15 +44,20 @@ Leave one system out::
     meta.meta_train_run("runs/meta-mm", config)             # resumes if interrupted
     run = meta.load_run("runs/meta-mm")                     # params: meta, random, pretrained
     data = meta.protocol.eval_data("magnetic-mirror", trajectories=20)
-    result = meta.evaluate_adaptation(run.model, run.params, data, steps=100, inner_lr=0.1)
+    result = meta.evaluate_adaptation(run.model, run.params, data, steps=100, inner_lr=0.1,
+                                      method_lr=run.method_lr())  # Meta-SGD / ANIL runs
     result["summary"]["meta"]  # per step: mean, 95% interval, median, diverged
 """
 
 from meta.algorithms import (
     ALGORITHMS,
+    DECODERS,
     LOSSES,
     MetaConfig,
+    MetaHistory,
+    decoder_names,
     init_inner_lr,
+    inner_parameters,
     inner_update,
     make_optimizer,
     meta_gradient,
@@ -56,6 +73,7 @@ from meta.protocol import (
     META_SYSTEMS,
     METHODS,
     ProtocolConfig,
+    RunModels,
     compare,
     evaluate_adaptation,
     load_run,
@@ -66,19 +84,24 @@ from meta.tasks import Points, Task, TaskSampler
 
 __all__ = [
     "ALGORITHMS",
+    "DECODERS",
     "LOSSES",
     "META_SYSTEMS",
     "METHODS",
     "Adaptation",
     "MetaConfig",
+    "MetaHistory",
     "Points",
     "ProtocolConfig",
+    "RunModels",
     "Task",
     "TaskSampler",
     "adapt_and_evaluate",
     "compare",
+    "decoder_names",
     "evaluate_adaptation",
     "init_inner_lr",
+    "inner_parameters",
     "inner_update",
     "load_run",
     "make_optimizer",

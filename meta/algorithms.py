@@ -24,7 +24,17 @@ Notation: ``θ`` the meta-parameters, ``L_s`` / ``L_q`` a task's support / query
 
 The inner learning rate is a float, or a dict ``name → tensor`` (broadcastable to the
 parameter) of per-parameter rates: learned by the outer optimizer (Meta-SGD, Li et
-al. 2017) when they require grad (:func:`init_inner_lr`).
+al. 2017) when they require grad (:func:`init_inner_lr`). A dict of rates may cover
+only some parameters: the others are held fixed in the inner loop.
+
+ANIL (Raghu et al. 2020, "almost no inner loop"): the inner loop adapts only the
+model's *decoder* (its readout: :func:`decoder_names`, defined per model family in
+:data:`DECODERS`), the outer loop trains all parameters (for ``maml`` the meta-gradient
+of the body also flows through the decoder's inner gradient). Options::
+
+    MetaConfig(algorithm="maml" | "fomaml" | "reptile", inner_steps=N,
+               learn_inner_lr=True,   # Meta-SGD (maml, fomaml)
+               anil=True)             # decoder-only inner loop (maml, fomaml)
 
 Loss: the element-wise penalty (log-cosh by default, as in the meta-learning paper;
 or squared error) of ``pred − true`` over all real particles' ``dq`` and ``dp``
@@ -35,7 +45,7 @@ independent of the number of points ``K``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,13 +60,17 @@ from meta.tasks import Points, Task
 
 __all__ = [
     "ALGORITHMS",
+    "DECODERS",
     "LOSSES",
     "InnerLR",
     "LossFn",
     "MetaConfig",
+    "MetaHistory",
     "Params",
+    "decoder_names",
     "get_loss",
     "init_inner_lr",
+    "inner_parameters",
     "inner_update",
     "make_optimizer",
     "meta_gradient",
@@ -87,6 +101,9 @@ class MetaConfig:
         inner_lr: Inner learning rate ``α`` (initial value when learned).
         learn_inner_lr: Learn one rate per parameter element (Meta-SGD); not with
             Reptile, which has no gradient for it.
+        anil: Adapt only the decoder in the inner loop (ANIL; :func:`decoder_names`);
+            the outer loop still trains every parameter. Not with Reptile, whose
+            update ``θ − θ'`` would then never reach the body.
         outer_lr: Adam learning rate ``β`` of the meta-parameters (and learned rates).
         meta_batch: Tasks per meta-update ``B``.
         loss: ``"logcosh"`` or ``"mse"``.
@@ -102,6 +119,7 @@ class MetaConfig:
     inner_steps: int = 1
     inner_lr: float = 0.01
     learn_inner_lr: bool = False
+    anil: bool = False
     outer_lr: float = 1e-3
     meta_batch: int = 8
     loss: str = "logcosh"
@@ -132,9 +150,15 @@ class MetaConfig:
                 raise ValueError(f"{key} must be a positive finite number, got {value!r}")
         if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip!r}")
+        for key in ("learn_inner_lr", "anil"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be True or False, got {getattr(self, key)!r}")
         if self.learn_inner_lr and self.algorithm == "reptile":
-            raise ValueError("learn_inner_lr needs a meta-gradient through the inner loop "
-                             "(maml or fomaml); reptile has none")
+            raise ValueError("learn_inner_lr (Meta-SGD) needs a meta-gradient through the "
+                             "inner loop (maml or fomaml); reptile has none")
+        if self.anil and self.algorithm == "reptile":
+            raise ValueError("anil needs maml or fomaml: reptile's update (θ − θ')/α would "
+                             "move only the decoder and never train the body")
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict."""
@@ -164,6 +188,70 @@ def get_loss(loss: str | LossFn) -> LossFn:
 def parameters(model: nn.Module) -> Params:
     """The model's trainable parameters as a dict (the live tensors, not copies)."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _last_linear(prefix: str) -> Callable[[nn.Module], list[str]]:
+    """The parameters of the last ``nn.Linear`` inside the submodule ``prefix``."""
+    def names(model: nn.Module) -> list[str]:
+        sub = model.get_submodule(prefix)
+        last = [n for n, m in sub.named_modules() if isinstance(m, nn.Linear)][-1]
+        return [f"{prefix}.{last}.{k}" for k, _ in sub.get_submodule(last).named_parameters()]
+    return names
+
+
+def _submodules(*prefixes: str) -> Callable[[nn.Module], list[str]]:
+    """Every parameter of the submodules ``prefixes`` that the model has."""
+    def names(model: nn.Module) -> list[str]:
+        return [n for n, _ in model.named_parameters()
+                if any(n.startswith(f"{p}.") for p in prefixes)]
+    return names
+
+
+def _separable(model: nn.Module) -> list[str]:
+    return (_submodules("potential.node_decoder", "potential.edge_decoder")(model)
+            + _last_linear("kinetic")(model))
+
+
+DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
+    "hnn": _last_linear("net"),
+    "mlp": _last_linear("net"),
+    "hogn": _submodules("gn.node_decoder", "gn.edge_decoder"),
+    "ogn": _submodules("gn.node_decoder", "gn.edge_decoder"),
+    "deltagn": _submodules("gn.node_decoder", "gn.edge_decoder"),
+    "separable-hogn": _separable,
+}
+"""Model name → the names of its *decoder* parameters (ANIL's inner loop), in one place:
+the last linear layer of the MLP for the flat models (``hnn``: the layer reading out
+``H``; ``mlp``: the one reading out ``dq, dp``), the node (and edge) decoder MLPs of
+the graph network for the graph models (``separable-hogn``: those of its potential
+and the last layer of its kinetic-energy MLP). Add an entry for a model of your own."""
+
+
+def decoder_names(model: nn.Module) -> list[str]:
+    """Names of the model's decoder parameters (see :data:`DECODERS`), in model order.
+
+    Raises:
+        ValueError: for a model family without an entry in :data:`DECODERS`.
+    """
+    name = getattr(model, "name", None)
+    try:
+        rule = DECODERS[name]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(f"no decoder defined for model {name!r} (ANIL); known: "
+                         f"{', '.join(DECODERS)} (add yours to meta.DECODERS)") from None
+    chosen = set(rule(model))
+    names = [n for n, p in model.named_parameters() if n in chosen and p.requires_grad]
+    if not names:
+        raise ValueError(f"model {name!r} has no trainable decoder parameters")
+    return names
+
+
+def inner_parameters(model: nn.Module, config: MetaConfig) -> Params:
+    """The parameters the inner loop adapts: the decoder's with ``config.anil``, else all."""
+    params = parameters(model)
+    if not config.anil:
+        return params
+    return {k: params[k] for k in decoder_names(model)}
 
 
 class _Derivative(nn.Module):
@@ -253,32 +341,62 @@ def _lr(lr: InnerLR, name: str) -> float | Tensor:
     return lr
 
 
+def _adapted_names(params: Mapping[str, Tensor], lr: InnerLR,
+                   only: Collection[str] | None) -> list[str]:
+    """The parameters an inner loop moves: ``only`` (default all, or those with a rate)."""
+    unknown = sorted(set(only or ()) - set(params))
+    if isinstance(lr, Mapping):
+        unknown += sorted(set(lr) - set(params) - set(unknown))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for the inner "
+                         "loop")
+    if only is not None:
+        chosen = set(only)
+        names = [k for k in params if k in chosen]
+        for k in names:
+            _lr(lr, k)  # every adapted parameter needs a rate
+    elif isinstance(lr, Mapping):
+        names = [k for k in params if k in lr]
+    else:
+        names = list(params)
+    if not names:
+        raise ValueError("the inner loop has no parameter to adapt")
+    return names
+
+
 def _inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], support: Points,
-                loss: str | LossFn, steps: int, lr: InnerLR, create_graph: bool
-                ) -> tuple[Params, list[Tensor]]:
-    """Inner SGD; returns the adapted parameters and the support loss before each step."""
+                loss: str | LossFn, steps: int, lr: InnerLR, create_graph: bool,
+                only: Collection[str] | None = None) -> tuple[Params, list[Tensor]]:
+    """Inner SGD on the parameters ``only`` (default: all, or those that have a rate in a
+    dict ``lr``; the others are passed through unchanged); returns the adapted
+    parameters and the support loss before each step."""
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
     fn = get_loss(loss)
-    current = {k: v if v.requires_grad else v.detach().requires_grad_(True)
+    names = _adapted_names(params, lr, only)
+    moving = set(names)
+    current = {k: v if v.requires_grad or k not in moving else v.detach().requires_grad_(True)
                for k, v in params.items()}
     losses = []
     for _ in range(steps):
         value = task_loss(model, current, support, fn)
-        grads = torch.autograd.grad(value, list(current.values()), create_graph=create_graph,
-                                    allow_unused=True, materialize_grads=True)
+        grads = torch.autograd.grad(value, [current[k] for k in names],
+                                    create_graph=create_graph, allow_unused=True,
+                                    materialize_grads=True)
         losses.append(value.detach())
-        current = {k: v - _lr(lr, k) * g for (k, v), g in zip(current.items(), grads,
-                                                               strict=True)}
+        current = {**current, **{k: current[k] - _lr(lr, k) * g
+                                 for k, g in zip(names, grads, strict=True)}}
     return current, losses
 
 
 def inner_update(model: DynamicsModel, params: Mapping[str, Tensor], support: Points,
                  loss: str | LossFn = "logcosh", steps: int = 1, lr: InnerLR = 0.01,
-                 first_order: bool = False, create_graph: bool | None = None) -> Params:
+                 first_order: bool = False, create_graph: bool | None = None,
+                 only: Collection[str] | None = None) -> Params:
     """Adapt parameters to a task with ``steps`` SGD steps on its support points.
 
-    ``θ_{j+1} = θ_j − α ∇L_s(θ_j)``.
+    ``θ_{j+1} = θ_j − α ∇L_s(θ_j)`` (``α ⊙ ∇`` with per-parameter rates), on the
+    parameters ``only`` (ANIL: :func:`decoder_names`); the others stay as given.
 
     Args:
         model: The model.
@@ -288,11 +406,14 @@ def inner_update(model: DynamicsModel, params: Mapping[str, Tensor], support: Po
         loss: Loss name or element-wise penalty.
         steps: Inner steps (0 returns ``params``).
         lr: ``α``: a float, or ``name → tensor`` per-parameter rates (learned ones
-            receive gradients through the result).
+            receive gradients through the result); parameters without a rate are not
+            adapted.
         first_order: Treat the inner gradients as constants (first-order MAML): the
             result depends on ``θ`` only through the identity, ``dθ'/dθ = I``.
         create_graph: Keep the graph of the inner gradients (default
             ``not first_order``); needed for second-order MAML.
+        only: Names of the parameters to adapt (default: all, or those with a rate);
+            the others are returned as given.
 
     Returns:
         Adapted parameters ``θ'`` by name, differentiable w.r.t. ``params`` (and
@@ -301,7 +422,7 @@ def inner_update(model: DynamicsModel, params: Mapping[str, Tensor], support: Po
     if create_graph is None:
         create_graph = not first_order
     adapted, _ = _inner_loop(model, params, support, loss, steps, lr,
-                             create_graph and not first_order)
+                             create_graph and not first_order, only)
     return adapted
 
 
@@ -334,10 +455,11 @@ def meta_loss(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Sequenc
     _check_tasks(tasks)
     lr = config.inner_lr if inner_lr is None else inner_lr
     first = config.algorithm == "fomaml"
+    only = decoder_names(model) if config.anil else None
     total = 0
     for task in tasks:
         adapted = inner_update(model, params, task.support, config.loss, config.inner_steps,
-                               lr, first_order=first)
+                               lr, first_order=first, only=only)
         total = total + task_loss(model, adapted, task.query, config.loss)
     return total / len(tasks)
 
@@ -347,7 +469,9 @@ def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Seq
                   ) -> tuple[Params, Params, dict[str, float]]:
     """The meta-gradient of a meta-batch (see the module docstring for each algorithm).
 
-    Tasks are processed one at a time (their graphs freed after each).
+    Tasks are processed one at a time (their graphs freed after each). With
+    ``config.anil`` the inner loop adapts the decoder only (:func:`decoder_names`); the
+    gradients cover every parameter of ``params``.
 
     Args:
         model: The model.
@@ -391,10 +515,12 @@ def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Seq
                                          config.loss)) / b
         return grads, lr_grads, {"support_before": support, "query_after": query}
     first = config.algorithm == "fomaml"
+    only = decoder_names(model) if config.anil else None
     targets = [params[k] for k in names] + list(learned.values())
     for task in tasks:
         adapted, losses = _inner_loop(model, params, task.support, config.loss,
-                                      config.inner_steps, lr, create_graph=not first)
+                                      config.inner_steps, lr, create_graph=not first,
+                                      only=only)
         value = task_loss(model, adapted, task.query, config.loss)
         out = torch.autograd.grad(value / b, targets, allow_unused=True,
                                   materialize_grads=True)
@@ -459,10 +585,29 @@ def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
     return {**stats, "grad_norm": float(norm)}
 
 
+class MetaHistory(list):  # type: ignore[type-arg]
+    """What :func:`meta_train` returns: one stats dict per iteration (a plain list of
+    them), and the inner rates it used in :attr:`inner_lr`.
+
+    Attributes:
+        inner_lr: The float rate, or the ``name → tensor`` rates: with
+            ``learn_inner_lr`` the learned Meta-SGD rates (the live tensors the outer
+            optimizer updated; pass them to :func:`meta.adapt_and_evaluate` as its
+            ``inner_lr``, or back to :func:`meta_train` to train on).
+    """
+
+    inner_lr: InnerLR
+
+    def __init__(self, rows: Iterable[dict[str, float]] = (), inner_lr: InnerLR = 0.0
+                 ) -> None:
+        super().__init__(rows)
+        self.inner_lr = inner_lr
+
+
 def meta_train(model: DynamicsModel, sampler: Any, config: MetaConfig, iterations: int,
                inner_lr: InnerLR | None = None, optimizer: torch.optim.Optimizer | None = None,
                callback: Callable[[int, dict[str, float]], None] | None = None,
-               progress: bool = False) -> list[dict[str, float]]:
+               progress: bool = False) -> MetaHistory:
     """Meta-train for ``iterations`` meta-batches drawn from ``sampler``.
 
     Args:
@@ -472,13 +617,16 @@ def meta_train(model: DynamicsModel, sampler: Any, config: MetaConfig, iteration
         config: Options.
         iterations: Meta-updates.
         inner_lr: Inner rates; default: learned per-element rates from
-            ``config.inner_lr`` when ``config.learn_inner_lr``, else the float.
+            ``config.inner_lr`` when ``config.learn_inner_lr`` (for the parameters the
+            inner loop adapts, :func:`inner_parameters`), else the float.
         optimizer: Outer optimizer (default :func:`make_optimizer`).
         callback: Called as ``callback(iteration, stats)`` after each update.
         progress: Show a tqdm bar.
 
     Returns:
-        One stats dict per iteration (see :func:`meta_train_step`), with ``iteration``.
+        A :class:`MetaHistory`: one stats dict per iteration (see
+        :func:`meta_train_step`), with ``iteration``; its ``inner_lr`` holds the rates
+        used (the learned ones with ``config.learn_inner_lr``).
     """
     config.validate()
     if getattr(sampler, "shots", config.shots) != config.shots or getattr(
@@ -486,7 +634,7 @@ def meta_train(model: DynamicsModel, sampler: Any, config: MetaConfig, iteration
         raise ValueError(f"sampler draws shots={sampler.shots}, query={sampler.query}; the "
                          f"config says shots={config.shots}, query={config.query}")
     if inner_lr is None and config.learn_inner_lr:
-        inner_lr = init_inner_lr(parameters(model), config.inner_lr)
+        inner_lr = init_inner_lr(inner_parameters(model, config), config.inner_lr)
     if optimizer is None:
         optimizer = make_optimizer(model, config, inner_lr if isinstance(inner_lr, Mapping)
                                    else None)
@@ -495,7 +643,7 @@ def meta_train(model: DynamicsModel, sampler: Any, config: MetaConfig, iteration
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=f"meta-train {config.algorithm}", disable=None)
-    history = []
+    history = MetaHistory(inner_lr=config.inner_lr if inner_lr is None else inner_lr)
     for it in steps:
         stats = meta_train_step(model, optimizer, sampler.sample(config.meta_batch), config,
                                 inner_lr)

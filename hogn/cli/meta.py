@@ -12,14 +12,37 @@ from hogn.cli.common import UserError, check_output
 from hogn.io import save_archive
 from hogn.report import format_table, write_json
 from meta import plots, protocol
+from meta.algorithms import ALGORITHMS
 
 __all__ = ["add_commands"]
 
 
 # --------------------------------------------------------------------- meta-train
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse meaningless combinations of the meta-learning options, naming the flags."""
+    algorithm = args.algorithm or "maml"
+    if algorithm == "reptile":
+        if args.meta_sgd:
+            raise UserError("--meta-sgd needs --algorithm maml or fomaml: reptile's update "
+                            "(θ − θ')/α gives learned inner rates no gradient")
+        if args.anil:
+            raise UserError("--anil needs --algorithm maml or fomaml: with reptile only the "
+                            "decoder would move and the rest of the network never train")
+    if args.inner_steps is not None and args.inner_steps < 1:
+        raise UserError(f"--inner-steps must be at least 1, got {args.inner_steps}")
+
+
+def _variant(config: protocol.ProtocolConfig) -> str:
+    extras = [name for name, on in (("Meta-SGD", config.learn_inner_lr),
+                                    ("ANIL", config.anil)) if on]
+    steps = f", {config.inner_steps} inner steps" if config.inner_steps != 1 else ""
+    return config.algorithm + "".join(f" + {e}" for e in extras) + steps
+
+
 def cmd_meta_train(args: argparse.Namespace) -> int:
     """Meta-train on five systems (and the pretrained baseline) into a run folder."""
     protocol.check_system(args.holdout)
+    _check_options(args)
     model_args: dict[str, Any] = {}
     for key in ("hidden", "layers"):
         if getattr(args, key) is not None:
@@ -29,10 +52,11 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
         "inner_lr", "outer_lr", "meta_batch", "loss", "grad_clip", "checkpoint_every",
         "dtype", "seed") if getattr(args, key) is not None}
     config = protocol.ProtocolConfig(holdout=args.holdout, model_args=model_args,
-                                     pretrain=not args.no_pretrain, **options)
+                                     pretrain=not args.no_pretrain,
+                                     learn_inner_lr=args.meta_sgd, anil=args.anil, **options)
     start = time.perf_counter()
     if not args.quiet:
-        print(f"meta-training {config.model} with {config.algorithm} on "
+        print(f"meta-training {config.model} with {_variant(config)} on "
               f"{', '.join(config.training_systems)} ({config.trajectories} trajectories "
               f"each); {config.holdout} held out", flush=True)
     record = protocol.meta_train_run(args.output, config, progress=not args.quiet)
@@ -46,7 +70,8 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     if pre_rows:
         line += f"; pretrained loss {sum(r['loss'] for r in pre_rows[-tail:]) / tail:.4g}"
     print(line)
-    files = "config.json, init.pt, meta.pt" + (", pretrained.pt" if pre_rows else "")
+    files = "config.json, init.pt, meta.pt" + (", pretrained.pt" if pre_rows else "") + (
+        f", {protocol.RATES_FILE}" if config.learn_inner_lr else "")
     print(f"run folder {args.output}: {files}, checkpoint-*.pt, metrics.jsonl, loss.png")
     print(f"next: hogn adapt {args.output} --system {config.holdout} --steps 100 --plot")
     return 0
@@ -93,10 +118,16 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if system in config.training_systems:
         print(f"note: {system} was one of the meta-training systems (held out: "
               f"{config.holdout}); these trajectories are new, the system is not")
+    method_lr = run.method_lr(inner_lr)
+    how = run.describe_adaptation()
+    if run.inner_lr is not None or config.anil:
+        print(f"meta-trained weights adapt {'with' if run.inner_lr is not None else 'on'} "
+              f"{how}" + ("; --inner-lr sets the baselines' step size"
+                          if run.inner_lr is not None else ""))
     result = protocol.evaluate_adaptation(
         run.model, run.params, data, shots=shots, steps=args.steps, inner_lr=inner_lr,
         loss=config.loss, eval_steps=eval_steps, keep=(keep,), seed=args.seed,
-        progress=not args.quiet)
+        progress=not args.quiet, method_lr=method_lr)
     summary = result["summary"]
     labels = {"meta": "meta-trained", "random": "random init", "pretrained": "pretrained"}
     rows = []
@@ -116,7 +147,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {
             "run": str(args.run), "system": system, "shots": shots, "steps": args.steps,
-            "inner_lr": inner_lr, "trajectories": args.trajectories, "seed": args.seed,
+            "inner_lr": inner_lr, "meta_adaptation": how,
+            "trajectories": args.trajectories, "seed": args.seed,
             "eval_steps": result["steps"], "summary": summary,
             "mse": {m: v.tolist() for m, v in result["mse"].items()}})
         print(f"wrote {args.json}")
@@ -128,7 +160,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             arrays[f"q_{method}"], arrays[f"p_{method}"] = mq, mp
         save_archive(args.output, "hogn-adapt-rollouts", 1, {
             "run": str(args.run), "system": system, "step": keep, "shots": shots,
-            "inner_lr": inner_lr, "methods": list(kept)}, arrays)
+            "inner_lr": inner_lr, "meta_adaptation": how, "methods": list(kept)}, arrays)
         print(f"wrote {args.output}: the first trajectory's truth (q_true, p_true [T, n, d]) "
               f"and each method's rollout after {keep} steps (q_METHOD, p_METHOD)")
     if args.plot:
@@ -155,16 +187,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description=_fill("Leave one system out (the meta-learning paper's protocol): generate "
         "--trajectories of each of the five other systems, meta-train one network on them "
         "(MAML by default: one inner SGD step on K points of a trajectory, the outer loss "
-        "on its other points), and train the same network from the same initial weights "
-        "jointly on the same tasks' points (the pretrained baseline). Writes the folder -o "
-        "RUN: config.json, init.pt (the random-init baseline), meta.pt, pretrained.pt, "
+        "on its other points; or first-order MAML, Reptile, several inner steps, learned "
+        "per-parameter inner rates (--meta-sgd), a decoder-only inner loop (--anil)), and "
+        "train the same network from the same initial weights jointly on the same tasks' "
+        "points (the pretrained baseline). Writes the folder -o RUN: config.json, init.pt "
+        "(the random-init baseline), meta.pt, pretrained.pt, inner_lr.pt (--meta-sgd), "
         "checkpoint-*.pt, metrics.jsonl and loss.png. Running the same command again "
         "resumes from the last checkpoint (with more --iterations it trains on); a folder "
-        "holding a different run is refused."),
+        "holding a different run (any other option) is refused."),
         epilog=f"systems: {systems_list}\n\nexamples:\n"
         "  hogn meta-train --holdout magnetic-mirror -o runs/meta-mm\n"
         "  hogn meta-train --holdout pendulum --iterations 200 --trajectories 50 -o runs/p\n"
         "  hogn meta-train --holdout pendulum --algorithm fomaml --inner-steps 3 -o runs/f\n"
+        "  hogn meta-train --holdout pendulum --meta-sgd --anil -o runs/sgd-anil\n"
         "  hogn adapt runs/meta-mm --system magnetic-mirror --shots 50 --steps 100 --plot",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     mt.add_argument("--holdout", required=True, metavar="SYSTEM",
@@ -179,8 +214,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                       "hnn/mlp)")
     arch.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     opt = mt.add_argument_group("meta-training")
-    opt.add_argument("--algorithm", choices=("maml", "fomaml", "reptile"),
-                     help="default maml (second order)")
+    opt.add_argument("--algorithm", choices=ALGORITHMS,
+                     help="maml (default, second order), fomaml (first-order MAML) or "
+                     "reptile")
     opt.add_argument("--iterations", type=int, help="outer steps (default 2000); the "
                      "pretrained baseline takes as many")
     opt.add_argument("--trajectories", type=int, help="trajectories per training system "
@@ -188,7 +224,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--shots", type=int, help="support points per task K (default 50)")
     opt.add_argument("--inner-steps", type=int, help="inner SGD steps (default 1)")
     opt.add_argument("--inner-lr", type=float, help="inner step size, also used to adapt "
-                     "(default 0.1)")
+                     "(default 0.1; with --meta-sgd the learned rates' initial value)")
+    opt.add_argument("--meta-sgd", action="store_true", help="Meta-SGD: learn one inner "
+                     "rate per parameter element (maml, fomaml); 'hogn adapt' adapts the "
+                     "meta-trained weights with them")
+    opt.add_argument("--anil", action="store_true", help="ANIL: the inner loop adapts only "
+                     "the decoder (the readout layer of hnn/mlp, the node decoder of hogn); "
+                     "the outer loop trains all weights (maml, fomaml)")
     opt.add_argument("--outer-lr", type=float, help="Adam learning rate (default 1e-3)")
     opt.add_argument("--meta-batch", type=int, help="tasks per outer step (default 8)")
     opt.add_argument("--loss", choices=("logcosh", "mse"), help="default logcosh")
@@ -204,7 +246,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ad = sub.add_parser(
         "adapt", help="few-shot adaptation of a meta-trained run to a system",
         description=_fill("From each of the run's meta-trained, random-init and pretrained "
-        "weights, take 0..--steps plain SGD steps (the run's inner step size) on K points "
+        "weights, take 0..--steps plain SGD steps (the run's inner step size; the "
+        "meta-trained weights of a --meta-sgd run with their learned rates, of an --anil "
+        "run on the decoder only) on K points "
         "of each of --trajectories fresh trajectories of SYSTEM (default: the run's "
         "held-out system); after the evaluated steps roll the adapted network out with RK4 "
         "from the trajectory's first state and print the MSE against the truth (mean ± 95% "
@@ -225,7 +269,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "the paper: 100)")
     ad.add_argument("--eval-steps", type=int, nargs="+", metavar="N", help="steps after which "
                     "to roll out (default 0 1 2 5 10 15 25 50 100, up to S)")
-    ad.add_argument("--inner-lr", type=float, help="step size (default: the run's)")
+    ad.add_argument("--inner-lr", type=float, help="step size (default: the run's; of "
+                    "the baselines only for a --meta-sgd run)")
     ad.add_argument("--seed", type=int, default=0, help="seed of trajectories and points")
     ad.add_argument("--json", metavar="FILE", help="write the per-step statistics and MSEs")
     ad.add_argument("--plot", action="store_true", help="save adapt-SYSTEM-curves.png and "
