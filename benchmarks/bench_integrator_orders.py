@@ -33,9 +33,6 @@ import argparse
 import datetime as dt
 import itertools
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy
 import torch
+from _common import code_version, machine_info
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
@@ -294,35 +291,6 @@ def notes(reference: dict[str, Any]) -> str:
     ])
 
 
-def code_version() -> dict[str, Any]:
-    """Git commit of the benchmarked code and whether the working tree differs from it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                 timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    status = git("status", "--porcelain", "--untracked-files=no", "--", "hogn/integrators.py")
-    return {"commit": git("rev-parse", "HEAD"),
-            "integrators_modified": None if status is None else bool(status)}
-
-
-def machine_info() -> dict[str, Any]:
-    """Versions, threads and platform of this run."""
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        load = None
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "scipy": scipy.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "device": "cpu", "load_average_end": load}
-
-
 # ------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
@@ -366,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "splitting method on a non-separable H)",
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - start,
-        "machine": machine_info(), "code": code_version(),
+        "machine": machine_info(), "code": code_version(("hogn/integrators.py",)),
         "t_final": T_FINAL, "initial_states": {"q": list(Q0), "p": list(P0)},
         "hamiltonians": {
             "separable": "H = (q^2 + p^2)/2 (exact)",

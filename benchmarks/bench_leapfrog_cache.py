@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import code_version, load_average, machine_info
 
 import systems
 from hogn import integrators, models
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = load_average()
     torch.manual_seed(0)
     graph = systems.get("spring-nbody").sample(args.graphs, seed=0, n_particles=(4, 6),
                                                dtype=torch.float32)
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(r["max state difference"] == 0.0 for r in rows)
     print(f"\n{'PASS' if ok else 'FAIL'}: the shared kick gives the same states")
     write_json(args.out, {"benchmark": "leapfrog_cache", "config": vars(args) | {
-        "out": str(args.out), "dt": dt, "nodes": graph.num_nodes}, "rows": rows, "pass": ok})
+        "out": str(args.out), "dt": dt, "nodes": graph.num_nodes}, "rows": rows, "pass": ok,
+        "machine": machine_info(load_start), "code": code_version()})
     print(f"wrote {args.out}")
     return 0 if ok else 1
 

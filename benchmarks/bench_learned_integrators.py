@@ -62,9 +62,6 @@ import contextlib
 import copy
 import datetime as dt
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -73,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import code_version, load_average, machine_info
 from torch import Tensor
 
 import hogn
@@ -448,39 +446,6 @@ def notes(results: dict[str, dict[str, Any]], settings: Settings) -> str:
         "true field: the same integrator, dt and states on the system's true vector field "
         "(the integrator's own true-H drift).",
     ])
-
-
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages (``None`` where unsupported)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def code_version() -> dict[str, Any]:
-    """Git commit of the benchmarked code and whether the library differs from it."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                 timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    status = git("status", "--porcelain", "--untracked-files=no", "--", "hogn", "systems")
-    return {"commit": git("rev-parse", "HEAD"),
-            "library_modified": None if status is None else bool(status)}
-
-
-def machine_info(load_start: list[float] | None) -> dict[str, Any]:
-    """Versions, threads, platform and load of this run."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "device": "cpu",
-            "load_average_start": load_start, "load_average_end": load_average()}
 
 
 # ------------------------------------------------------------------------------ main
