@@ -36,6 +36,10 @@ Options (each also in :class:`ProtocolConfig` and ``hogn meta-train``)::
   run folder (:func:`meta_train_run`, :func:`load_run`), adaptation of meta-trained,
   random-init and pretrained weights to unseen trajectories (:func:`evaluate_adaptation`)
   with nan-safe statistics (:func:`summarize`, :func:`compare`).
+- :mod:`meta.metrics`: scale-free scores of an adapted model (derivative error on the
+  held-out points normalised by a zero field, short-rollout error normalised by standing
+  still) and paired comparisons of two methods over the same trajectories (share lower,
+  bootstrap median ratio, Wilcoxon signed-rank p-value, :func:`ahead_on_system`).
 - :mod:`meta.plots`: adaptation curves and trajectories (the paper's Figures 1 and 2).
 
 Leave one system out::
@@ -69,6 +73,13 @@ from meta.algorithms import (
     task_loss,
 )
 from meta.evaluate import Adaptation, adapt_and_evaluate
+from meta.metrics import (
+    PairedComparison,
+    ahead_on_system,
+    derivative_nmse,
+    paired_comparison,
+    short_rollout_nmse,
+)
 from meta.protocol import (
     META_SYSTEMS,
     METHODS,
@@ -91,14 +102,17 @@ __all__ = [
     "Adaptation",
     "MetaConfig",
     "MetaHistory",
+    "PairedComparison",
     "Points",
     "ProtocolConfig",
     "RunModels",
     "Task",
     "TaskSampler",
     "adapt_and_evaluate",
+    "ahead_on_system",
     "compare",
     "decoder_names",
+    "derivative_nmse",
     "evaluate_adaptation",
     "init_inner_lr",
     "inner_parameters",
@@ -110,8 +124,10 @@ __all__ = [
     "meta_train",
     "meta_train_run",
     "meta_train_step",
+    "paired_comparison",
     "parameters",
     "predict",
+    "short_rollout_nmse",
     "summarize",
     "task_loss",
 ]
