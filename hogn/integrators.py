@@ -322,7 +322,18 @@ GAUSS_TABLEAUX: dict[int, tuple[tuple[tuple[float, ...], ...], tuple[float, ...]
          (5 / 36 + _S15 / 30, 2 / 9 + _S15 / 15, 5 / 36)),
         (5 / 18, 4 / 9, 5 / 18)),
 }
+_GAUSS_NAMES = {1: "implicit_midpoint", 2: "gauss4", 3: "gauss6"}
 _MAX_ITERATIONS = 100
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_tableau(stages: int, dtype: torch.dtype, device: torch.device
+                   ) -> tuple[Tensor, Tensor]:
+    """``A [s, s]`` and ``b [s]`` of the ``stages``-stage Gauss method as tensors, built
+    once per dtype and device rather than at every step."""
+    a_rows, b_row = GAUSS_TABLEAUX[stages]
+    return (torch.tensor(a_rows, dtype=dtype, device=device),
+            torch.tensor(b_row, dtype=dtype, device=device))
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -408,11 +419,9 @@ def gauss_step(f: VectorField, q: Tensor, p: Tensor, dt: float, stages: int = 2,
     Raises:
         ConvergenceError: if the stage (or adjoint) equations do not converge.
     """
-    a_rows, b_row = GAUSS_TABLEAUX[stages]
-    a = torch.tensor(a_rows, dtype=q.dtype, device=q.device)
-    b = torch.tensor(b_row, dtype=q.dtype, device=q.device)
+    a, b = _gauss_tableau(stages, q.dtype, q.device)
     tol = _default_tol(q.dtype) if tol is None else tol
-    name = {1: "implicit_midpoint", 2: "gauss4", 3: "gauss6"}[stages]
+    name = _GAUSS_NAMES[stages]
     x = torch.stack([q, p])  # [2, *shape]
 
     def stage_map(k: Tensor) -> Tensor:  # K [s, 2, *shape] -> Φ(K)
