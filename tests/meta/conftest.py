@@ -27,6 +27,16 @@ def three_body():
     return systems.generate("three-body", trajectories=6, steps=30, dt=0.1, seed=2)
 
 
+@pytest.fixture(scope="module")
+def tasks(mass_spring, pendulum):
+    """Three seeded tasks (8 support, 10 query points) over the mass-spring and pendulum."""
+    from meta.tasks import TaskSampler
+
+    sampler = TaskSampler({"mass-spring": mass_spring, "pendulum": pendulum}, shots=8,
+                          query=10, seed=3)
+    return sampler.sample(3)
+
+
 @pytest.fixture(scope="session")
 def six_systems():
     """The six systems of the meta-learning paper, 5 trajectories × 21 points each (d = 2)."""

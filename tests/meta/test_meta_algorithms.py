@@ -48,13 +48,6 @@ def explicit_loss(theta, points):
     return torch.log(torch.cosh(residual)).mean()
 
 
-@pytest.fixture(scope="module")
-def tasks(mass_spring, pendulum):
-    sampler = TaskSampler({"mass-spring": mass_spring, "pendulum": pendulum}, shots=8,
-                          query=10, seed=3)
-    return sampler.sample(3)
-
-
 def _theta(model):
     return [model.w1, model.b1, model.w2]
 

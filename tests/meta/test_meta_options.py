@@ -60,13 +60,6 @@ def explicit_loss(theta, points):
 NAMES = ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
 
 
-@pytest.fixture(scope="module")
-def tasks(mass_spring, pendulum):
-    sampler = TaskSampler({"mass-spring": mass_spring, "pendulum": pendulum}, shots=8,
-                          query=10, seed=3)
-    return sampler.sample(3)
-
-
 # ----------------------------------------------------------------------- decoders
 class _Unknown(HamiltonianModel):
     name = "unknown-model"
