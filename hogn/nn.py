@@ -35,9 +35,11 @@ from torch_geometric.utils import scatter as pyg_scatter
 __all__ = [
     "ACTIVATIONS",
     "MLP",
+    "ROW_KINDS",
     "SCATTER_BACKENDS",
     "GNBlock",
     "GraphNetwork",
+    "Linear",
     "activation",
     "activation_names",
     "edge_geometry",
@@ -53,6 +55,9 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 SCATTER_BACKENDS: tuple[str, ...] = ("auto", "torch", "torch_scatter")
+
+ROW_KINDS: tuple[str, ...] = ("nodes", "edges", "graphs")
+"""What the rows of an :class:`MLP`'s input are, in a batch of graphs."""
 
 
 def activation_names() -> list[str]:
@@ -113,6 +118,40 @@ def scatter_sum(src: Tensor, index: Tensor, dim_size: int, backend: str = "torch
     return pyg_scatter(src, index, dim=0, dim_size=dim_size, reduce="sum")
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` that also takes a stack of per-task weights (same parameters).
+
+    With its own parameters (``weight [out, in]``, ``bias [out]``) it is
+    ``nn.Linear``. Evaluated with :func:`torch.func.functional_call` at *stacked*
+    parameters ``weight [B, out, in]``, ``bias [B, out]``, it applies weight ``b`` to
+    the ``b``-th of ``B`` equal, consecutive blocks of input rows: ``x [B·R, in]`` is
+    read as ``[B, R, in]`` and mapped by one batched matrix product. This is how
+    :mod:`meta.batched` evaluates many tasks, each with its own adapted copy of the
+    network, in one call over one batch of graphs laid out task by task (a task's
+    rows may span several blocks, each given that task's weights).
+
+    Shapes:
+        ``[..., in] -> [..., out]``; stacked: ``[B·R, in] -> [B·R, out]``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight
+        if weight.dim() == 2:
+            return nn.functional.linear(x, weight, self.bias)
+        tasks = weight.shape[0]
+        if tasks == 0 and x.shape[0] == 0:
+            return x.new_zeros(0, weight.shape[1])
+        if x.dim() != 2 or tasks == 0 or x.shape[0] % tasks:
+            raise ValueError(f"stacked weights of {tasks} tasks need inputs [{tasks}·R, "
+                             f"{weight.shape[-1]}], got {tuple(x.shape)}")
+        rows = x.reshape(tasks, x.shape[0] // tasks, x.shape[-1])
+        if self.bias is None:
+            out = torch.bmm(rows, weight.transpose(1, 2))
+        else:
+            out = torch.baddbmm(self.bias[:, None, :], rows, weight.transpose(1, 2))
+        return out.reshape(-1, out.shape[-1])
+
+
 class MLP(nn.Sequential):
     """``layers`` linear maps with a smooth activation between them (none after the last).
 
@@ -126,13 +165,20 @@ class MLP(nn.Sequential):
         out_features: Output width.
         layers: Number of linear layers (>= 1).
         activation: Activation name (see :func:`activation_names`).
+        rows: What one input row is in a batch of graphs: ``"nodes"``, ``"edges"`` or
+            ``"graphs"`` (``None``: not said). Stored as :attr:`rows`; it lets
+            :mod:`meta.batched` give each block of rows its own weights.
 
     Shapes:
-        ``[..., in_features] -> [..., out_features]``.
+        ``[..., in_features] -> [..., out_features]`` (stacked per-block weights: see
+        :class:`Linear`).
     """
 
     def __init__(self, in_features: int, hidden: int, out_features: int, layers: int = 2,
-                 activation: str = "softplus") -> None:
+                 activation: str = "softplus", rows: str | None = None) -> None:
+        if rows is not None and rows not in ROW_KINDS:
+            raise ValueError(f"MLP rows must be None or one of {', '.join(ROW_KINDS)}, got "
+                             f"{rows!r}")
         for name, value, low in (("in_features", in_features, 1), ("hidden", hidden, 1),
                                  ("out_features", out_features, 1), ("layers", layers, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -141,10 +187,11 @@ class MLP(nn.Sequential):
         widths = [in_features] + [hidden] * (layers - 1) + [out_features]
         modules: list[nn.Module] = []
         for k in range(layers):
-            modules.append(nn.Linear(widths[k], widths[k + 1]))
+            modules.append(Linear(widths[k], widths[k + 1]))
             if k < layers - 1:
                 modules.append(_activation(activation))
         super().__init__(*modules)
+        self.rows = rows
 
 
 def edge_geometry(q: Tensor, edge_index: Tensor, eps: float) -> Tensor:
@@ -187,8 +234,9 @@ class GNBlock(MessagePassing):
                  activation: str = "softplus", scatter: str = "auto") -> None:
         super().__init__(aggr="sum", flow="source_to_target")
         self.scatter_backend = resolve_scatter(scatter)
-        self.edge_mlp = MLP(3 * hidden + edge_features, hidden, hidden, layers, activation)
-        self.node_mlp = MLP(2 * hidden, hidden, hidden, layers, activation)
+        self.edge_mlp = MLP(3 * hidden + edge_features, hidden, hidden, layers, activation,
+                            rows="edges")
+        self.node_mlp = MLP(2 * hidden, hidden, hidden, layers, activation, rows="nodes")
 
     def forward(self, x: Tensor, e: Tensor, g: Tensor, edge_index: Tensor
                 ) -> tuple[Tensor, Tensor]:
@@ -277,12 +325,13 @@ class GraphNetwork(nn.Module):
         self.distance_eps = float(distance_eps)
         self.scatter_backend = resolve_scatter(scatter)
         geometry = dim + 1 + edge_features
-        self.node_encoder = MLP(node_in, hidden, hidden, layers, activation)
-        self.edge_encoder = MLP(geometry, hidden, hidden, layers, activation)
+        self.node_encoder = MLP(node_in, hidden, hidden, layers, activation, rows="nodes")
+        self.edge_encoder = MLP(geometry, hidden, hidden, layers, activation, rows="edges")
         self.blocks = nn.ModuleList(GNBlock(hidden, geometry, layers, activation, scatter)
                                     for _ in range(steps))
-        self.node_decoder = MLP(hidden, hidden, node_out, layers, activation)
-        self.edge_decoder = MLP(hidden, hidden, edge_out, layers, activation) if edge_out else None
+        self.node_decoder = MLP(hidden, hidden, node_out, layers, activation, rows="nodes")
+        self.edge_decoder = (MLP(hidden, hidden, edge_out, layers, activation, rows="edges")
+                             if edge_out else None)
 
     def forward(self, q: Tensor, p: Tensor | None, c: Tensor, edge_index: Tensor,
                 edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

@@ -110,6 +110,11 @@ class MetaConfig:
         shots: Support points per task ``K``.
         query: Query points per task (``None``: the trajectory's other points).
         grad_clip: Clip the meta-gradient norm (0: off).
+        batched: Run the meta-batch's tasks in one call (:mod:`meta.batched`: every
+            task its own copy of the weights over one batch of graphs); ``False``: one
+            task at a time (:func:`meta_gradient`); ``None`` (default): in one call
+            when the model allows it (:func:`meta.batched.supports`: every model of
+            :mod:`hogn.models`), else task by task. Same results to rounding.
         seed: Seed of the task draws.
         device: Torch device for the caller to put the model on
             (:func:`meta_train_step` moves tasks to the model's device).
@@ -126,6 +131,7 @@ class MetaConfig:
     shots: int = 50
     query: int | None = None
     grad_clip: float = 0.0
+    batched: bool | None = None
     seed: int = 0
     device: str = "cpu"
 
@@ -153,6 +159,8 @@ class MetaConfig:
         for key in ("learn_inner_lr", "anil"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key} must be True or False, got {getattr(self, key)!r}")
+        if self.batched not in (None, True, False):
+            raise ValueError(f"batched must be None, True or False, got {self.batched!r}")
         if self.learn_inner_lr and self.algorithm == "reptile":
             raise ValueError("learn_inner_lr (Meta-SGD) needs a meta-gradient through the "
                              "inner loop (maml or fomaml); reptile has none")
@@ -551,6 +559,9 @@ def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
                     inner_lr: InnerLR | None = None) -> dict[str, float]:
     """One meta-update: the meta-gradient of ``tasks`` applied by ``optimizer``.
 
+    The meta-gradient comes from :func:`meta.batched.meta_gradient` (all tasks in one
+    call) or :func:`meta_gradient` (task by task), as ``config.batched`` says.
+
     The gradients are written to ``.grad`` of the model's parameters (and of learned
     rates) before ``optimizer.step()``; the optimizer must hold those tensors
     (:func:`make_optimizer`). Tasks are moved to the model's device (never cast).
@@ -565,7 +576,11 @@ def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
     device = next(model.parameters()).device
     tasks = [t.to(device) for t in tasks]
     params = parameters(model)
-    grads, lr_grads, stats = meta_gradient(model, params, tasks, config, inner_lr)
+    from meta import batched  # meta.batched builds on this module
+
+    together = batched.supports(model) if config.batched is None else config.batched
+    gradient = batched.meta_gradient if together else meta_gradient
+    grads, lr_grads, stats = gradient(model, params, tasks, config, inner_lr)
     everything = list(grads.values()) + list(lr_grads.values())
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
                                                  for g in everything]))

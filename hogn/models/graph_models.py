@@ -115,7 +115,7 @@ class SeparableHOGN(_EnergyGraphNetwork):
     def _build(self) -> None:
         c = self.config()
         self.kinetic = MLP(c["dim"] + c["node_constants"], c["hidden"], 1, c["layers"],
-                           c["activation"])
+                           c["activation"], rows="nodes")
         self.potential = self._energy_network(use_momenta=False)
 
     def kinetic_energy(self, p: Tensor, graph: GraphBatch) -> Tensor:

@@ -43,7 +43,7 @@ class _FlatState:
                               activation=activation))
         self.n_particles = n_particles
         out = 2 * n_particles * dim if derivatives else 1
-        self.net = _Net(self.in_features, hidden, out, layers, activation)
+        self.net = _Net(self.in_features, hidden, out, layers, activation, rows="graphs")
 
     def check_state(self, q: Tensor, p: Tensor, graph: GraphBatch) -> None:
         super().check_state(q, p, graph)  # type: ignore[misc]
