@@ -4,11 +4,16 @@ From given parameters, take ``0 … S`` plain SGD steps on ``K`` points of one
 trajectory (the meta-learning paper's evaluation, section 3.3); after the chosen
 steps roll the adapted model out with an integrator (RK4 by default) from the
 trajectory's first state over its whole time span, and measure the MSE against the
-true trajectory.
+true trajectory (the paper's metric). Two scale-free scores come with it
+(:mod:`meta.metrics`): the derivative error at the trajectory's points outside the
+``K`` support points relative to a zero field (:func:`meta.metrics.derivative_nmse`),
+and the error of the first 10 % of the same rollout relative to standing still
+(:func:`meta.metrics.short_rollout_nmse`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +24,11 @@ from torch import Tensor
 from hogn import integrators
 from hogn.models.base import DynamicsModel
 from meta.algorithms import InnerLR, LossFn, _inner_loop, predict, task_loss
+from meta.metrics import derivative_nmse, held_out, short_rollout_nmse
 from meta.tasks import Points, _Trajectories
 
-__all__ = ["Adaptation", "adapt_and_evaluate", "rollout_mse", "rollout_with"]
+__all__ = ["Adaptation", "adapt_and_evaluate", "heldout_derivative_nmse", "rollout_mse",
+           "rollout_with"]
 
 
 @dataclass
@@ -35,12 +42,23 @@ class Adaptation:
         support_loss: Loss on the ``K`` support points after ``0 … S`` steps, ``[S + 1]``.
         rollouts: Step → ``(q, p)`` rollout ``[T, n, d]`` (real particles only), for the
             steps asked for with ``keep``.
+        derivative_nmse: After each evaluated step, the derivative error at the
+            trajectory's points outside the ``K`` support points relative to a zero
+            field (:func:`meta.metrics.derivative_nmse`), ``[E]`` float64 (``nan`` when
+            every point is a support point, ``inf`` for a non-finite prediction).
+        short_rollout_nmse: After each evaluated step, the error of the first 10 % of
+            the rollout relative to standing still
+            (:func:`meta.metrics.short_rollout_nmse`), ``[E]`` float64.
     """
 
     steps: Tensor
     mse: Tensor
     support_loss: Tensor
     rollouts: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    derivative_nmse: Tensor = field(
+        default_factory=lambda: torch.empty(0, dtype=torch.float64))
+    short_rollout_nmse: Tensor = field(
+        default_factory=lambda: torch.empty(0, dtype=torch.float64))
 
 
 def rollout_with(model: DynamicsModel, params: Mapping[str, Tensor], start: Points,
@@ -98,6 +116,28 @@ def rollout_mse(q: Tensor, p: Tensor, q_true: Tensor, p_true: Tensor,
     return err.mean()
 
 
+def heldout_derivative_nmse(model: DynamicsModel, params: Mapping[str, Tensor],
+                            points: Points | None) -> float:
+    """:func:`meta.metrics.derivative_nmse` of the model at ``params`` on ``points``.
+
+    Args:
+        model: A derivative model.
+        params: Parameters to use (no autograd graph is kept).
+        points: The held-out points of a trajectory (``graph`` of ``M'`` points with
+            ``dq, dp [M'·n, d]`` and the padding ``mask [M'·n]``), or ``None`` when
+            there are none.
+
+    Returns:
+        The normalised derivative error (``nan`` without points).
+    """
+    if points is None:
+        return math.nan
+    fixed = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():  # Hamiltonian models differentiate H internally all the same
+        dq, dp = predict(model, fixed, points.graph, create_graph=False)
+    return derivative_nmse(dq, dp, points.dq, points.dp, points.mask)
+
+
 def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], trajectory: Any,
                        shots: int = 50, steps: int = 100, inner_lr: InnerLR = 0.01,
                        loss: str | LossFn = "logcosh", eval_steps: Sequence[int] | None = None,
@@ -110,7 +150,10 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
     a meta-gradient) on the same ``K`` points, drawn once (seeded) from the
     trajectory's saved states. After the steps in ``eval_steps`` the model is rolled
     out from the first saved state for the trajectory's ``T − 1`` intervals ``dt``, and
-    the MSE over all saved times, real particles and ``q, p`` components is recorded.
+    the MSE over all saved times, real particles and ``q, p`` components is recorded,
+    with the normalised error of the first 10 % of that rollout and the normalised
+    derivative error at the ``T − K`` points that are not support points (see
+    :class:`Adaptation`).
 
     Args:
         model: The model (its own weights are not changed).
@@ -164,8 +207,12 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
     q_true, p_true = truth.graph.q.reshape(num_times, n, -1), truth.graph.p.reshape(
         num_times, n, -1)
 
+    unseen = held_out(num_times, times)
+    heldout = (traj.points(0, torch.from_numpy(unseen), n_particles) if unseen.size
+               else None)
+
     current = {k: v.detach() for k, v in params.items()}
-    support_losses, mses = [], []
+    support_losses, mses, derivs, shorts = [], [], [], []
     rollouts: dict[int, tuple[Tensor, Tensor]] = {}
     for s in range(steps + 1):
         if s in evals or s in keep:
@@ -173,6 +220,8 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
                                 substeps)
             if s in evals:
                 mses.append(rollout_mse(q, p, q_true, p_true, start.mask))
+                shorts.append(short_rollout_nmse(q, p, q_true, p_true, start.mask))
+                derivs.append(heldout_derivative_nmse(model, current, heldout))
             if s in keep:
                 real = slice(None) if start.mask is None else start.mask
                 rollouts[s] = (q[:, real], p[:, real])
@@ -185,4 +234,6 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
         support_losses.append(losses[0])
         current = {k: v.detach() for k, v in adapted.items()}
     return Adaptation(torch.tensor(evals, dtype=torch.long), torch.stack(mses).cpu()
-                      if mses else torch.empty(0), torch.stack(support_losses).cpu(), rollouts)
+                      if mses else torch.empty(0), torch.stack(support_losses).cpu(), rollouts,
+                      torch.tensor(derivs, dtype=torch.float64),
+                      torch.tensor(shorts, dtype=torch.float64))

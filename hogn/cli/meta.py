@@ -40,7 +40,7 @@ def _variant(config: protocol.ProtocolConfig) -> str:
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
-    """Meta-train on five systems (and the pretrained baseline) into a run folder."""
+    """Meta-train on six systems (and the pretrained baseline) into a run folder."""
     protocol.check_system(args.holdout)
     _check_options(args)
     model_args: dict[str, Any] = {}
@@ -185,7 +185,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     mt = sub.add_parser(
         "meta-train", help="meta-train across physical laws, one system held out",
         description=_fill("Leave one system out (the meta-learning paper's protocol): generate "
-        "--trajectories of each of the five other systems, meta-train one network on them "
+        "--trajectories of each of the six other systems, meta-train one network on them "
         "(MAML by default: one inner SGD step on K points of a trajectory, the outer loss "
         "on its other points; or first-order MAML, Reptile, several inner steps, learned "
         "per-parameter inner rates (--meta-sgd), a decoder-only inner loop (--anil)), and "

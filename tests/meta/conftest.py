@@ -38,8 +38,9 @@ def tasks(mass_spring, pendulum):
 
 
 @pytest.fixture(scope="session")
-def six_systems():
-    """The six systems of the meta-learning paper, 5 trajectories × 21 points each (d = 2)."""
+def meta_systems():
+    """Every system of :data:`meta.protocol.META_SYSTEMS` (the paper's six, then
+    Hénon–Heiles), 5 trajectories × 21 points each (d = 2)."""
     from meta.protocol import META_SYSTEMS
 
     out = {}
@@ -49,3 +50,10 @@ def six_systems():
         out[name] = systems.generate(systems.get(name, **embed), trajectories=5, steps=20,
                                      dt=0.1, seed=10 + i, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def six_systems(meta_systems):
+    """The older name of :func:`meta_systems` (kept for the modules that use it): all the
+    protocol's systems, since a held-out run trains on every other one."""
+    return meta_systems

@@ -37,7 +37,7 @@ def test_meta_train_writes_the_run_and_resumes(run, capsys):
     record = json.loads((run / "config.json").read_text())
     assert record["protocol"]["holdout"] == "pendulum"
     assert record["protocol"]["model_args"] == {"hidden": 8}
-    assert "pendulum" not in record["training_systems"] and len(record["training_systems"]) == 5
+    assert "pendulum" not in record["training_systems"] and len(record["training_systems"]) == 6
     # the same command with more iterations trains on from the checkpoints
     more = [*TINY]
     more[more.index("--iterations") + 1] = "3"

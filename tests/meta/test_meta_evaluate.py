@@ -1,15 +1,20 @@
 """Few-shot adaptation scored by RK4 rollouts: agreement with a direct integration,
-an exact model that reproduces the truth (padded or not), and falling support loss."""
+an exact model that reproduces the truth (padded or not), and falling support loss; the
+normalised derivative error at the held-out points (0 for the true field, 1 for a zero
+one, the support points left out) and the normalised short-rollout error."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import hogn
+import meta.evaluate
 from hogn import integrators
-from meta import adapt_and_evaluate
+from meta import adapt_and_evaluate, derivative_nmse, short_rollout_nmse
 from meta.algorithms import parameters
+from meta.metrics import held_out
 
 F64 = torch.float64
 
@@ -107,3 +112,85 @@ def test_adaptation_rollouts_refuse_a_splitting_method_on_a_learned_h(three_body
     q, _ = integrators.integrate(model.vector_field(start), start.q, start.p, traj.dt,
                                  len(traj.t) - 1, method="implicit_midpoint")
     torch.testing.assert_close(result.rollouts[0][0], q.detach(), rtol=1e-9, atol=1e-11)
+
+
+def _zero_mlp(n_particles, pad_bias=0.0):
+    """A linear MLP predicting dq = dp = 0 at the real particle (padding: ``pad_bias``)."""
+    model = _exact_spring_mlp(n_particles, pad_bias)
+    with torch.no_grad():
+        model.net[0].weight.zero_()
+    return model
+
+
+def test_the_normalised_errors_of_the_true_and_of_a_zero_field(mass_spring):
+    traj = mass_spring[2]
+    for n_particles in (1, 3):  # padded: the padding's non-zero outputs do not count
+        exact = _exact_spring_mlp(n_particles, pad_bias=0.5)
+        result = adapt_and_evaluate(exact, parameters(exact), traj, shots=10, steps=2,
+                                    inner_lr=0.1, loss="mse", keep=(2,))
+        for values in (result.derivative_nmse, result.short_rollout_nmse):
+            assert values.dtype == torch.float64 and values.shape == (3,)
+            assert values.device.type == "cpu"
+        # the true field: no derivative error at all; the rollout only RK4's own error
+        assert float(result.derivative_nmse.max()) < 1e-25, result.derivative_nmse
+        assert float(result.short_rollout_nmse.max()) < 1e-8, result.short_rollout_nmse
+        q, p = result.rollouts[2]
+        assert float(result.short_rollout_nmse[-1]) == pytest.approx(
+            short_rollout_nmse(q, p, traj.q, traj.p), rel=1e-12)
+        # a zero field: as bad as predicting nothing and as standing still, exactly
+        zero = _zero_mlp(n_particles, pad_bias=0.5)
+        result = adapt_and_evaluate(zero, parameters(zero), traj, shots=10, steps=0)
+        assert result.derivative_nmse.tolist() == [1.0]
+        assert result.short_rollout_nmse.tolist() == [1.0]
+
+
+def test_the_derivative_error_is_taken_at_the_points_outside_the_support(three_body,
+                                                                       monkeypatch):
+    # a Hamiltonian graph network: its derivative needs autograd inside the evaluation
+    torch.manual_seed(0)
+    model = hogn.models.get("hogn", dim=2, node_constants=1, hidden=8, steps=1).double()
+    traj = three_body[1]
+    num_times = len(traj.t)
+    seen: dict[str, list] = {"support": [], "true": []}
+    real_loss, real_nmse = meta.evaluate.task_loss, meta.evaluate.derivative_nmse
+
+    def loss_spy(model, params, points, loss):
+        seen["support"].append(points.times.tolist())
+        return real_loss(model, params, points, loss)
+
+    def nmse_spy(dq, dp, dq_true, dp_true, mask=None):
+        seen["true"].append((dq_true.clone(), dp_true.clone()))
+        return real_nmse(dq, dp, dq_true, dp_true, mask)
+
+    monkeypatch.setattr(meta.evaluate, "task_loss", loss_spy)
+    monkeypatch.setattr(meta.evaluate, "derivative_nmse", nmse_spy)
+    result = adapt_and_evaluate(model, parameters(model), traj, shots=10, steps=0, keep=(0,))
+    (support,) = seen["support"]
+    assert len(set(support)) == 10
+    rest = held_out(num_times, support)
+    assert rest.size == num_times - 10 and not set(rest.tolist()) & set(support)
+    (dq_true, dp_true), = seen["true"]
+    torch.testing.assert_close(dq_true, traj.dq[rest].reshape(-1, 2), rtol=0, atol=0)
+    torch.testing.assert_close(dp_true, traj.dp[rest].reshape(-1, 2), rtol=0, atol=0)
+    # the value: the model's own derivative at those states, normalised by hand
+    field = model.vector_field(traj.state(0))
+    pred = [field(traj.q[t], traj.p[t]) for t in rest.tolist()]
+    dq = torch.stack([d for d, _ in pred]).detach()
+    dp = torch.stack([d for _, d in pred]).detach()
+    num = (dq - traj.dq[rest]).square().sum() + (dp - traj.dp[rest]).square().sum()
+    den = traj.dq[rest].square().sum() + traj.dp[rest].square().sum()
+    assert float(result.derivative_nmse[0]) == pytest.approx(float(num / den), rel=1e-9)
+    assert float(result.derivative_nmse[0]) == pytest.approx(
+        derivative_nmse(dq, dp, traj.dq[rest], traj.dp[rest]), rel=1e-12)
+    # the short-rollout error is that of the first 10 % of the same rollout
+    q, p = result.rollouts[0]
+    assert float(result.short_rollout_nmse[0]) == pytest.approx(
+        short_rollout_nmse(q, p, traj.q, traj.p), rel=1e-12)
+
+
+def test_every_point_a_support_point_leaves_no_derivative_error(mass_spring):
+    model = _exact_spring_mlp(1)
+    traj = mass_spring[0]
+    result = adapt_and_evaluate(model, parameters(model), traj, shots=len(traj.t), steps=0)
+    assert bool(torch.isnan(result.derivative_nmse).all())
+    assert np.isfinite(result.short_rollout_nmse.numpy()).all()

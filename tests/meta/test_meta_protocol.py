@@ -12,7 +12,7 @@ import torch
 from scipy import stats as st
 
 import hogn
-from meta import protocol
+from meta import adapt_and_evaluate, protocol
 from meta.algorithms import parameters
 from meta.protocol import META_SYSTEMS, ProtocolConfig
 
@@ -20,24 +20,27 @@ TINY = dict(model_args={"hidden": 8}, trajectories=5, shots=8, meta_batch=2,
             checkpoint_every=2)
 
 
-def _training(six, holdout):
-    return {s: d for s, d in six.items() if s != holdout}
+def _training(data, holdout):
+    return {s: d for s, d in data.items() if s != holdout}
 
 
 def _weights(path):
     return hogn.models.load(path).state_dict()
 
 
-def test_the_six_systems_in_the_paper_order_and_bad_options():
+def test_the_seven_systems_in_the_paper_order_and_bad_options():
+    # the paper's six in its order, then Hénon–Heiles (last: the others keep their seeds)
     assert META_SYSTEMS == ("mass-spring", "pendulum", "double-pendulum", "two-body",
-                            "three-body", "magnetic-mirror")
+                            "three-body", "magnetic-mirror", "henon-heiles")
     config = ProtocolConfig(holdout="pendulum")
     assert config.training_systems == ["mass-spring", "double-pendulum", "two-body",
-                                       "three-body", "magnetic-mirror"]
+                                       "three-body", "magnetic-mirror", "henon-heiles"]
+    assert ProtocolConfig(holdout="henon-heiles").training_systems == list(META_SYSTEMS[:6])
+    assert protocol._system_seed("magnetic-mirror", 1, 500) == 1505  # as with six systems
     assert config.layout == "padded" and ProtocolConfig("two-body", model="hogn").layout == \
         "graph"
     with pytest.raises(ValueError, match=r"unknown system 'spring'.*mass-spring, pendulum, "
-                       "double-pendulum, two-body, three-body, magnetic-mirror"):
+                       "double-pendulum, two-body, three-body, magnetic-mirror, henon-heiles"):
         ProtocolConfig(holdout="spring")
     with pytest.raises(ValueError, match="unknown model 'ogn'; expected one of: hnn, mlp, hogn"):
         ProtocolConfig(holdout="pendulum", model="ogn")
@@ -64,8 +67,8 @@ def test_hnn_sees_three_padded_particles_and_hogn_its_own_graph():
         protocol.make_model("deltagn")
 
 
-def test_run_writes_its_files_and_resuming_equals_a_straight_run(six_systems, tmp_path):
-    data = _training(six_systems, "pendulum")
+def test_run_writes_its_files_and_resuming_equals_a_straight_run(meta_systems, tmp_path):
+    data = _training(meta_systems, "pendulum")
     straight = tmp_path / "straight"
     config = ProtocolConfig(holdout="pendulum", iterations=4, **TINY)
     record = protocol.meta_train_run(straight, config, progress=False, data=data)
@@ -97,8 +100,8 @@ def test_run_writes_its_files_and_resuming_equals_a_straight_run(six_systems, tm
                                                         **TINY), progress=False, data=data)
 
 
-def test_a_folder_holding_another_run_is_refused(six_systems, tmp_path):
-    data = _training(six_systems, "two-body")
+def test_a_folder_holding_another_run_is_refused(meta_systems, tmp_path):
+    data = _training(meta_systems, "two-body")
     run = tmp_path / "run"
     protocol.meta_train_run(run, ProtocolConfig(holdout="two-body", iterations=1, **TINY),
                             progress=False, data=data)
@@ -111,14 +114,14 @@ def test_a_folder_holding_another_run_is_refused(six_systems, tmp_path):
     with pytest.raises(ValueError, match="not a meta-learning run folder"):
         protocol.meta_train_run(stranger, other, progress=False, data=data)
     with pytest.raises(ValueError, match="exactly the training systems"):
-        protocol.meta_train_run(tmp_path / "new", other, progress=False, data=six_systems)
+        protocol.meta_train_run(tmp_path / "new", other, progress=False, data=meta_systems)
 
 
-def test_three_starting_points_and_their_training(six_systems, tmp_path):
+def test_three_starting_points_and_their_training(meta_systems, tmp_path):
     run = tmp_path / "run"
     config = ProtocolConfig(holdout="magnetic-mirror", iterations=3, **TINY)
     protocol.meta_train_run(run, config, progress=False,
-                            data=_training(six_systems, "magnetic-mirror"))
+                            data=_training(meta_systems, "magnetic-mirror"))
     loaded = protocol.load_run(run)
     assert list(loaded.params) == ["meta", "random", "pretrained"]
     init = protocol.make_model("hnn", seed=config.seed, hidden=8)
@@ -135,11 +138,11 @@ def test_three_starting_points_and_their_training(six_systems, tmp_path):
         protocol.load_run(run)
 
 
-def test_adaptation_scores_every_method_on_the_same_points(six_systems):
+def test_adaptation_scores_every_method_on_the_same_points(meta_systems):
     model = protocol.make_model("hnn", dtype=torch.float64, seed=0, hidden=8)
     params = parameters(model)
     twin = {k: v.detach().clone() for k, v in params.items()}
-    data = six_systems["pendulum"][:3]
+    data = meta_systems["pendulum"][:3]
     result = protocol.evaluate_adaptation(model, {"a": params, "b": twin}, data, shots=8,
                                           steps=6, inner_lr=0.1, eval_steps=[0, 3, 6],
                                           keep=(3,))
@@ -148,6 +151,16 @@ def test_adaptation_scores_every_method_on_the_same_points(six_systems):
     assert result["support_loss"]["a"].shape == (3, 7)
     # the same start, the same points and steps: identical scores
     assert torch.equal(result["mse"]["a"], result["mse"]["b"])
+    # the normalised errors, stacked like the MSE: those of adapt_and_evaluate
+    for key in ("derivative_nmse", "short_rollout_nmse"):
+        values = result[key]["a"]
+        assert values.shape == (3, 3) and values.dtype == torch.float64
+        assert torch.equal(values, result[key]["b"]) and bool(torch.isfinite(values).all())
+    single = adapt_and_evaluate(model, params, data[1], shots=8, steps=6, inner_lr=0.1,
+                                eval_steps=[0, 3, 6], seed=1)
+    assert torch.equal(result["derivative_nmse"]["a"][1], single.derivative_nmse)
+    assert torch.equal(result["short_rollout_nmse"]["a"][1], single.short_rollout_nmse)
+    assert torch.equal(result["mse"]["a"][1], single.mse)
     assert bool(torch.isfinite(result["mse"]["a"]).all())
     # SGD on the support points lowers their loss
     assert bool((result["support_loss"]["a"][:, -1] < result["support_loss"]["a"][:, 0]).all())
@@ -193,14 +206,14 @@ def test_compare_counts_a_majority_of_steps():
     assert c["wins"] == [5, 15, 100] and c["ahead"]
 
 
-def test_hogn_runs_the_protocol_on_graphs(six_systems, tmp_path):
+def test_hogn_runs_the_protocol_on_graphs(meta_systems, tmp_path):
     run = tmp_path / "hogn"
     config = ProtocolConfig(holdout="three-body", model="hogn", iterations=1,
                             **{**TINY, "model_args": {"hidden": 8, "steps": 1}})
     protocol.meta_train_run(run, config, progress=False,
-                            data=_training(six_systems, "three-body"))
+                            data=_training(meta_systems, "three-body"))
     loaded = protocol.load_run(run)
     result = protocol.evaluate_adaptation(loaded.model, loaded.params,
-                                          six_systems["three-body"][:1], shots=8, steps=2,
+                                          meta_systems["three-body"][:1], shots=8, steps=2,
                                           inner_lr=0.01, eval_steps=[0, 2])
     assert all(bool(torch.isfinite(v).all()) for v in result["mse"].values())
