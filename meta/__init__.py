@@ -32,14 +32,18 @@ Options (each also in :class:`ProtocolConfig` and ``hogn meta-train``)::
 - :mod:`meta.evaluate`: few-shot adaptation to an unseen trajectory, scored by RK4
   rollouts.
 - :mod:`meta.protocol`: the paper's leave-one-system-out protocol over its six systems
-  (:data:`META_SYSTEMS`): meta-training and a jointly pretrained baseline in a resumable
-  run folder (:func:`meta_train_run`, :func:`load_run`), adaptation of meta-trained,
-  random-init and pretrained weights to unseen trajectories (:func:`evaluate_adaptation`)
-  with nan-safe statistics (:func:`summarize`, :func:`compare`).
+  and Hénon–Heiles (:data:`META_SYSTEMS`): meta-training and a jointly pretrained
+  baseline in a resumable run folder (:func:`meta_train_run`, :func:`load_run`),
+  adaptation of meta-trained, random-init and pretrained weights to unseen trajectories
+  (:func:`evaluate_adaptation`) with nan-safe statistics (:func:`summarize`, :func:`compare`).
 - :mod:`meta.metrics`: scale-free scores of an adapted model (derivative error on the
   held-out points normalised by a zero field, short-rollout error normalised by standing
   still) and paired comparisons of two methods over the same trajectories (share lower,
   bootstrap median ratio, Wilcoxon signed-rank p-value, :func:`ahead_on_system`).
+- :mod:`meta.summary`: per held-out system, paired comparisons of meta-trained against
+  random init and pretrained at steps 1, 5, 15, 100 for each metric
+  (:func:`paired_system`), and the counts of systems where meta-training is ahead
+  (:func:`summary_block`, :func:`against_paper` for the paper's four systems).
 - :mod:`meta.plots`: adaptation curves and trajectories (the paper's Figures 1 and 2).
 
 Leave one system out::
@@ -91,6 +95,7 @@ from meta.protocol import (
     meta_train_run,
     summarize,
 )
+from meta.summary import against_paper, paired_system, summary_block
 from meta.tasks import Points, Task, TaskSampler
 
 __all__ = [
@@ -109,6 +114,7 @@ __all__ = [
     "Task",
     "TaskSampler",
     "adapt_and_evaluate",
+    "against_paper",
     "ahead_on_system",
     "compare",
     "decoder_names",
@@ -125,9 +131,11 @@ __all__ = [
     "meta_train_run",
     "meta_train_step",
     "paired_comparison",
+    "paired_system",
     "parameters",
     "predict",
     "short_rollout_nmse",
     "summarize",
+    "summary_block",
     "task_loss",
 ]
