@@ -55,6 +55,7 @@ from hogn import models
 from hogn.io import FileFormatError, atomic_write, load_archive, save_archive
 from hogn.models.base import DynamicsModel
 from meta import batched
+from meta.adaptation import adapt_many
 from meta.algorithms import (
     InnerLR,
     MetaConfig,
@@ -65,7 +66,7 @@ from meta.algorithms import (
     meta_train_step,
     parameters,
 )
-from meta.evaluate import Adaptation, adapt_and_evaluate
+from meta.evaluate import adapt_and_evaluate
 from meta.tasks import TaskSampler
 
 __all__ = [
@@ -704,12 +705,17 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
                         inner_lr: float = 0.1, loss: str = "logcosh",
                         eval_steps: Sequence[int] | None = None, keep: Sequence[int] = (),
                         seed: int = 0, progress: bool = False,
-                        method_lr: Mapping[str, InnerLR] | None = None) -> dict[str, Any]:
+                        method_lr: Mapping[str, InnerLR] | None = None,
+                        batch: int | None = 25) -> dict[str, Any]:
     """Adapt from each starting point to every trajectory of ``data`` and score rollouts.
 
     Every method meets the same ``K`` points of each trajectory (one seed per
     trajectory), takes the same plain SGD steps (unless ``method_lr`` gives a method
     its own rule) and is rolled out with RK4 from the trajectory's first state.
+    ``batch`` trajectories at a time, with every method, run together in one call per
+    step (:func:`meta.adaptation.adapt_many`); the results are those of
+    :func:`meta.evaluate.adapt_and_evaluate` pair by pair, which is used instead for a
+    model that cannot be batched (:func:`meta.batched.supports`) or with ``batch=1``.
 
     Args:
         model: The network.
@@ -727,6 +733,8 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
         method_lr: Method → its own step rule (float, or per-parameter rates: learned
             Meta-SGD rates, or rates for the decoder only), e.g.
             :meth:`RunModels.method_lr`; methods not named take ``inner_lr``.
+        batch: Trajectories adapted together (``None``: all; memory grows with it:
+            every pair holds its own parameters and held-out points).
 
     Returns:
         ``{"steps": [E], "mse": {method: [M, E] tensor}, "derivative_nmse": {method:
@@ -760,20 +768,37 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=m * len(params), desc="adapt", disable=None)
-    for i in range(m):
-        traj = data[i]
-        for method, start in params.items():
-            result: Adaptation = adapt_and_evaluate(
-                model, start, traj, shots=shots, steps=steps, inner_lr=rules[method], loss=loss,
-                eval_steps=eval_steps, seed=seed * 100_003 + i, keep=keep if i == 0 else ())
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"batch must be a positive int or None, got {batch!r}")
+    size = m if batch is None else batch
+    if size > 1 and not batched.supports(model):
+        size = 1
+    methods = list(params)
+    for first_i in range(0, m, size):
+        chunk = range(first_i, min(m, first_i + size))
+        trajs = [data[i] for i in chunk]
+        pairs = [(i, method) for i in chunk for method in methods]
+        seeds = [seed * 100_003 + i for i, _ in pairs]
+        if size == 1:
+            results = [adapt_and_evaluate(
+                model, params[method], trajs[0], shots=shots, steps=steps,
+                inner_lr=rules[method], loss=loss, eval_steps=eval_steps, seed=s,
+                keep=keep if i == 0 else ()) for (i, method), s in zip(pairs, seeds, strict=True)]
+        else:
+            results = adapt_many(
+                model, [params[method] for _, method in pairs],
+                [trajs[i - first_i] for i, _ in pairs], [rules[method] for _, method in pairs],
+                seeds, shots=shots, steps=steps, loss=loss, eval_steps=eval_steps,
+                keep=keep if first_i == 0 else ())
+        for (i, method), result in zip(pairs, results, strict=True):
             mse[method].append(result.mse)
             deriv[method].append(result.derivative_nmse)
             short[method].append(result.short_rollout_nmse)
             support[method].append(result.support_loss)
             if i == 0:
-                rollouts[method] = result.rollouts
-            if bar is not None:
-                bar.update(1)
+                rollouts[method] = {s: r for s, r in result.rollouts.items() if s in keep}
+        if bar is not None:
+            bar.update(len(pairs))
     if bar is not None:
         bar.close()
     first = data[0]
