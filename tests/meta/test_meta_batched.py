@@ -191,3 +191,17 @@ def test_pretraining_step_in_one_call_equals_the_sum_over_tasks(mixed):
         grads[how] = {k: torch.zeros_like(v) if v.grad is None else v.grad.clone()
                       for k, v in model.named_parameters()}
     assert _close(grads["batched"], grads["loop"]) < TOL
+
+
+def test_tasks_without_edges_batch_too(tasks):
+    """One-particle systems have no edges: the edge MLPs get no rows at all."""
+    model = _model("hogn")
+    tasks = [t.to(dtype=torch.float64) for t in tasks]
+    config = algorithms.MetaConfig(shots=8, query=10)
+    params = algorithms.parameters(model)
+    stacked = batched.stack_points([t.support for t in tasks],
+                                   set(batched.row_kinds(model).values()))
+    assert stacked.graph.edge_index.shape[1] == 0 and stacked.blocks["edges"].numel() == 0
+    g_loop, _, _ = algorithms.meta_gradient(model, params, tasks, config)
+    g_batch, _, _ = batched.meta_gradient(model, params, tasks, config)
+    assert _close(g_batch, g_loop) < TOL
