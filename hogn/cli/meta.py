@@ -13,6 +13,7 @@ from hogn.io import save_archive
 from hogn.report import format_table, write_json
 from meta import plots, protocol
 from meta.algorithms import ALGORITHMS
+from meta.summary import paired_system
 
 __all__ = ["add_commands"]
 
@@ -144,13 +145,34 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             c = protocol.compare(summary, method, baseline, [s for s in eval_steps if s > 0])
             print(f"{labels[method]} lower than {labels[baseline]} at steps {c['wins']} of "
                   f"{c['steps']}")
+    values = {"paper_mse": result["mse"], "derivative_nmse": result["derivative_nmse"],
+              "short_rollout_nmse": result["short_rollout_nmse"]}
+    for metric, words in (("derivative_nmse", "held-out derivative error / zero field"),
+                          ("short_rollout_nmse", "first-10% rollout error / standing still")):
+        print(f"\n{words} (median over trajectories; 1 = no better than doing nothing):")
+        print(format_table([{"step": step, **{labels.get(m, m): float(v[:, j].nanmedian())
+                                              for m, v in values[metric].items()}}
+                            for j, step in enumerate(result["steps"])]))
+    compared = [s for s in eval_steps if s > 0]
+    paired = paired_system(values, result["steps"], compared=compared, seed=args.seed)
+    print(f"\npaired per trajectory (ahead: lower at most of steps {compared}, Wilcoxon "
+          "p < 0.05):")
+    for metric, pairs in paired.items():
+        for verdict in pairs.values():
+            print(f"  {metric}: {labels[verdict['a']]} vs {labels[verdict['b']]}: "
+                  f"{'ahead' if verdict['ahead'] else 'not ahead'} (wins at steps "
+                  f"{verdict['wins']})")
     if args.json:
         write_json(args.json, {
             "run": str(args.run), "system": system, "shots": shots, "steps": args.steps,
             "inner_lr": inner_lr, "meta_adaptation": how,
             "trajectories": args.trajectories, "seed": args.seed,
             "eval_steps": result["steps"], "summary": summary,
-            "mse": {m: v.tolist() for m, v in result["mse"].items()}})
+            "mse": {m: v.tolist() for m, v in result["mse"].items()},
+            "derivative_nmse": {m: v.tolist() for m, v in result["derivative_nmse"].items()},
+            "short_rollout_nmse": {m: v.tolist()
+                                   for m, v in result["short_rollout_nmse"].items()},
+            "paired": paired})
         print(f"wrote {args.json}")
     t, q, p = result["truth"]
     kept = {m: r[keep] for m, r in result["rollouts"].items() if keep in r}
@@ -272,7 +294,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--inner-lr", type=float, help="step size (default: the run's; of "
                     "the baselines only for a --meta-sgd run)")
     ad.add_argument("--seed", type=int, default=0, help="seed of trajectories and points")
-    ad.add_argument("--json", metavar="FILE", help="write the per-step statistics and MSEs")
+    ad.add_argument("--json", metavar="FILE", help="write the per-step statistics, the "
+                    "per-trajectory MSEs and normalised errors, and the paired verdicts")
     ad.add_argument("--plot", action="store_true", help="save adapt-SYSTEM-curves.png and "
                     "adapt-SYSTEM-trajectories.png")
     ad.add_argument("--plot-dir", metavar="DIR", help="folder of the plots (default RUN)")

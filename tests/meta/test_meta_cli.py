@@ -61,6 +61,14 @@ def test_adapt_prints_the_table_and_writes_plots_and_json(run, capsys, tmp_path)
     assert saved["eval_steps"] == [0, 1, 2, 3] and saved["shots"] == 8
     assert set(saved["summary"]) == {"meta", "random", "pretrained"}
     assert all(len(v) == 2 and len(v[0]) == 4 for v in saved["mse"].values())
+    # the normalised errors and the paired verdicts, printed and saved
+    assert "held-out derivative error / zero field" in text
+    assert "paired per trajectory" in text and "derivative_nmse: meta-trained vs random" in text
+    for key in ("derivative_nmse", "short_rollout_nmse"):
+        assert all(len(v) == 2 and len(v[0]) == 4 for v in saved[key].values())
+        assert all(x >= 0 for v in saved[key].values() for row in v for x in row)
+    assert set(saved["paired"]) == {"paper_mse", "derivative_nmse", "short_rollout_nmse"}
+    assert set(saved["paired"]["derivative_nmse"]) == {"meta_vs_random", "meta_vs_pretrained"}
     for name in ("adapt-pendulum-curves.png", "adapt-pendulum-trajectories.png"):
         assert (tmp_path / name).stat().st_size > 0
     meta, arrays, _ = load_archive(rollouts, "hogn-adapt-rollouts")
