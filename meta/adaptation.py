@@ -36,50 +36,10 @@ from meta.batched import (
     stack_points,
     task_losses,
 )
-from meta.evaluate import Adaptation, rollout_mse
-from meta.metrics import derivative_nmse, held_out, short_rollout_nmse
-from meta.tasks import Points, _Trajectories
+from meta.evaluate import Adaptation, AdaptationPoints, check_eval_steps, rollout_mse
+from meta.metrics import derivative_nmse, short_rollout_nmse
 
 __all__ = ["adapt_many"]
-
-
-def _check_steps(steps: int, eval_steps: Sequence[int] | None, keep: Sequence[int]
-                 ) -> list[int]:
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    evals = sorted(set(range(steps + 1) if eval_steps is None else eval_steps))
-    if any(not 0 <= s <= steps for s in [*evals, *keep]):
-        raise ValueError(f"eval_steps and keep must lie in 0..{steps}, got "
-                         f"{list(eval_steps or [])} and {list(keep)}")
-    return evals
-
-
-class _Trajectory:
-    """The points of one trajectory that an adaptation needs (support, start, truth,
-    held-out), as in :func:`meta.evaluate.adapt_and_evaluate`."""
-
-    def __init__(self, trajectory: Any, shots: int, seed: int, n_particles: int | None,
-                 dtype: torch.dtype, device: torch.device) -> None:
-        if len(trajectory) != 1:
-            raise ValueError(f"adapt_many needs datasets of one trajectory (data[i]), got "
-                             f"{len(trajectory)}")
-        data = trajectory.to(device, dtype)
-        traj = _Trajectories("trajectory", data, "all")
-        t = traj.num_times
-        if not isinstance(shots, int) or not 1 <= shots <= t:
-            raise ValueError(f"shots must be an int in 1..{t}, got {shots!r}")
-        gen = torch.Generator().manual_seed(seed)
-        times = torch.randperm(t, generator=gen)[:shots].sort().values
-        self.num_times, self.dt = t, float(data.dt)
-        self.support = traj.points(0, times, n_particles)
-        self.start = traj.points(0, torch.tensor([0]), n_particles)
-        truth = traj.points(0, torch.arange(t), n_particles)
-        n = self.start.graph.num_nodes
-        self.q_true = truth.graph.q.reshape(t, n, -1)
-        self.p_true = truth.graph.p.reshape(t, n, -1)
-        unseen = held_out(t, times)
-        self.heldout: Points | None = (traj.points(0, torch.from_numpy(unseen), n_particles)
-                                       if unseen.size else None)
 
 
 def _rates(model: DynamicsModel, params: Mapping[str, Tensor], rules: Sequence[InnerLR]
@@ -161,16 +121,17 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
     if not len(trajectories) == len(rules) == len(seeds) == pairs:
         raise ValueError(f"starts, trajectories, rules and seeds must have one entry per "
                          f"pair, got {pairs}, {len(trajectories)}, {len(rules)}, {len(seeds)}")
-    evals = _check_steps(steps, eval_steps, keep)
+    evals = check_eval_steps(steps, eval_steps, keep)
     ref = next(iter(starts[0].values()))
     if n_particles is None:
         n_particles = getattr(model, "n_particles", None)
-    cache: dict[tuple[int, int], _Trajectory] = {}
+    cache: dict[tuple[int, int], AdaptationPoints] = {}
     trajs = []
     for traj, seed in zip(trajectories, seeds, strict=True):
         key = (id(traj), int(seed))
         if key not in cache:
-            cache[key] = _Trajectory(traj, shots, int(seed), n_particles, ref.dtype, ref.device)
+            cache[key] = AdaptationPoints(traj, shots, int(seed), n_particles, ref.dtype,
+                                          ref.device)
         trajs.append(cache[key])
     if len({(t.num_times, t.dt) for t in trajs}) > 1:
         raise ValueError("adapt_many integrates every pair together: the trajectories must "

@@ -27,8 +27,8 @@ from meta.algorithms import InnerLR, LossFn, _inner_loop, predict, task_loss
 from meta.metrics import derivative_nmse, held_out, short_rollout_nmse
 from meta.tasks import Points, _Trajectories
 
-__all__ = ["Adaptation", "adapt_and_evaluate", "heldout_derivative_nmse", "rollout_mse",
-           "rollout_with"]
+__all__ = ["Adaptation", "AdaptationPoints", "adapt_and_evaluate", "check_eval_steps",
+           "heldout_derivative_nmse", "rollout_mse", "rollout_with"]
 
 
 @dataclass
@@ -138,6 +138,67 @@ def heldout_derivative_nmse(model: DynamicsModel, params: Mapping[str, Tensor],
     return derivative_nmse(dq, dp, points.dq, points.dp, points.mask)
 
 
+def check_eval_steps(steps: int, eval_steps: Sequence[int] | None, keep: Sequence[int]
+                     ) -> list[int]:
+    """The sorted evaluated steps (default every step ``0 … steps``), after checking that
+    they and ``keep`` lie in ``0 … steps``; ``ValueError`` otherwise."""
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    evals = sorted(set(range(steps + 1) if eval_steps is None else eval_steps))
+    if any(not 0 <= s <= steps for s in [*evals, *keep]):
+        raise ValueError(f"eval_steps and keep must lie in 0..{steps}, got "
+                         f"{list(eval_steps or [])} and {list(keep)}")
+    return evals
+
+
+class AdaptationPoints:
+    """The points of one trajectory that an adaptation uses and is scored on.
+
+    Args:
+        trajectory: A ``systems.Dataset`` of one trajectory (``data[i]``).
+        shots: Support points ``K`` (drawn without replacement, seeded).
+        seed: Seed of the draw.
+        n_particles: Padded layout size (``None``: the graph layout).
+        dtype: Floating dtype to convert the data to.
+        device: Device to move the data to.
+
+    Attributes:
+        support: The ``K`` support points.
+        start: The first saved state (one graph).
+        heldout: The trajectory's other points (``None`` when ``K = T``).
+        q_true: True positions ``[T, n, d]`` (and ``p_true``).
+        num_times: ``T``.
+        dt: Time between saved states.
+
+    Raises:
+        ValueError: if ``trajectory`` does not hold one trajectory or has fewer than
+            ``shots`` points.
+    """
+
+    def __init__(self, trajectory: Any, shots: int, seed: int, n_particles: int | None,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        if len(trajectory) != 1:
+            raise ValueError(f"adaptation needs a dataset of one trajectory (data[i]), got "
+                             f"{len(trajectory)}")
+        data = trajectory.to(device, dtype)
+        traj = _Trajectories("trajectory", data, "all")
+        t = traj.num_times
+        if not isinstance(shots, int) or not 1 <= shots <= t:
+            raise ValueError(f"shots must be an int in 1..{t}, got {shots!r}")
+        gen = torch.Generator().manual_seed(seed)
+        times = torch.randperm(t, generator=gen)[:shots].sort().values
+        self.num_times, self.dt = t, float(data.dt)
+        self.support = traj.points(0, times, n_particles)
+        self.start = traj.points(0, torch.tensor([0]), n_particles)
+        truth = traj.points(0, torch.arange(t), n_particles)
+        n = self.start.graph.num_nodes
+        self.q_true = truth.graph.q.reshape(t, n, -1)
+        self.p_true = truth.graph.p.reshape(t, n, -1)
+        unseen = held_out(t, times)
+        self.heldout: Points | None = (traj.points(0, torch.from_numpy(unseen), n_particles)
+                                       if unseen.size else None)
+
+
 def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], trajectory: Any,
                        shots: int = 50, steps: int = 100, inner_lr: InnerLR = 0.01,
                        loss: str | LossFn = "logcosh", eval_steps: Sequence[int] | None = None,
@@ -181,42 +242,20 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
         ValueError: if ``trajectory`` does not hold one trajectory, it has fewer than
             ``shots`` points, or an evaluation step lies outside ``0 … S``.
     """
-    if len(trajectory) != 1:
-        raise ValueError(f"adapt_and_evaluate needs a dataset of one trajectory "
-                         f"(data[i]), got {len(trajectory)}")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    evals = sorted(set(range(steps + 1) if eval_steps is None else eval_steps))
-    if any(not 0 <= s <= steps for s in [*evals, *keep]):
-        raise ValueError(f"eval_steps and keep must lie in 0..{steps}, got "
-                         f"{list(eval_steps or [])} and {list(keep)}")
+    evals = check_eval_steps(steps, eval_steps, keep)
     param = next(iter(params.values()))
-    data = trajectory.to(param.device, param.dtype)
     if n_particles is None:
         n_particles = getattr(model, "n_particles", None)
-    traj = _Trajectories("trajectory", data, "all")
-    num_times = traj.num_times
-    if not isinstance(shots, int) or not 1 <= shots <= num_times:
-        raise ValueError(f"shots must be an int in 1..{num_times}, got {shots!r}")
-    gen = torch.Generator().manual_seed(seed)
-    times = torch.randperm(num_times, generator=gen)[:shots].sort().values
-    support = traj.points(0, times, n_particles)
-    start = traj.points(0, torch.tensor([0]), n_particles)
-    truth = traj.points(0, torch.arange(num_times), n_particles)
-    n = start.graph.num_nodes
-    q_true, p_true = truth.graph.q.reshape(num_times, n, -1), truth.graph.p.reshape(
-        num_times, n, -1)
-
-    unseen = held_out(num_times, times)
-    heldout = (traj.points(0, torch.from_numpy(unseen), n_particles) if unseen.size
-               else None)
+    traj = AdaptationPoints(trajectory, shots, seed, n_particles, param.dtype, param.device)
+    support, start, heldout = traj.support, traj.start, traj.heldout
+    q_true, p_true, num_times = traj.q_true, traj.p_true, traj.num_times
 
     current = {k: v.detach() for k, v in params.items()}
     support_losses, mses, derivs, shorts = [], [], [], []
     rollouts: dict[int, tuple[Tensor, Tensor]] = {}
     for s in range(steps + 1):
         if s in evals or s in keep:
-            q, p = rollout_with(model, current, start, data.dt, num_times - 1, integrator,
+            q, p = rollout_with(model, current, start, traj.dt, num_times - 1, integrator,
                                 substeps)
             if s in evals:
                 mses.append(rollout_mse(q, p, q_true, p_true, start.mask))
