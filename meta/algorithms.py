@@ -385,10 +385,19 @@ def _inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], support: Poi
     moving = set(names)
     current = {k: v if v.requires_grad or k not in moving else v.detach().requires_grad_(True)
                for k, v in params.items()}
+    return _sgd(lambda p: task_loss(model, p, support, fn), current, names, lr, steps,
+                create_graph)
+
+
+def _sgd(loss_of: Callable[[Params], Tensor], current: Params, names: Sequence[str],
+         lr: InnerLR, steps: int, create_graph: bool) -> tuple[Params, list[Tensor]]:
+    """``steps`` SGD steps ``θ_k ← θ_k − α_k ∇_k Σ loss_of(θ)`` on the parameters ``names``;
+    returns the parameters and the (detached) losses before each step. ``loss_of`` may
+    return one loss or a vector of independent ones (tasks with their own parameters)."""
     losses = []
     for _ in range(steps):
-        value = task_loss(model, current, support, fn)
-        grads = torch.autograd.grad(value, [current[k] for k in names],
+        value = loss_of(current)
+        grads = torch.autograd.grad(value.sum(), [current[k] for k in names],
                                     create_graph=create_graph, allow_unused=True,
                                     materialize_grads=True)
         losses.append(value.detach())

@@ -41,7 +41,7 @@ from meta.algorithms import (
     Params,
     _adapted_names,
     _check_tasks,
-    _lr,
+    _sgd,
     decoder_names,
     get_loss,
     predict,
@@ -351,16 +351,8 @@ def inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], stacked: Stac
         if k in names and not v.requires_grad:
             v = v.detach().clone().requires_grad_(True)
         current[k] = v
-    losses = []
-    for _ in range(steps):
-        per_task = task_losses(model, current, stacked, fn, kinds)
-        grads = torch.autograd.grad(per_task.sum(), [current[k] for k in names],
-                                    create_graph=create_graph, allow_unused=True,
-                                    materialize_grads=True)
-        losses.append(per_task.detach())
-        current = {**current, **{k: current[k] - _lr(lr, k) * g
-                                 for k, g in zip(names, grads, strict=True)}}
-    return current, losses
+    return _sgd(lambda p: task_losses(model, p, stacked, fn, kinds), current, names, lr,
+                steps, create_graph)
 
 
 def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Sequence[Task],
