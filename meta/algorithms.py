@@ -449,6 +449,17 @@ def _check_tasks(tasks: Sequence[Task]) -> None:
         raise ValueError("a meta-batch needs at least one task")
 
 
+def _meta_inputs(config: MetaConfig, tasks: Sequence[Task], inner_lr: InnerLR | None
+                 ) -> tuple[InnerLR, dict[str, Tensor]]:
+    """Check the options and the meta-batch; the inner rates and the learned ones."""
+    config.validate()
+    _check_tasks(tasks)
+    lr = config.inner_lr if inner_lr is None else inner_lr
+    learned = ({k: v for k, v in lr.items() if v.requires_grad}
+               if isinstance(lr, Mapping) else {})
+    return lr, learned
+
+
 def meta_loss(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Sequence[Task],
               config: MetaConfig, inner_lr: InnerLR | None = None) -> Tensor:
     """Mean query loss after adaptation, ``(1/B) Σ_i L_q,i(θ'_i)`` (MAML / FOMAML).
@@ -506,12 +517,8 @@ def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Seq
     Raises:
         ValueError: for an empty meta-batch, or Reptile with per-parameter rates.
     """
-    config.validate()
-    _check_tasks(tasks)
-    lr = config.inner_lr if inner_lr is None else inner_lr
+    lr, learned = _meta_inputs(config, tasks, inner_lr)
     names = list(params)
-    learned = ({k: v for k, v in lr.items() if v.requires_grad}
-               if isinstance(lr, Mapping) else {})
     grads = {k: torch.zeros_like(v) for k, v in params.items()}
     lr_grads = {k: torch.zeros_like(v) for k, v in learned.items()}
     support, query = 0.0, 0.0

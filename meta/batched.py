@@ -40,7 +40,7 @@ from meta.algorithms import (
     MetaConfig,
     Params,
     _adapted_names,
-    _check_tasks,
+    _meta_inputs,
     _sgd,
     decoder_names,
     get_loss,
@@ -364,12 +364,8 @@ def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Seq
     are stacked (:func:`stack_points`) and every task adapts its own copy of the
     parameters (:func:`stack_params`) in one forward and backward pass per inner step.
     """
-    config.validate()
-    _check_tasks(tasks)
-    lr = config.inner_lr if inner_lr is None else inner_lr
+    lr, learned = _meta_inputs(config, tasks, inner_lr)
     names = list(params)
-    learned = ({k: v for k, v in lr.items() if v.requires_grad}
-               if isinstance(lr, Mapping) else {})
     b = len(tasks)
     kinds = row_kinds(model)
     used = set(kinds.values())
