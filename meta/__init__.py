@@ -29,8 +29,12 @@ Options (each also in :class:`ProtocolConfig` and ``hogn meta-train``)::
   seeded :class:`TaskSampler` over several systems (graph or padded fixed-size layout).
 - :mod:`meta.algorithms`: pure functions over parameter dicts (inner update,
   meta-loss, meta-gradient of each algorithm, one outer Adam step, a training loop).
+- :mod:`meta.batched`: a meta-batch in one call (every task its own copy of the
+  weights over one batch of graphs, in blocks of rows); :func:`meta_train_step` uses
+  it for every model of :mod:`hogn.models` (``MetaConfig(batched=False)``: task by task).
 - :mod:`meta.evaluate`: few-shot adaptation to an unseen trajectory, scored by RK4
-  rollouts.
+  rollouts; :mod:`meta.adaptation` (:func:`adapt_many`) does many (trajectory,
+  starting point) pairs in one call per step, as :func:`evaluate_adaptation` does.
 - :mod:`meta.protocol`: the paper's leave-one-system-out protocol over its six systems
   and Hénon–Heiles (:data:`META_SYSTEMS`): meta-training and a jointly pretrained
   baseline in a resumable run folder (:func:`meta_train_run`, :func:`load_run`),
@@ -57,6 +61,7 @@ Leave one system out::
     result["summary"]["meta"]  # per step: mean, 95% interval, median, diverged
 """
 
+from meta.adaptation import adapt_many
 from meta.algorithms import (
     ALGORITHMS,
     DECODERS,
@@ -114,6 +119,7 @@ __all__ = [
     "Task",
     "TaskSampler",
     "adapt_and_evaluate",
+    "adapt_many",
     "against_paper",
     "ahead_on_system",
     "compare",
