@@ -409,7 +409,40 @@ def _versus_lines(results: Mapping[str, Any]) -> list[str]:
             if v["missing"]:
                 text += f"; not run: {_names(v['missing'])}"
             lines.append(text + ".")
-    return [*lines, ""]
+    return [*lines, "", *_why_lines(results)]
+
+
+def _why_lines(results: Mapping[str, Any]) -> list[str]:
+    """Where meta-training is not ahead of random init by the derivative NMSE: the
+    meta-trained start against a zero field, and from which step it is the lower."""
+    lines = []
+    for model, res in results["models"].items():
+        for holdout, r in res["systems"].items():
+            pair = r["paired"]["derivative_nmse"].get("meta_vs_random")
+            rows = r["summary"]["derivative_nmse"]
+            if pair is None or pair["ahead"] or "random" not in rows:
+                continue
+            meta = {row["step"]: row["median"] for row in rows["meta"]}
+            rand = {row["step"]: row["median"] for row in rows["random"]}
+            steps = sorted(meta)
+            later = [s for s in steps if all(meta[t] < rand[t] for t in steps if t >= s)]
+            start = (f"starts at a median derivative NMSE of {meta[steps[0]]:.3g} (random "
+                     f"init: {rand[steps[0]]:.3g})")
+            if meta[steps[0]] > 1:
+                start += (", worse than predicting nothing: the prior carries the dynamics "
+                          "of the training systems, which must be unlearned first")
+            peak = max(steps, key=lambda t: meta[t])
+            if peak != steps[0] and meta[peak] > 2 * meta[steps[0]]:
+                start += (f"; adaptation first raises it to {meta[peak]:.3g} at step {peak} "
+                          f"(the step size {results['inner_lr']} overshoots there)")
+            when = (f"its median is the lower from step {later[0]} on" if later
+                    else "its median never stays below random init's")
+            lines.append(f"- {model.upper()}, {holdout}: the meta-trained model {start}; "
+                         f"{when}.")
+    if not lines:
+        return []
+    return ["Where the meta-trained model is not ahead of random init by the derivative "
+            "NMSE (paired), from the medians over trajectories:", "", *lines, ""]
 
 
 def markdown(results: dict[str, Any], stem: str = "meta_learning") -> str:
