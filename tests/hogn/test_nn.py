@@ -152,3 +152,29 @@ def test_graph_network_without_edges_and_without_inputs():
     torch.testing.assert_close(out2, out.flip(0), rtol=0, atol=1e-14)
     with pytest.raises(ValueError, match="no node inputs"):
         hnn.GraphNetwork(2, 0, 8, 1, use_momenta=False)
+
+
+def test_softplus_matches_torch_up_to_the_third_derivative():
+    """The registered softplus has PyTorch's values and derivatives (it only computes
+    the higher ones differently), including where PyTorch switches to x at x > 20."""
+    from hogn.nn import Softplus
+
+    x = torch.linspace(-30, 30, 241, dtype=torch.float64, requires_grad=True)
+    ours, ref = Softplus()(x), torch.nn.functional.softplus(x)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+
+    def derivatives(y):
+        out, g = [], y.sum()
+        for _ in range(3):
+            (g,) = torch.autograd.grad(g, x, create_graph=True)
+            out.append(g)
+            g = g.sum()
+        return out
+
+    sig = torch.sigmoid(x)
+    exact = [sig, sig * (1 - sig), sig * (1 - sig) * (1 - 2 * sig)]
+    for got, want, theirs in zip(derivatives(ours), exact, derivatives(ref), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(got, theirs, rtol=0, atol=3e-9)
+    assert torch.autograd.gradgradcheck(lambda t: Softplus()(t), (x[::20].detach().clone()
+                                                                  .requires_grad_(),))
