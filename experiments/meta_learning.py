@@ -497,6 +497,7 @@ def markdown(results: dict[str, Any], stem: str = "meta_learning") -> str:
         "",
     ]
     lines += _summary_lines(results)
+    lines += _seed_lines(results)
     lines += _versus_lines(results)
     for model, res in results["models"].items():
         lines += _model_lines(model, res)
@@ -579,10 +580,50 @@ def _print_means(saved: Mapping[str, Any]) -> None:
         for m, ms in means.items()), flush=True)
 
 
+def other_seeds(out: Path, stem: str) -> dict[str, Any]:
+    """Seed → ``"summary"`` block of every other seed's report ``{stem}_seed{S}.json`` in
+    ``out`` (written by ``--seed S``; run seed 0's report after them to include them)."""
+    found = {}
+    for path in sorted(out.glob(f"{stem}_seed*.json")):
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(other, dict) and "summary" in other and "seed" in other:
+            found[str(other["seed"])] = other["summary"]
+    return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
+
+
+def _seed_lines(results: Mapping[str, Any]) -> list[str]:
+    """The summary counts of every seed found, side by side (seed 0's report only)."""
+    seeds = results.get("seeds", {})
+    if len(seeds) < 2:
+        return []
+    lines = ["## Across seeds", "",
+             "Held-out systems on which the meta-trained weights are ahead (paired test), "
+             "ahead of random init / of pretrained, per seed:", "",
+             "| model | metric | " + " | ".join(f"seed {k}" for k in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    first = next(iter(seeds.values()))
+    for model, by_metric in first.items():
+        for metric in by_metric:
+            cells = []
+            for summary in seeds.values():
+                c = summary.get(model, {}).get(metric)
+                cells.append("–" if c is None else
+                             f"{c['ahead_of_random']} / {c['ahead_of_pretrained']} of "
+                             f"{c['systems']}")
+            lines.append(f"| {model.upper()} | {METRIC_WORDS[metric][0]} | "
+                         + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(results: dict[str, Any], plot_rows: Mapping[str, Mapping[str, Any]],
                  out: Path, stem: str) -> list[Path]:
     """Write the JSON, the md made from it and (seed 0) the figures; the written paths."""
     out.mkdir(parents=True, exist_ok=True)
+    if results["seed"] == 0:
+        results["seeds"] = {"0": results["summary"], **other_seeds(out, stem)}
     written = [write_json(out / f"{stem}.json", results)]
     reread = json.loads(written[0].read_text())  # the md from the JSON
     text = markdown(reread, stem)

@@ -155,6 +155,20 @@ def test_report_only_reassembles_and_bad_options_are_refused(quick, tmp_path, lo
     assert rebuilt["summary"] == results["summary"]
     assert rebuilt["models"]["hogn"]["systems"]["two-body"]["paired"] == \
         results["models"]["hogn"]["systems"]["two-body"]["paired"]
+    assert rebuilt["seeds"] == {"0": results["summary"]} and "Across seeds" not in (
+        again / "meta_learning.md").read_text()
+    # another seed's report beside it: seed 0's report sets their counts side by side
+    other = {**results, "seed": 1, "summary": {"hnn": results["summary"]["hnn"]}}
+    (again / "meta_learning_seed1.json").write_text(json.dumps(other))
+    assert script.main(["--quick", "--quiet", "--report-only", "--out", str(again),
+                        "--runs", str(out / "meta_learning_runs")]) == 0
+    both = json.loads((again / "meta_learning.json").read_text())
+    assert list(both["seeds"]) == ["0", "1"] and both["seeds"]["1"] == other["summary"]
+    text = (again / "meta_learning.md").read_text()
+    assert "## Across seeds" in text and "| seed 0 | seed 1 |" in text
+    c = results["summary"]["hogn"]["derivative_nmse"]
+    assert (f"| HOGN | derivative NMSE | {c['ahead_of_random']} / {c['ahead_of_pretrained']} "
+            f"of {c['systems']} | – |") in text
     # nothing finished with these options (other iterations): a clear one-line error
     capsys.readouterr()
     assert script.main(["--quick", "--quiet", "--report-only", "--iterations", "3", "--out",
