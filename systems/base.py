@@ -113,8 +113,10 @@ class System:
                 raise ValueError(f"{self.name}: parameter {key} must be a positive finite "
                                  f"number, got {v!r}")
 
-    def _positive_range(self, key: str, allow_zero: bool = False) -> tuple[float, float]:
-        """Read a ``(lo, hi)`` parameter, checking ``0 < lo <= hi`` (or ``0 <= lo``)."""
+    def _positive_range(self, key: str, allow_zero: bool = False,
+                        below: tuple[float, str] | None = None) -> tuple[float, float]:
+        """Read a ``(lo, hi)`` parameter, checking ``0 < lo <= hi`` (or ``0 <= lo``), and
+        with ``below=(limit, what)`` also ``hi < limit`` (the error names ``what``)."""
         value = self.params[key]
         try:
             lo, hi = (value, value) if isinstance(value, (int, float)) else tuple(value)
@@ -126,6 +128,9 @@ class System:
             bound = ">= 0" if allow_zero else "> 0"
             raise ValueError(f"{self.name}: {key} must be a number or (lo, hi) with "
                              f"{bound} lo <= hi, got {value!r}")
+        if below is not None and hi >= below[0]:
+            raise ValueError(f"{self.name}: {key} must stay below {below[1]} ≈ "
+                             f"{below[0]:.4f}, got {value!r}")
         return float(lo), float(hi)
 
     # ------------------------------------------------------------------- physics

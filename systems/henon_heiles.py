@@ -88,10 +88,7 @@ class HenonHeiles(System):
 
     def _validate(self) -> None:
         super()._validate()
-        _, hi = self._positive_range("energy_range")
-        if hi >= ESCAPE_ENERGY:
-            raise ValueError(f"{self.name}: energy_range must stay below the escape energy "
-                             f"1/6 ≈ {ESCAPE_ENERGY:.4f}, got {self.params['energy_range']!r}")
+        self._positive_range("energy_range", below=(ESCAPE_ENERGY, "the escape energy 1/6"))
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         m = graph.c[:, 0]

@@ -66,10 +66,8 @@ class MagneticMirror(System):
 
     def _validate(self) -> None:
         super()._validate()
-        _, hi = self._positive_range("energy_range")
-        if hi >= ESCAPE_ENERGY:
-            raise ValueError(f"{self.name}: energy_range must stay below the escape energy "
-                             f"16/27 ≈ {ESCAPE_ENERGY:.4f}, got {self.params['energy_range']!r}")
+        self._positive_range("energy_range",
+                             below=(ESCAPE_ENERGY, "the escape energy 16/27"))
         _, f_hi = self._positive_range("rho_fraction")
         if f_hi > 1:
             raise ValueError(f"{self.name}: rho_fraction must lie in (0, 1], got "
