@@ -192,7 +192,7 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
                     rows[j]["support"].append(final[j])
                 break
             adapted, losses = inner_loop(model, current, support, loss, 1, rates,
-                                         create_graph=False, only=list(rates))
+                                         create_graph=False, only=list(rates), kinds=kinds)
         for j in range(pairs):
             rows[j]["support"].append(losses[0][j])
         current = {k: v.detach() for k, v in adapted.items()}

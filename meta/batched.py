@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -135,6 +136,14 @@ class StackedPoints:
     def tasks(self) -> int:
         """Number of tasks ``B``."""
         return len(self.offsets) - 1
+
+    @cached_property
+    def one_per_task(self) -> frozenset[str]:
+        """Row kinds whose block ``b`` is task ``b``'s only block (no weight copies
+        needed); computed once per layout, not at every forward pass."""
+        return frozenset(kind for kind, index in self.blocks.items()
+                         if index.numel() == self.tasks and bool(
+                             (index == torch.arange(self.tasks, device=index.device)).all()))
 
     def per_task(self, x: Tensor) -> Tensor:
         """Sum per-node values ``[N]`` over each task's nodes, ``[B]``."""
@@ -277,11 +286,9 @@ def blocked_params(model: nn.Module, params: Mapping[str, Tensor], stacked: Stac
     """
     out = {}
     for k, v in params.items():
-        if v.dim() == model.get_parameter(k).dim() + 1:
-            index = stacked.blocks[kinds[k]]
-            if index.numel() != v.shape[0] or bool(
-                    (index != torch.arange(v.shape[0], device=index.device)).any()):
-                v = v.index_select(0, index)
+        kind = kinds.get(k)
+        if v.dim() == model.get_parameter(k).dim() + 1 and kind not in stacked.one_per_task:
+            v = v.index_select(0, stacked.blocks[kind])  # type: ignore[index]
         out[k] = v
     return out
 
@@ -316,7 +323,8 @@ def task_losses(model: DynamicsModel, params: Mapping[str, Tensor], stacked: Sta
 
 def inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], stacked: StackedPoints,
                loss: str | LossFn, steps: int, lr: InnerLR, create_graph: bool,
-               only: Collection[str] | None = None) -> tuple[Params, list[Tensor]]:
+               only: Collection[str] | None = None, kinds: Mapping[str, str] | None = None
+               ) -> tuple[Params, list[Tensor]]:
     """``steps`` SGD steps of every task at once, each on its own support points.
 
     The batched form of :func:`meta.algorithms.inner_update`: the adapted parameters
@@ -333,6 +341,7 @@ def inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], stacked: Stac
         lr: Rates (see above).
         create_graph: Keep the graph of the inner gradients (second-order MAML).
         only: Names of the parameters to adapt.
+        kinds: :func:`row_kinds` of the model (computed when not given).
 
     Returns:
         ``(params', losses)``: adapted parameters and the ``[B]`` support losses
@@ -341,16 +350,13 @@ def inner_loop(model: DynamicsModel, params: Mapping[str, Tensor], stacked: Stac
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"inner steps must be an int >= 0, got {steps!r}")
     fn = get_loss(loss)
-    kinds = row_kinds(model)
+    kinds = row_kinds(model) if kinds is None else kinds
     names = _adapted_names(params, lr, only)
-    b = stacked.tasks
-    current: Params = {}
-    for k, v in params.items():
-        if k in names and v.dim() == model.get_parameter(k).dim():  # shared: stack it
-            v = v.expand(b, *v.shape)
-        if k in names and not v.requires_grad:
-            v = v.detach().clone().requires_grad_(True)
-        current[k] = v
+    shared = [k for k in names if params[k].dim() == model.get_parameter(k).dim()]
+    current = stack_params(params, stacked.tasks, shared)
+    for k in names:
+        if not current[k].requires_grad:
+            current[k] = current[k].detach().clone().requires_grad_(True)
     return _sgd(lambda p: task_losses(model, p, stacked, fn, kinds), current, names, lr,
                 steps, create_graph)
 
@@ -377,7 +383,7 @@ def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Seq
                              "is (θ − θ') / α)")
         base = {k: v.detach() for k, v in params.items()}
         adapted, losses = inner_loop(model, base, support, config.loss, config.inner_steps,
-                                     lr, create_graph=False)
+                                     lr, create_graph=False, kinds=kinds)
         grads = {k: (base[k] - adapted[k].detach()).sum(0) / (lr * b) for k in names}
         with torch.no_grad():
             after = task_losses(model, {k: v.detach() for k, v in adapted.items()}, query,
@@ -387,7 +393,7 @@ def meta_gradient(model: DynamicsModel, params: Mapping[str, Tensor], tasks: Seq
     first = config.algorithm == "fomaml"
     only = decoder_names(model) if config.anil else None
     adapted, losses = inner_loop(model, params, support, config.loss, config.inner_steps, lr,
-                                 create_graph=not first, only=only)
+                                 create_graph=not first, only=only, kinds=kinds)
     per_task = task_losses(model, adapted, query, config.loss, kinds)
     targets = [params[k] for k in names] + list(learned.values())
     out = torch.autograd.grad(per_task.sum() / b, targets, allow_unused=True,
