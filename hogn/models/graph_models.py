@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from hogn import integrators
+from hogn import energy_gradient, integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel, GraphLike, HamiltonianModel, as_graph, register
 from hogn.nn import MLP, GraphNetwork, scatter_sum
@@ -57,6 +57,23 @@ class _EnergyGraphNetwork(HamiltonianModel):
 
     def _build(self) -> None:
         raise NotImplementedError
+
+    def _energy_gradient(self, q: Tensor, p: Tensor, graph: GraphBatch
+                         ) -> tuple[Tensor, Tensor] | None:
+        """``(∂H/∂q, ∂H/∂p)`` written out (:mod:`hogn.energy_gradient`), or ``None``
+        where the networks cannot run that way (then autograd takes the gradient)."""
+        return None
+
+    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
+                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
+        if create_graph is None:
+            create_graph = torch.is_grad_enabled() and (
+                self.training or q.requires_grad or p.requires_grad)
+        with torch.set_grad_enabled(create_graph):
+            grads = self._energy_gradient(q, p, graph)
+        if grads is None:
+            return super()._derivative(q, p, graph, create_graph)
+        return grads[1], -grads[0]
 
     def _energy_network(self, use_momenta: bool) -> GraphNetwork:
         """A GN reading out one energy per node (and per edge with ``edge_energies``)."""
@@ -98,6 +115,14 @@ class HOGN(_EnergyGraphNetwork):
         return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
                           self.gn.scatter_backend)
 
+    def _energy_gradient(self, q: Tensor, p: Tensor, graph: GraphBatch
+                         ) -> tuple[Tensor, Tensor] | None:
+        if not energy_gradient.supports(self.gn):
+            return None
+        _, _, dh_dq, dh_dp = energy_gradient.energy_and_gradient(
+            self.gn, q, p, graph.c, graph.edge_index, graph.edge_attr)
+        return dh_dq, dh_dp
+
 
 @register
 class SeparableHOGN(_EnergyGraphNetwork):
@@ -131,6 +156,16 @@ class SeparableHOGN(_EnergyGraphNetwork):
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         return self.kinetic_energy(p, graph) + self.potential_energy(q, graph)
+
+    def _energy_gradient(self, q: Tensor, p: Tensor, graph: GraphBatch
+                         ) -> tuple[Tensor, Tensor] | None:
+        if not (energy_gradient.supports(self.kinetic)
+                and energy_gradient.supports(self.potential)):
+            return None
+        _, dt = energy_gradient.mlp_input_gradient(self.kinetic, torch.cat([p, graph.c], -1))
+        _, _, dv_dq, _ = energy_gradient.energy_and_gradient(
+            self.potential, q, None, graph.c, graph.edge_index, graph.edge_attr)
+        return dv_dq, dt[:, : self.dim]
 
 
 @register

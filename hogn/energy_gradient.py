@@ -1,0 +1,223 @@
+"""A graph network's energy and its gradient in the inputs, written out.
+
+A Hamiltonian graph network is trained on ``∂H/∂p`` and ``−∂H/∂q``: autograd takes
+the gradient of ``H`` in ``(q, p)`` with ``create_graph=True`` and then differentiates
+that gradient once more in the parameters. The first, recorded backward is generic:
+the backward of ``torch.cat([x_i, x_j, e, g])`` in the edge MLP slices its gradient,
+and differentiating those slices zero-fills a buffer ``[E, 3h + a]`` per block.
+
+Here the forward pass and the reverse pass for the *inputs only* are ordinary tensor
+code, so training differentiates them once (first order), and the rollout runs them
+with no autograd at all. The edge MLP's first layer is split by the blocks of its
+input, ``z = (x W_i)[i] + (x W_j)[j] + e W_e + g W_g + b``: the node products are
+taken on ``N`` rows instead of ``E``, and in reverse the edge gradients are summed
+per node before their product with ``W_i`` and ``W_j``. The results equal autograd's
+to rounding (tested in float64 to 1e-10, gradients in the parameters included).
+
+Used by :class:`hogn.models.HOGN` whenever :func:`supports` holds; otherwise (stacked
+per-task weights in :mod:`meta.batched`, an activation without a written derivative)
+the model falls back to autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from hogn.nn import MLP, GraphNetwork, Softplus, scatter_sum
+
+__all__ = ["energy_and_gradient", "mlp_input_gradient", "supports"]
+
+
+def _softplus(z: Tensor) -> tuple[Tensor, Tensor]:
+    return nn.functional.softplus(z), torch.sigmoid(z)
+
+
+def _tanh(z: Tensor) -> tuple[Tensor, Tensor]:
+    a = torch.tanh(z)
+    return a, 1 - a * a
+
+
+def _silu(z: Tensor) -> tuple[Tensor, Tensor]:
+    s = torch.sigmoid(z)
+    a = z * s
+    return a, s + a * (1 - s)
+
+
+# Activation module type -> z ↦ (σ(z), σ'(z)).
+_DERIVATIVES: dict[type, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
+    Softplus: _softplus, nn.Softplus: _softplus, nn.Tanh: _tanh, nn.SiLU: _silu}
+
+
+def _mlp_supported(mlp: nn.Module) -> bool:
+    for module in mlp:
+        if isinstance(module, nn.Linear):
+            if module.weight.dim() != 2:
+                return False
+        elif type(module) not in _DERIVATIVES or (
+                isinstance(module, nn.Softplus) and (module.beta != 1 or module.threshold != 20)):
+            return False
+    return True
+
+
+def supports(net: GraphNetwork | MLP) -> bool:
+    """Whether :func:`energy_and_gradient` (a graph network) or
+    :func:`mlp_input_gradient` (an MLP) can run ``net`` as it is now: plain 2-D
+    weights (not the stacked per-task weights of :mod:`meta.batched`), activations
+    with a written derivative."""
+    if isinstance(net, MLP):
+        return _mlp_supported(net)
+    gn = net
+    mlps = [gn.node_encoder, gn.edge_encoder, gn.node_decoder]
+    mlps += [m for block in gn.blocks for m in (block.edge_mlp, block.node_mlp)]
+    if gn.edge_decoder is not None:
+        mlps.append(gn.edge_decoder)
+    return all(_mlp_supported(m) for m in mlps)
+
+
+def _linears(mlp: MLP) -> list[nn.Linear]:
+    return [m for m in mlp if isinstance(m, nn.Linear)]
+
+
+def _act(mlp: MLP) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    acts = [m for m in mlp if not isinstance(m, nn.Linear)]
+    return _DERIVATIVES[type(acts[0])] if acts else _softplus
+
+
+def _mlp_rest(mlp: MLP, z: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Run ``mlp`` from its first layer's output ``z``; returns the output and the
+    activation derivative after each hidden layer (the reverse pass needs them)."""
+    act, slopes = _act(mlp), []
+    for linear in _linears(mlp)[1:]:
+        a, slope = act(z)
+        slopes.append(slope)
+        z = nn.functional.linear(a, linear.weight, linear.bias)
+    return z, slopes
+
+
+def _mlp_back(mlp: MLP, slopes: list[Tensor], grad: Tensor) -> Tensor:
+    """Gradient at the first layer's output from the gradient at the MLP's output."""
+    for linear, slope in zip(reversed(_linears(mlp)[1:]), reversed(slopes), strict=True):
+        grad = (grad @ linear.weight) * slope
+    return grad
+
+
+def mlp_input_gradient(mlp: MLP, u: Tensor, grad_out: Tensor | None = None
+                       ) -> tuple[Tensor, Tensor]:
+    """An MLP's output and the gradient of ``Σ grad_out · output`` in its input.
+
+    Args:
+        mlp: A :class:`hogn.nn.MLP` (see :func:`supports`).
+        u: Inputs ``[R, in]``.
+        grad_out: Weights of the outputs ``[R, out]`` (``None``: all ones).
+
+    Returns:
+        ``(output [R, out], gradient [R, in])``.
+    """
+    first = _linears(mlp)[0]
+    out, slopes = _mlp_rest(mlp, nn.functional.linear(u, first.weight, first.bias))
+    grad = torch.ones_like(out) if grad_out is None else grad_out
+    return out, _mlp_back(mlp, slopes, grad) @ first.weight
+
+
+def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor,
+                        edge_index: Tensor, edge_attr: Tensor | None
+                        ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """Per-node (and per-edge) energies of a one-output graph network and the gradient
+    of their total in ``q`` and ``p``.
+
+    The same values as ``gn(q, p, c, edge_index, edge_attr)`` followed by
+    ``torch.autograd.grad`` of the summed outputs, computed without autograd (see the
+    module docstring); differentiable in the parameters and in ``q, p`` by ordinary
+    first-order autograd.
+
+    Args:
+        gn: A graph network with ``node_out = 1`` and ``edge_out`` 0 or 1 for which
+            :func:`supports` holds.
+        q: Positions ``[N, d]``.
+        p: Momenta ``[N, d]`` (``None`` with ``use_momenta=False``).
+        c: Node constants ``[N, k]``.
+        edge_index: ``[2, E]`` (senders, receivers).
+        edge_attr: Edge constants ``[E, a]`` or ``None``.
+
+    Returns:
+        ``(node_energy [N], edge_energy [E] or None, dE/dq [N, d], dE/dp [N, d] or None)``
+        where ``E`` is the sum of all node and edge energies.
+    """
+    backend = gn.scatter_backend
+    n, d, h = q.shape[0], gn.dim, gn.node_encoder[-1].out_features
+    src, dst = edge_index[0], edge_index[1]
+
+    # Forward, keeping what the reverse pass needs.
+    rel = q.index_select(0, dst) - q.index_select(0, src)
+    dist = (rel.square().sum(-1, keepdim=True) + gn.distance_eps).sqrt()
+    g = torch.cat([rel, dist] + ([edge_attr] if gn.edge_features else []), -1)
+    parts = ([p] if gn.use_momenta else []) + [c] + ([q] if gn.absolute_positions else [])
+    x, x_slopes = _mlp_rest(gn.node_encoder,
+                            nn.functional.linear(torch.cat(parts, -1),
+                                                 gn.node_encoder[0].weight,
+                                                 gn.node_encoder[0].bias))
+    e, e_slopes = _mlp_rest(gn.edge_encoder,
+                            nn.functional.linear(g, gn.edge_encoder[0].weight,
+                                                 gn.edge_encoder[0].bias))
+    saved = []
+    for block in gn.blocks:
+        w = block.edge_mlp[0].weight
+        w_i, w_j, w_e, w_g = w[:, :h], w[:, h:2 * h], w[:, 2 * h:3 * h], w[:, 3 * h:]
+        z = (nn.functional.linear(x, w_i).index_select(0, dst)
+             + nn.functional.linear(x, w_j).index_select(0, src)
+             + nn.functional.linear(e, w_e, block.edge_mlp[0].bias)
+             + nn.functional.linear(g, w_g))
+        msg, edge_slopes = _mlp_rest(block.edge_mlp, z)
+        e = e + msg
+        agg = scatter_sum(e, dst, n, backend)
+        v = block.node_mlp[0].weight
+        z = nn.functional.linear(x, v[:, :h], block.node_mlp[0].bias) + nn.functional.linear(
+            agg, v[:, h:])
+        upd, node_slopes = _mlp_rest(block.node_mlp, z)
+        x = x + upd
+        saved.append((edge_slopes, node_slopes))
+    node_energy, dec_slopes = _mlp_rest(
+        gn.node_decoder, nn.functional.linear(x, gn.node_decoder[0].weight,
+                                              gn.node_decoder[0].bias))
+    edge_energy = None
+    grad_e = None
+    if gn.edge_decoder is not None:
+        edge_energy, edec_slopes = _mlp_rest(
+            gn.edge_decoder, nn.functional.linear(e, gn.edge_decoder[0].weight,
+                                                  gn.edge_decoder[0].bias))
+        grad_e = _mlp_back(gn.edge_decoder, edec_slopes,
+                           torch.ones_like(edge_energy)) @ gn.edge_decoder[0].weight
+
+    # Reverse, for the inputs only.
+    grad_x = _mlp_back(gn.node_decoder, dec_slopes,
+                       torch.ones_like(node_energy)) @ gn.node_decoder[0].weight
+    if grad_e is None:
+        grad_e = torch.zeros_like(e)
+    grad_g = None
+    for block, (edge_slopes, node_slopes) in zip(reversed(gn.blocks), reversed(saved),
+                                                 strict=True):
+        v = block.node_mlp[0].weight
+        dz = _mlp_back(block.node_mlp, node_slopes, grad_x)
+        grad_agg = dz @ v[:, h:]
+        grad_x = grad_x + dz @ v[:, :h]
+        grad_e = grad_e + grad_agg.index_select(0, dst)
+        w = block.edge_mlp[0].weight
+        dz = _mlp_back(block.edge_mlp, edge_slopes, grad_e)
+        grad_x = (grad_x + scatter_sum(dz, dst, n, backend) @ w[:, :h]
+                  + scatter_sum(dz, src, n, backend) @ w[:, h:2 * h])
+        grad_e = grad_e + dz @ w[:, 2 * h:3 * h]
+        dg = dz @ w[:, 3 * h:]
+        grad_g = dg if grad_g is None else grad_g + dg
+    grad_u = _mlp_back(gn.node_encoder, x_slopes, grad_x) @ gn.node_encoder[0].weight
+    dg = _mlp_back(gn.edge_encoder, e_slopes, grad_e) @ gn.edge_encoder[0].weight
+    grad_g = dg if grad_g is None else grad_g + dg
+    grad_rel = grad_g[:, :d] + grad_g[:, d:d + 1] * rel / dist
+    grad_q = scatter_sum(grad_rel, dst, n, backend) - scatter_sum(grad_rel, src, n, backend)
+    if gn.absolute_positions:
+        grad_q = grad_q + grad_u[:, -d:]
+    grad_p = grad_u[:, :d] if gn.use_momenta else None
+    return (node_energy[:, 0], None if edge_energy is None else edge_energy[:, 0],
+            grad_q, grad_p)
