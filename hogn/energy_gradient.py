@@ -86,22 +86,43 @@ def _act(mlp: MLP) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     return _DERIVATIVES[type(acts[0])] if acts else _softplus
 
 
+def _mlp_hidden(mlp: MLP, z: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Run an MLP of two or more layers from its first layer's output ``z`` up to the
+    input of its last layer; returns that and the activation derivative after each
+    hidden layer (the reverse pass needs them)."""
+    act = _act(mlp)
+    a, slope = act(z)
+    slopes = [slope]
+    for linear in _linears(mlp)[1:-1]:
+        a, slope = act(nn.functional.linear(a, linear.weight, linear.bias))
+        slopes.append(slope)
+    return a, slopes
+
+
+def _hidden_back(mlp: MLP, slopes: list[Tensor], grad: Tensor) -> Tensor:
+    """Gradient at the first layer's output from the gradient at the last layer's input."""
+    grad = grad * slopes[-1]
+    for linear, slope in zip(reversed(_linears(mlp)[1:-1]), reversed(slopes[:-1]),
+                             strict=True):
+        grad = (grad @ linear.weight) * slope
+    return grad
+
+
 def _mlp_rest(mlp: MLP, z: Tensor) -> tuple[Tensor, list[Tensor]]:
     """Run ``mlp`` from its first layer's output ``z``; returns the output and the
-    activation derivative after each hidden layer (the reverse pass needs them)."""
-    act, slopes = _act(mlp), []
-    for linear in _linears(mlp)[1:]:
-        a, slope = act(z)
-        slopes.append(slope)
-        z = nn.functional.linear(a, linear.weight, linear.bias)
-    return z, slopes
+    activation derivatives (see :func:`_mlp_hidden`; none for one layer)."""
+    linears = _linears(mlp)
+    if len(linears) == 1:
+        return z, []
+    a, slopes = _mlp_hidden(mlp, z)
+    return nn.functional.linear(a, linears[-1].weight, linears[-1].bias), slopes
 
 
 def _mlp_back(mlp: MLP, slopes: list[Tensor], grad: Tensor) -> Tensor:
     """Gradient at the first layer's output from the gradient at the MLP's output."""
-    for linear, slope in zip(reversed(_linears(mlp)[1:]), reversed(slopes), strict=True):
-        grad = (grad @ linear.weight) * slope
-    return grad
+    if not slopes:
+        return grad
+    return _hidden_back(mlp, slopes, grad @ _linears(mlp)[-1].weight)
 
 
 def mlp_input_gradient(mlp: MLP, u: Tensor, grad_out: Tensor | None = None
@@ -163,16 +184,28 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
                             nn.functional.linear(g, gn.edge_encoder[0].weight,
                                                  gn.edge_encoder[0].bias))
     saved = []
-    for block in gn.blocks:
+    # After the last block the edge latents only enter through their sums per node:
+    # there the edge MLP's last layer acts on those sums (N rows) instead of on E rows.
+    summed_last = gn.edge_decoder is None and len(gn.blocks) > 0 and len(
+        _linears(gn.blocks[-1].edge_mlp)) > 1
+    for k, block in enumerate(gn.blocks):
         w = block.edge_mlp[0].weight
         w_i, w_j, w_e, w_g = w[:, :h], w[:, h:2 * h], w[:, 2 * h:3 * h], w[:, 3 * h:]
         z = (nn.functional.linear(x, w_i).index_select(0, dst)
              + nn.functional.linear(x, w_j).index_select(0, src)
              + nn.functional.linear(e, w_e, block.edge_mlp[0].bias)
              + nn.functional.linear(g, w_g))
-        msg, edge_slopes = _mlp_rest(block.edge_mlp, z)
-        e = e + msg
-        agg = scatter_sum(e, dst, n, backend)
+        if summed_last and k == len(gn.blocks) - 1:
+            a, edge_slopes = _mlp_hidden(block.edge_mlp, z)
+            last = _linears(block.edge_mlp)[-1]
+            degree = scatter_sum(torch.ones_like(dst, dtype=x.dtype), dst, n, backend)
+            agg = (scatter_sum(e, dst, n, backend)
+                   + nn.functional.linear(scatter_sum(a, dst, n, backend), last.weight)
+                   + degree[:, None] * last.bias)
+        else:
+            msg, edge_slopes = _mlp_rest(block.edge_mlp, z)
+            e = e + msg
+            agg = scatter_sum(e, dst, n, backend)
         v = block.node_mlp[0].weight
         z = nn.functional.linear(x, v[:, :h], block.node_mlp[0].bias) + nn.functional.linear(
             agg, v[:, h:])
@@ -194,23 +227,30 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
     # Reverse, for the inputs only.
     grad_x = _mlp_back(gn.node_decoder, dec_slopes,
                        torch.ones_like(node_energy)) @ gn.node_decoder[0].weight
-    if grad_e is None:
-        grad_e = torch.zeros_like(e)
     grad_g = None
-    for block, (edge_slopes, node_slopes) in zip(reversed(gn.blocks), reversed(saved),
-                                                 strict=True):
+    for k in reversed(range(len(gn.blocks))):
+        block, (edge_slopes, node_slopes) = gn.blocks[k], saved[k]
         v = block.node_mlp[0].weight
         dz = _mlp_back(block.node_mlp, node_slopes, grad_x)
         grad_agg = dz @ v[:, h:]
         grad_x = grad_x + dz @ v[:, :h]
-        grad_e = grad_e + grad_agg.index_select(0, dst)
+        if summed_last and k == len(gn.blocks) - 1:
+            grad_e = grad_agg.index_select(0, dst)
+            last = _linears(block.edge_mlp)[-1]
+            dz = _hidden_back(block.edge_mlp, edge_slopes,
+                              (grad_agg @ last.weight).index_select(0, dst))
+        else:
+            grad_agg = grad_agg.index_select(0, dst)
+            grad_e = grad_agg if grad_e is None else grad_e + grad_agg
+            dz = _mlp_back(block.edge_mlp, edge_slopes, grad_e)
         w = block.edge_mlp[0].weight
-        dz = _mlp_back(block.edge_mlp, edge_slopes, grad_e)
         grad_x = (grad_x + scatter_sum(dz, dst, n, backend) @ w[:, :h]
                   + scatter_sum(dz, src, n, backend) @ w[:, h:2 * h])
         grad_e = grad_e + dz @ w[:, 2 * h:3 * h]
         dg = dz @ w[:, 3 * h:]
         grad_g = dg if grad_g is None else grad_g + dg
+    if grad_e is None:  # no blocks and no edge energies: H does not depend on the edges
+        grad_e = torch.zeros_like(e)
     grad_u = _mlp_back(gn.node_encoder, x_slopes, grad_x) @ gn.node_encoder[0].weight
     dg = _mlp_back(gn.edge_encoder, e_slopes, grad_e) @ gn.edge_encoder[0].weight
     grad_g = dg if grad_g is None else grad_g + dg
