@@ -6,7 +6,9 @@ A file is a ``torch.save`` archive of one dict::
      "arrays": {name: Tensor}, "sha256": hex digest of meta and arrays}
 
 It is written to a temporary file in the target folder and moved into place with
-``os.replace``, so a crash never leaves a half-written file under the real name.
+``os.replace``, so a crash never leaves a half-written file under the real name. A
+process killed during a write (SIGKILL, power loss) can leave the hidden temporary
+file (``.NAME.XXXXXXXX.tmp``) behind; :func:`remove_temp_files` deletes such files.
 Loading uses ``weights_only=True`` (no code runs) and verifies kind, version and
 checksum, so a truncated or edited file raises :class:`FileFormatError` naming it.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FileFormatError", "atomic_write", "load_archive", "save_archive"]
+__all__ = ["FileFormatError", "atomic_write", "is_temp_file", "load_archive",
+           "remove_temp_files", "save_archive"]
+
+# atomic_write's temporary files: "." + target name + "." + mkstemp's 8 random
+# characters (lower-case letters, digits, "_") + ".tmp"
+_TEMP_SUFFIX = ".tmp"
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}" + re.escape(_TEMP_SUFFIX))
 
 
 class FileFormatError(ValueError):
@@ -52,7 +61,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
@@ -66,6 +75,37 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_write`
+    (``.NAME.XXXXXXXX.tmp`` beside the target ``NAME``)."""
+    return _TEMP_NAME.fullmatch(Path(path).name) is not None
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` (not below it).
+
+    A write interrupted by SIGKILL or a power loss leaves its hidden temporary file
+    beside the target; an interrupted *Python* write removes its own. Only regular
+    files named like :func:`is_temp_file` are removed. Call it only when no other
+    process is writing into ``folder``: a live write's temporary file looks the same.
+
+    Args:
+        folder: The folder to clean (a missing folder holds nothing to remove).
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        if is_temp_file(entry) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return sorted(removed)
 
 
 def save_archive(path: str | os.PathLike, kind: str, version: int, meta: Mapping[str, Any],

@@ -14,18 +14,41 @@ trajectories, part of which are held out for validation. Batches of graphs of
 different sizes are cut out of the dataset's arrays at once (:meth:`Samples.collate`:
 the same batch as a PyG ``Batch`` of per-state ``Data``, without the per-state cost).
 
-A run folder receives ``config.json``, ``metrics.jsonl`` (one line per epoch),
-``best.pt`` and ``last.pt`` (models) and ``checkpoint.pt`` (optimizer state, to
-resume). A folder that holds a different run is refused; the same run (the epoch count may
-grow) resumes from its last checkpoint.
+A run folder receives ``config.json``, ``metrics.jsonl`` (one line per epoch,
+appended and flushed as each epoch ends), ``checkpoint.pt`` (everything a resume
+needs) and ``best.pt``, ``last.pt`` (the model files that ``hogn evaluate`` and
+``hogn rollout`` load). A folder that holds a different run is refused; the same run
+(the epoch count may grow; the checkpoint frequency may change) resumes from its
+checkpoint.
+
+Checkpoints. ``checkpoint.pt`` is one atomic write (temporary file and
+``os.replace``) of the state at the end of an epoch: model, optimizer, scheduler,
+the batch-order generator and torch's global CPU (and CUDA) random state, the epoch,
+the best-so-far loss, epoch and weights, and the byte length of ``metrics.jsonl`` at
+that epoch. It is written every ``checkpoint_every`` epochs and/or every
+``checkpoint_seconds`` (default: every 30 s), after the final epoch, and when training
+stops on an exception (Ctrl-C, a non-finite loss): then it holds the last epoch that
+ended up to ~1 s before (the state is copied in memory at most once a second, so
+that the run folder costs the same per epoch however many epochs there are).
+``best.pt`` and ``last.pt`` are written from the checkpointed state right after it,
+never ahead of it. A resume reads only ``checkpoint.pt``: it cuts ``metrics.jsonl``
+back to the recorded length and goes on, so a run killed at any instant (SIGKILL,
+power loss) and resumed gives the same ``metrics.jsonl`` lines (but for the wall
+time in ``seconds``) and bit-for-bit the same weights as a run never interrupted.
+A killed run loses at most the epochs since its last checkpoint; hidden temporary
+files it left behind (see :func:`hogn.io.remove_temp_files`) are removed by the
+next run in the folder. Python's ``random`` and numpy's global generator are not
+used by training and not saved.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,8 +60,8 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from hogn import integrators
+from hogn import io as hio
 from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
-from hogn.io import atomic_write
 from hogn.models.base import DynamicsModel
 
 __all__ = ["Batch", "NonFiniteLossError", "Samples", "TrainConfig", "TrainResult", "log_cosh",
@@ -47,6 +70,10 @@ __all__ = ["Batch", "NonFiniteLossError", "Samples", "TrainConfig", "TrainResult
 LOSSES = ("mse", "logcosh")
 TARGETS = ("derivative", "rollout")
 SCHEDULES = ("none", "cosine")
+CHECKPOINT_VERSION = 2
+_SNAPSHOT_SECONDS = 1.0  # the in-memory copy for an interrupted run is at most this old
+# options that do not change what is computed: a resume may change them
+_RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "checkpoint_seconds")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,6 +100,14 @@ class TrainConfig:
         grad_clip: Clip the gradient norm (0: off).
         seed: Seed of the split and the batch order.
         device: Torch device.
+        checkpoint_every: Write the run folder's checkpoint every this many epochs
+            (0: not by epoch count). Only with a run folder.
+        checkpoint_seconds: Write the checkpoint when this many seconds have passed
+            since the last one (0: not by time). The checkpoint is also written after
+            the final epoch and when training stops on an exception, whatever these
+            two say; with both 0, only then. The default (every 30 s) keeps the
+            run folder's cost per epoch small and independent of the epoch count; a
+            killed run loses at most the epochs since its last checkpoint.
     """
 
     target: str | None = None
@@ -89,6 +124,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     seed: int = 0
     device: str = "cpu"
+    checkpoint_every: int = 0
+    checkpoint_seconds: float = 30.0
 
     def validate(self, model: DynamicsModel) -> None:
         """Check the options against each other and the model. Raises ``ValueError``."""
@@ -111,6 +148,15 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"checkpoint_every must be an int >= 0 (epochs between "
+                             f"checkpoints; 0: not by epochs), got {every!r}")
+        seconds = self.checkpoint_seconds
+        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                or not (math.isfinite(seconds) and seconds >= 0)):
+            raise ValueError(f"checkpoint_seconds must be a finite number >= 0 (seconds "
+                             f"between checkpoints; 0: not by time), got {seconds!r}")
 
 
 @dataclass
@@ -301,32 +347,165 @@ def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: Train
 
 
 def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
-    """Create the run folder or check it holds this run; returns whether to resume."""
+    """Create the run folder or check it holds this run; returns whether to resume.
+
+    Temporary files of writes that a kill interrupted are removed from a folder that
+    holds this run (or nothing else); a folder holding anything else is left alone.
+    """
     config_path = run_dir / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
         new = json.loads(json.dumps(record))
         for rec in (old, new):  # more epochs extend the same run
-            rec.get("train", {}).pop("epochs", None)
+            for key in _RESUMABLE_CHANGES:
+                rec.get("train", {}).pop(key, None)
         if old != new:
             raise ValueError(f"{run_dir} already holds a different run (see {config_path}); "
                              "choose another folder or remove it")
+        hio.remove_temp_files(run_dir)
         return (run_dir / "checkpoint.pt").exists()
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(not hio.is_temp_file(e) for e in run_dir.iterdir()):
         raise ValueError(f"{run_dir} is not empty and holds no hogn run; choose another folder")
+    hio.remove_temp_files(run_dir)  # a run killed while writing its config.json
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=2) + "\n"
-    atomic_write(config_path, lambda fh: fh.write(text.encode()))
+    hio.atomic_write(config_path, lambda fh: fh.write(text.encode()))
     return False
 
 
-def _save_checkpoint(run_dir: Path, optimizer: torch.optim.Optimizer,
-                     scheduler: Any, epoch: int, best: float, best_epoch: int,
-                     generator: torch.Generator) -> None:
-    state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best,
-             "best_epoch": best_epoch, "generator": generator.get_state(),
-             "scheduler": None if scheduler is None else scheduler.state_dict()}
-    atomic_write(run_dir / "checkpoint.pt", lambda fh: torch.save(state, fh))
+def _clone(obj: Any) -> Any:
+    """A copy of nested dicts, lists and tuples whose tensors are copied too."""
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random state training draws from: the batch order and torch's globals
+    (the data loaders draw a base seed from the global generator every epoch)."""
+    state: dict[str, Any] = {"generator": generator.get_state(),
+                             "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator,
+                   device: torch.device) -> None:
+    generator.set_state(state["generator"])
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _append_line(fh: Any, text: str) -> int:
+    """Append ``text`` to the open ``metrics.jsonl`` and flush it; returns its new length."""
+    fh.write(text.encode())
+    fh.flush()
+    return fh.tell()
+
+
+def _open_metrics(path: Path, length: int) -> tuple[Any, list[dict[str, float]]]:
+    """Open ``metrics.jsonl`` for appending after its first ``length`` bytes (the lines
+    of checkpointed epochs: later ones, written after the checkpoint, are cut off).
+
+    Returns:
+        The open file and the rows kept.
+    """
+    if length == 0:
+        return open(path, "wb"), []  # closed by train
+    size = path.stat().st_size if path.exists() else 0
+    if size < length:
+        raise ValueError(f"{path} holds {size} bytes but the checkpoint recorded "
+                         f"{length}: the file was truncated or replaced; restore it or "
+                         "start a new run folder")
+    fh = open(path, "r+b")  # closed by train
+    try:
+        head = fh.read(length)
+        fh.truncate(length)
+        fh.seek(length)
+        rows = [json.loads(line) for line in head.decode().splitlines() if line.strip()]
+    except BaseException:
+        fh.close()
+        raise
+    return fh, rows
+
+
+def _legacy_checkpoint(run: Path, state: dict[str, Any], model: DynamicsModel
+                       ) -> dict[str, Any]:
+    """A checkpoint of hogn before version 2 (optimizer state only, the weights in
+    ``last.pt``, ``metrics.jsonl`` rewritten whole) in the current layout."""
+    epoch = int(state["epoch"])
+    last = type(model).load(run / "last.pt", device="cpu").state_dict()
+    best = (type(model).load(run / "best.pt", device="cpu").state_dict()
+            if (run / "best.pt").exists() else None)
+    length = 0
+    metrics = run / "metrics.jsonl"
+    if metrics.exists():  # the bytes of the first `epoch` lines
+        lines = metrics.read_bytes().splitlines(keepends=True)
+        length = sum(len(x) for x in lines[:epoch])
+    return {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": last,
+            "optimizer": state["optimizer"], "scheduler": state.get("scheduler"),
+            "best": state["best"], "best_epoch": state["best_epoch"], "best_model": best,
+            "metrics_length": length, "rng": {"generator": state["generator"]}}
+
+
+class _RunFolder:
+    """Writes of a run folder: metrics lines, checkpoints and the model files.
+
+    ``snapshot`` is the state at the end of an epoch (copied in memory); ``commit``
+    makes the newest snapshot durable: ``metrics.jsonl`` fsynced up to its length,
+    then ``checkpoint.pt`` in one atomic write, then ``last.pt`` and ``best.pt``
+    from that same state.
+    """
+
+    def __init__(self, run: Path, model: DynamicsModel, metrics: Any,
+                 snapshot: dict[str, Any] | None) -> None:
+        self.run, self.model, self.metrics = run, model, metrics
+        self.snapshot = snapshot
+        self.saved_epoch = snapshot["epoch"] if snapshot is not None else 0
+        self.files_epoch = -1  # best.pt / last.pt unknown until written by this run
+        self._shadow: DynamicsModel | None = None
+
+    def take_snapshot(self, epoch: int, weights: dict[str, Tensor] | None,
+                      optimizer: torch.optim.Optimizer, scheduler: Any,
+                      extra: dict[str, Any]) -> None:
+        """Copy the state at the end of ``epoch`` (``weights``: the model's, if copied
+        already) with ``extra`` (best-so-far, metrics length, random states)."""
+        self.snapshot = {
+            "version": CHECKPOINT_VERSION, "epoch": epoch,
+            "model": weights if weights is not None else _clone(self.model.state_dict()),
+            "optimizer": _clone(optimizer.state_dict()),
+            "scheduler": None if scheduler is None else _clone(scheduler.state_dict()),
+            **extra}
+
+    def commit(self) -> None:
+        """Write the newest snapshot as the checkpoint and the model files (each only
+        if it is not on disk yet)."""
+        snap = self.snapshot
+        if snap is None:
+            return
+        if snap["epoch"] > self.saved_epoch:
+            self.metrics.flush()
+            os.fsync(self.metrics.fileno())  # the checkpoint never counts bytes not on disk
+            hio.atomic_write(self.run / "checkpoint.pt", lambda fh: torch.save(snap, fh))
+            self.saved_epoch = snap["epoch"]
+        if self.files_epoch != snap["epoch"]:
+            self._save_weights(self.run / "last.pt", snap["model"])
+            if snap["best_model"] is not None:
+                self._save_weights(self.run / "best.pt", snap["best_model"])
+            self.files_epoch = snap["epoch"]
+
+    def _save_weights(self, path: Path, state: dict[str, Tensor]) -> None:
+        if self._shadow is None:  # a copy of the model, to save weights other than its own
+            self._shadow = copy.deepcopy(self.model)
+        self._shadow.load_state_dict(state)
+        self._shadow.save(path)
 
 
 def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = None,
@@ -351,7 +530,8 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
         ValueError: bad options, data that does not fit the model, or a run folder
             holding a different run.
         NonFiniteLossError: the loss became non-finite (naming epoch and step); the
-            last good checkpoint is kept in ``run_dir``.
+            run folder keeps the checkpoint of a finished epoch (see the module's
+            notes on checkpoints).
     """
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **options})
     if cfg.target is None:
@@ -385,54 +565,84 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
 
     run = Path(run_dir) if run_dir is not None else None
     start_epoch, best, best_epoch = 1, math.inf, 0
+    best_state: dict[str, Tensor] | None = None
     history: list[dict[str, float]] = []
+    folder: _RunFolder | None = None
     if run is not None:
         record = {"model": model.name, "model_config": model.config(), "train": asdict(cfg),
                   "data": data_info}
+        snapshot = None
         if _prepare_run(run, record):
-            state = torch.load(run / "checkpoint.pt", map_location=device, weights_only=True)
-            last = type(model).load(run / "last.pt", device=device)
-            model.load_state_dict(last.state_dict())
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None and state["scheduler"] is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
-            metrics_path = run / "metrics.jsonl"
-            if metrics_path.exists():
-                history = [json.loads(line) for line in metrics_path.read_text().splitlines()
-                           if line.strip()]
-            gen.set_state(state["generator"])  # the batch order continues as before
+            snapshot = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+            if snapshot.get("version") is None:
+                snapshot = _legacy_checkpoint(run, snapshot, model)
+            elif snapshot["version"] != CHECKPOINT_VERSION:
+                raise ValueError(f"{run / 'checkpoint.pt'} has checkpoint version "
+                                 f"{snapshot['version']!r}; this hogn reads versions 1 and "
+                                 f"{CHECKPOINT_VERSION}")
+            model.load_state_dict(snapshot["model"])
+            optimizer.load_state_dict(snapshot["optimizer"])
+            if scheduler is not None and snapshot["scheduler"] is not None:
+                scheduler.load_state_dict(snapshot["scheduler"])
+            start_epoch = snapshot["epoch"] + 1
+            best, best_epoch = snapshot["best"], snapshot["best_epoch"]
+            best_state = snapshot["best_model"]
+            _set_rng_state(snapshot["rng"], gen, device)  # batch order continues as before
+        metrics, history = _open_metrics(
+            run / "metrics.jsonl", snapshot["metrics_length"] if snapshot else 0)
+        folder = _RunFolder(run, model, metrics, snapshot)
 
-    best_state: dict[str, Tensor] | None = None
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        train_loss = _epoch(model, train_loader, cfg, dt, optimizer, epoch, progress)
-        model.eval()
-        val_loss = (_epoch(model, val_loader, cfg, dt, None, epoch, progress)
-                    if val_loader is not None else train_loss)
-        if not math.isfinite(val_loss):
-            raise NonFiniteLossError(f"non-finite validation loss at epoch {epoch}")
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-               "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - started, 3)}
-        history.append(row)
-        if scheduler is not None:
-            scheduler.step()
-        if run is not None:
-            if val_loss < best:
-                model.save(run / "best.pt")
-            model.save(run / "last.pt")
-            lines = "".join(json.dumps(r) + "\n" for r in history)
-            atomic_write(run / "metrics.jsonl", lambda fh, s=lines: fh.write(s.encode()))
-        if val_loss < best:
-            best, best_epoch = val_loss, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if run is not None:
-            _save_checkpoint(run, optimizer, scheduler, epoch, best, best_epoch, gen)
+    try:
+        last_checkpoint = last_snapshot = time.monotonic()
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            train_loss = _epoch(model, train_loader, cfg, dt, optimizer, epoch, progress)
+            model.eval()
+            val_loss = (_epoch(model, val_loader, cfg, dt, None, epoch, progress)
+                        if val_loader is not None else train_loss)
+            if not math.isfinite(val_loss):
+                raise NonFiniteLossError(f"non-finite validation loss at epoch {epoch}")
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": round(time.perf_counter() - started, 3)}
+            history.append(row)
+            length = _append_line(folder.metrics, json.dumps(row) + "\n") if folder else 0
+            if scheduler is not None:
+                scheduler.step()
+            improved = val_loss < best
+            if improved:
+                best, best_epoch = val_loss, epoch
+                best_state = _clone(model.state_dict())
+            if folder is None:
+                continue
+            now = time.monotonic()
+            due = (epoch == cfg.epochs
+                   or (cfg.checkpoint_every > 0 and epoch % cfg.checkpoint_every == 0)
+                   or (cfg.checkpoint_seconds > 0
+                       and now - last_checkpoint >= cfg.checkpoint_seconds))
+            if due or now - last_snapshot >= _SNAPSHOT_SECONDS:
+                folder.take_snapshot(
+                    epoch, best_state if improved else None, optimizer, scheduler,
+                    {"best": best, "best_epoch": best_epoch, "best_model": best_state,
+                     "metrics_length": length, "rng": _rng_state(gen, device)})
+                last_snapshot = now
+            if due:
+                folder.commit()
+                last_checkpoint = time.monotonic()
+        if folder is not None:
+            folder.commit()  # after a resume that had nothing left to do: the model files
+    except BaseException:
+        if folder is not None:  # keep the last epoch that ended (up to ~1 s before)
+            try:
+                folder.commit()
+            except Exception as exc:  # the first error is the one to see
+                warnings.warn(f"could not save the checkpoint of {run}: {exc}", stacklevel=2)
+        raise
+    finally:
+        if folder is not None:
+            folder.metrics.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    elif run is not None and (run / "best.pt").exists():
-        model.load_state_dict(type(model).load(run / "best.pt", device=device).state_dict())
     model.eval()
     return TrainResult(history, best, best_epoch, run)

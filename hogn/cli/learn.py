@@ -226,8 +226,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(a part of them held out for validation) and write the run to the folder -o RUN: "
         "config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt and loss.png. The "
         "input sizes (dims, node constants, edge features, particle count of fixed-size "
-        "models, dt of steppers) come from the data. Running the same command again with "
-        "more --epochs resumes; a folder holding a different run is refused."),
+        "models, dt of steppers) come from the data. Running the same command again (with "
+        "more --epochs, or after the run was killed) resumes from the last checkpoint; a "
+        "folder holding a different run is refused."),
         epilog=f"models: {', '.join(models.names())}\n\nexamples:\n"
         "  hogn generate spring-nbody --n-particles 4..6 --trajectories 200 -o spring.pt\n"
         "  hogn train hogn spring.pt --hidden 64 --epochs 30 -o runs/hogn\n"
@@ -273,6 +274,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "batch order (default 0)")
     opt.add_argument("--device", help="torch device (default cpu)")
     opt.add_argument("--quiet", action="store_true", help="no progress bars")
+    ckpt = tr.add_argument_group("checkpoints", _fill(
+        "checkpoint.pt holds all a resume needs; it is written as often as "
+        "these say, after the last epoch and when training stops on an error or Ctrl-C. "
+        "A run killed at any instant resumes (the same command) to the same weights and "
+        "metrics as an uninterrupted one, losing the epochs since its last checkpoint."))
+    ckpt.add_argument("--checkpoint-every", type=int, metavar="EPOCHS",
+                      help="checkpoint every EPOCHS epochs (default 0: not by epochs)")
+    ckpt.add_argument("--checkpoint-seconds", type=float, metavar="SECONDS",
+                      help="checkpoint when SECONDS have passed since the last one "
+                      "(default 30; 0: not by time)")
     tr.set_defaults(func=cmd_train)
 
     ro = sub.add_parser(
