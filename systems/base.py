@@ -188,11 +188,49 @@ class System:
 
     def analytic_field(self, q: Tensor, p: Tensor, graph: GraphBatch
                        ) -> tuple[Tensor, Tensor] | None:
-        """Hand-derived ``(dq, dp)``, a faster path for simulation, or ``None``.
+        """Hand-derived ``(dq, dp)``, the fast path of simulation, or ``None``.
 
-        Subclasses may override it; tests hold it equal to :meth:`time_derivative`
-        (autograd of :meth:`hamiltonian`, which stays the definition).
+        Tests hold it equal to :meth:`time_derivative` (autograd of
+        :meth:`hamiltonian`, which stays the definition).
+
+        Args:
+            q: Positions ``[..., N, d]``.
+            p: Momenta ``[..., N, d]``.
+            graph: Static graph.
+
+        Returns:
+            ``(dq, dp)``, each shaped like ``q``, or ``None`` without a hand-derived
+            field.
         """
+        field = self.analytic_vector_field(graph)
+        return None if field is None else field(q, p)
+
+    def analytic_vector_field(self, graph: GraphBatch) -> integrators.VectorField | None:
+        """The hand-derived field ``f(q, p) -> (dq, dp)`` of the static ``graph``, with
+        its constants (inverse masses, coupling products, edge lists) computed once
+        here rather than at every evaluation; ``None`` when the system has none.
+
+        Subclasses override :meth:`_native_field`; this wraps it for the embedding.
+        ``f`` takes ``q, p [..., N, d]`` (leading time axes allowed).
+        """
+        field = self._native_field(graph)
+        if field is None:
+            return None
+        surplus = self.embed_dim - self.native_dim
+        if surplus == 0:
+            return field
+        nd = self.native_dim
+
+        def embedded(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            dq, dp = field(q[..., :nd], p[..., :nd])  # H ignores the surplus coordinates
+            return (torch.nn.functional.pad(dq, (0, surplus)),
+                    torch.nn.functional.pad(dp, (0, surplus)))
+
+        return embedded
+
+    def _native_field(self, graph: GraphBatch) -> integrators.VectorField | None:
+        """Hand-derived ``f(q, p) -> (dq, dp)`` in native coordinates
+        (``q, p [..., N, native_dim]``), or ``None`` (the base class: autograd only)."""
         return None
 
     def vector_field(self, graph: GraphBatch, analytic: bool = True
@@ -201,11 +239,12 @@ class System:
 
         Args:
             graph: Static graph.
-            analytic: Use :meth:`analytic_field` where the system has one (it is
-                checked against autograd by the tests); else autograd of ``H``.
+            analytic: Use :meth:`analytic_vector_field` where the system has one (it
+                is checked against autograd by the tests); else autograd of ``H``.
         """
-        if analytic and self.analytic_field(graph.q, graph.p, graph) is not None:
-            return lambda q, p: self.analytic_field(q, p, graph)
+        field = self.analytic_vector_field(graph) if analytic else None
+        if field is not None:
+            return field
         return lambda q, p: self.time_derivative(q, p, graph)
 
     # ---------------------------------------------------------------- sampling

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from hogn.graph import GraphBatch
+from hogn.integrators import VectorField
 from systems.oscillators import Pendulum
 
 __all__ = ["DampedPendulum"]
@@ -54,3 +55,14 @@ class DampedPendulum(Pendulum):
         (the surplus coordinates of an embedding keep zero momentum)."""
         dq, dp = super().time_derivative(q, p, graph, create_graph=create_graph)
         return dq, dp - self.params["gamma"] * p
+
+    def analytic_vector_field(self, graph: GraphBatch) -> VectorField:
+        """The ideal pendulum's hand-derived field plus friction ``−γ p`` on ``dp``."""
+        field = super().analytic_vector_field(graph)
+        gamma = float(self.params["gamma"])
+
+        def damped(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            dq, dp = field(q, p)
+            return dq, dp - gamma * p
+
+        return damped

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
+from hogn.integrators import VectorField
 from systems.base import System, constant_masses, node_sum, uniform
 
 __all__ = ["ESCAPE_ENERGY", "SADDLES", "HenonHeiles", "in_bounded_region", "max_radius",
@@ -95,16 +96,15 @@ class HenonHeiles(System):
         e = (p**2).sum(-1) / (2 * m) + potential(q[..., 0], q[..., 1])
         return node_sum(e, graph)
 
-    def analytic_field(self, q: Tensor, p: Tensor, graph: GraphBatch
-                       ) -> tuple[Tensor, Tensor]:
+    def _native_field(self, graph: GraphBatch) -> VectorField:
         """``dq = p / m``, ``dp = −(x + 2xy, y + x² − y²)`` by hand."""
-        nd = self.native_dim
-        x, y = q[..., 0], q[..., 1]
-        force = torch.stack([-(x + 2 * x * y), -(y + x**2 - y**2)], -1)
-        dq, dp = p / graph.c[:, 0:1], torch.zeros_like(p)
-        dq[..., nd:] = 0  # the surplus coordinates of an embedding (none at d = 2) stay put
-        dp[..., :nd] = force
-        return dq, dp
+        inv_m = 1.0 / graph.c[:, 0:1]
+
+        def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            x, y = q[..., 0], q[..., 1]
+            return p * inv_m, torch.stack([-(x + 2 * x * y), -(y + x * x - y * y)], -1)
+
+        return field
 
     def stop_condition(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         """Stop orbits outside the saddle triangle ``V = 1/6``: escaped (only possible

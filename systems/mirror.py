@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
+from hogn.integrators import VectorField
 from systems.base import System, constant_masses, node_sum, uniform
 
 __all__ = ["ESCAPE_ENERGY", "MagneticMirror"]
@@ -77,6 +78,20 @@ class MagneticMirror(System):
         m = graph.c[:, 0]
         e = (p**2).sum(-1) / (2 * m) + potential(q[..., 0], q[..., 1])
         return node_sum(e, graph)
+
+    def _native_field(self, graph: GraphBatch) -> VectorField:
+        """``dq = p / m``; with ``r = ρ²``, ``w = z²``: ``ṗ_ρ = −2ρ (½ + ½w − r/4 + w²/8
+        − rw/8 + 3r²/128)``, ``ṗ_z = −2z (½r + rw/4 − r²/16)``."""
+        inv_m = 1.0 / graph.c[:, 0:1]
+
+        def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            rho, z = q[..., 0], q[..., 1]
+            r, w = rho * rho, z * z
+            d_r = 0.5 + 0.5 * w - 0.25 * r + 0.125 * w * w - 0.125 * r * w + (3 / 128) * r * r
+            d_w = r * (0.5 + 0.25 * w - r / 16)
+            return p * inv_m, torch.stack([-2 * rho * d_r, -2 * z * d_w], -1)
+
+        return field
 
     def stop_condition(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         """Stop orbits that leave the bottle along its axis (``|z| > escape_z``)."""

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
+from hogn.integrators import VectorField
 from systems.base import System, constant_masses, node_sum, uniform
 
 __all__ = ["DoublePendulum", "MassSpring", "Pendulum"]
@@ -58,6 +59,12 @@ class MassSpring(_Oscillator):
         e = p[..., 0] ** 2 / (2 * m) + 0.5 * self.params["k"] * q[..., 0] ** 2
         return node_sum(e, graph)
 
+    def _native_field(self, graph: GraphBatch) -> VectorField:
+        """``dq = p / m``, ``dp = −k q``."""
+        inv_m = 1.0 / graph.c[:, 0:1]
+        minus_k = -float(self.params["k"])
+        return lambda q, p: (p * inv_m, q * minus_k)
+
     def _sample(self, sizes: list[int], generator: torch.Generator
                 ) -> tuple[Tensor, Tensor, Tensor]:
         n = len(sizes)
@@ -87,6 +94,12 @@ class Pendulum(_Oscillator):
         m, g, l = graph.c[:, 0], self.params["g"], self.params["l"]
         e = p[..., 0] ** 2 / (2 * m * l**2) + m * g * l * (1 - torch.cos(q[..., 0]))
         return node_sum(e, graph)
+
+    def _native_field(self, graph: GraphBatch) -> VectorField:
+        """``dq = p / ml²``, ``dp = −mgl sin q``."""
+        m, g, l = graph.c[:, 0:1], float(self.params["g"]), float(self.params["l"])
+        inv_inertia, minus_torque = 1.0 / (m * l**2), -m * (g * l)
+        return lambda q, p: (p * inv_inertia, torch.sin(q) * minus_torque)
 
     def surplus_values(self, n_graphs: int) -> Tensor:
         extra = super().surplus_values(n_graphs)  # [N, embed_dim - 1]: r = l, then zeros
@@ -141,6 +154,38 @@ class DoublePendulum(System):
         num = m2 * l2**2 * p1**2 + (m1 + m2) * l1**2 * p2**2 - 2 * m2 * l1 * l2 * p1 * p2 * cos_d
         den = 2 * m2 * l1**2 * l2**2 * (m1 + m2 * sin_d**2)
         return num / den - (m1 + m2) * g * l1 * torch.cos(t1) - m2 * g * l2 * torch.cos(t2)
+
+    def _native_field(self, graph: GraphBatch) -> VectorField:
+        """Hamilton's equations of :meth:`energy` by hand. With ``Δ = θ1 − θ2``,
+        ``D = 2 m2 l1² l2² (m1 + m2 sin²Δ)`` and ``T`` the kinetic term:
+        ``θ̇1 = 2 (m2 l2² p1 − m2 l1 l2 p2 cos Δ) / D``,
+        ``θ̇2 = 2 ((m1+m2) l1² p2 − m2 l1 l2 p1 cos Δ) / D``,
+        ``∂T/∂Δ = (2 m2 l1 l2 p1 p2 − 4 T m2² l1² l2² cos Δ) sin Δ / D`` and
+        ``ṗ1 = −∂T/∂Δ − (m1+m2) g l1 sin θ1``, ``ṗ2 = ∂T/∂Δ − m2 g l2 sin θ2``."""
+        m = graph.c[:, 0].reshape(-1, 2)
+        m1, m2 = m[:, 0], m[:, 1]
+        l1, l2, g = (float(self.params[k]) for k in ("l1", "l2", "g"))
+        a1, a2, a12 = 2 * m2 * l2**2, 2 * (m1 + m2) * l1**2, 2 * m2 * l1 * l2
+        d0, d1 = 2 * m2 * l1**2 * l2**2 * m1, 2 * m2**2 * l1**2 * l2**2
+        t4 = 4 * m2**2 * l1**2 * l2**2
+        w1, w2 = (m1 + m2) * g * l1, m2 * g * l2
+
+        def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            lead = q.shape[:-2]
+            th, pp = q.reshape(*lead, -1, 2), p.reshape(*lead, -1, 2)
+            t1, t2, p1, p2 = th[..., 0], th[..., 1], pp[..., 0], pp[..., 1]
+            cos_d, sin_d = torch.cos(t1 - t2), torch.sin(t1 - t2)
+            inv_den = 1.0 / (d0 + d1 * sin_d**2)
+            v1 = (a1 * p1 - a12 * p2 * cos_d) * inv_den
+            v2 = (a2 * p2 - a12 * p1 * cos_d) * inv_den
+            kinetic = 0.5 * (p1 * v1 + p2 * v2)  # T = ½ p·∂T/∂p (quadratic in p)
+            dt_dd = (a12 * p1 * p2 - t4 * kinetic * cos_d) * sin_d * inv_den
+            dp1 = -dt_dd - w1 * torch.sin(t1)
+            dp2 = dt_dd - w2 * torch.sin(t2)
+            return (torch.stack([v1, v2], -1).reshape(q.shape),
+                    torch.stack([dp1, dp2], -1).reshape(q.shape))
+
+        return field
 
     def surplus_values(self, n_graphs: int) -> Tensor:
         lengths = torch.tensor([self.params["l1"], self.params["l2"]], dtype=torch.float64)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
+from hogn.integrators import VectorField
 from systems.base import System, constant_masses, node_sum, pair_sum, uniform
 
 __all__ = ["SpringNBody"]
@@ -95,6 +96,22 @@ class SpringNBody(System):
         length = ((q[..., src, :] - q[..., dst, :]) ** 2).sum(-1).sqrt()
         potential = pair_sum(0.5 * k * (length - rest) ** 2, graph)
         return kinetic + potential
+
+    def _native_field(self, graph: GraphBatch) -> VectorField:
+        """``dq = p / m``, ``dp_i = −Σ_{j ~ i} k_ij (r_ij − L_ij) (q_i − q_j) / r_ij``
+        (each spring is stored in both directions: one term per direction and node)."""
+        inv_m = 1.0 / graph.c[:, 0:1]
+        src, dst = graph.edge_index
+        k, rest = graph.edge_attr[:, 0:1], graph.edge_attr[:, 1:2]
+        minus_k = -k
+
+        def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            diff = q.index_select(-2, src) - q.index_select(-2, dst)
+            r = (diff * diff).sum(-1, keepdim=True).sqrt()
+            w = diff * (minus_k * (r - rest) / r)
+            return p * inv_m, torch.zeros_like(q).index_add_(-2, src, w)
+
+        return field
 
     def _sample(self, sizes: list[int], generator: torch.Generator
                 ) -> tuple[Tensor, Tensor, Tensor]:
