@@ -2,14 +2,18 @@
 
 The library knows nothing of particular physical systems (see the ``systems``
 package for ground truth and ``meta`` for meta-learning).
+
+Importing the package loads no submodule: each public name is imported on first use
+(``hogn.models``, ``hogn.rollout``, ...; see :mod:`hogn._lazy`), so ``import hogn``
+costs next to nothing and PyTorch Geometric is imported with the first graph or
+model.
 """
 
-from hogn import graph, integrators, io, metrics, models, nn
-from hogn.evaluation import Evaluation, evaluate
-from hogn.graph import GraphBatch
-from hogn.integrators import integrate
-from hogn.rollout import rollout
-from hogn.train import TrainConfig, train
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hogn._lazy import attach
 
 __all__ = [
     "Evaluation",
@@ -27,3 +31,16 @@ __all__ = [
     "train",
 ]
 __version__ = "0.1.0"
+
+__getattr__, __dir__ = attach(__name__, {
+    "Evaluation": "evaluation", "evaluate": "evaluation", "GraphBatch": "graph",
+    "integrate": "integrators", "rollout": "rollout", "TrainConfig": "train",
+    "train": "train"}, submodules=("graph", "integrators", "io", "metrics", "models", "nn"))
+
+if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
+    from hogn import graph, integrators, io, metrics, models, nn
+    from hogn.evaluation import Evaluation, evaluate
+    from hogn.graph import GraphBatch
+    from hogn.integrators import integrate
+    from hogn.rollout import rollout
+    from hogn.train import TrainConfig, train

@@ -35,7 +35,11 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
 
     Args:
         model: A trained model (its training mode is restored afterwards; the
-            rollout runs in eval mode without building autograd graphs).
+            rollout runs in eval mode without building autograd graphs). Derivative
+            models are stepped with :meth:`~hogn.models.DynamicsModel.rollout_field`:
+            the field of ``model.vector_field`` up to rounding, with the graph
+            checked once and, for HOGN, SeparableHOGN and HNN, ``∂H`` written out
+            rather than taken by autograd (:mod:`hogn.models.inference`).
         source: Initial states (see :func:`initial_state`); nodes of many graphs of
             any sizes are stepped in one call.
         steps: Number of steps ``T``.
@@ -62,8 +66,7 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
             if dt is None:
                 raise ValueError(f"{model.name} needs a dt for rollout")
             model.check_integrator(integrator)
-            model.check_state(graph.q, graph.p, graph)
-            return integrators.integrate(model.vector_field(graph), graph.q, graph.p, dt,
+            return integrators.integrate(model.rollout_field(graph), graph.q, graph.p, dt,
                                          steps, method=integrator, substeps=substeps,
                                          progress=f"rollout {model.name}" if progress else False,
                                          separable=model.separable)

@@ -61,47 +61,11 @@ Leave one system out::
     result["summary"]["meta"]  # per step: mean, 95% interval, median, diverged
 """
 
-from meta.adaptation import adapt_many
-from meta.algorithms import (
-    ALGORITHMS,
-    DECODERS,
-    LOSSES,
-    MetaConfig,
-    MetaHistory,
-    decoder_names,
-    init_inner_lr,
-    inner_parameters,
-    inner_update,
-    make_optimizer,
-    meta_gradient,
-    meta_loss,
-    meta_train,
-    meta_train_step,
-    parameters,
-    predict,
-    task_loss,
-)
-from meta.evaluate import Adaptation, adapt_and_evaluate
-from meta.metrics import (
-    PairedComparison,
-    ahead_on_system,
-    derivative_nmse,
-    paired_comparison,
-    short_rollout_nmse,
-)
-from meta.protocol import (
-    META_SYSTEMS,
-    METHODS,
-    ProtocolConfig,
-    RunModels,
-    compare,
-    evaluate_adaptation,
-    load_run,
-    meta_train_run,
-    summarize,
-)
-from meta.summary import against_paper, paired_system, summary_block
-from meta.tasks import Points, Task, TaskSampler
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hogn._lazy import attach
 
 __all__ = [
     "ALGORITHMS",
@@ -145,3 +109,90 @@ __all__ = [
     "summary_block",
     "task_loss",
 ]
+
+__getattr__, __dir__ = attach(__name__, {
+    "adapt_many": "adaptation",
+    "ALGORITHMS": "algorithms",
+    "DECODERS": "algorithms",
+    "LOSSES": "algorithms",
+    "MetaConfig": "algorithms",
+    "MetaHistory": "algorithms",
+    "decoder_names": "algorithms",
+    "init_inner_lr": "algorithms",
+    "inner_parameters": "algorithms",
+    "inner_update": "algorithms",
+    "make_optimizer": "algorithms",
+    "meta_gradient": "algorithms",
+    "meta_loss": "algorithms",
+    "meta_train": "algorithms",
+    "meta_train_step": "algorithms",
+    "parameters": "algorithms",
+    "predict": "algorithms",
+    "task_loss": "algorithms",
+    "Adaptation": "evaluate",
+    "adapt_and_evaluate": "evaluate",
+    "PairedComparison": "metrics",
+    "ahead_on_system": "metrics",
+    "derivative_nmse": "metrics",
+    "paired_comparison": "metrics",
+    "short_rollout_nmse": "metrics",
+    "META_SYSTEMS": "protocol",
+    "METHODS": "protocol",
+    "ProtocolConfig": "protocol",
+    "RunModels": "protocol",
+    "compare": "protocol",
+    "evaluate_adaptation": "protocol",
+    "load_run": "protocol",
+    "meta_train_run": "protocol",
+    "summarize": "protocol",
+    "against_paper": "summary",
+    "paired_system": "summary",
+    "summary_block": "summary",
+    "Points": "tasks",
+    "Task": "tasks",
+    "TaskSampler": "tasks",
+}, submodules=("adaptation", "algorithms", "batched", "evaluate", "metrics", "plots",
+                 "protocol", "summary", "tasks"))
+
+if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
+    from meta.adaptation import adapt_many
+    from meta.algorithms import (
+        ALGORITHMS,
+        DECODERS,
+        LOSSES,
+        MetaConfig,
+        MetaHistory,
+        decoder_names,
+        init_inner_lr,
+        inner_parameters,
+        inner_update,
+        make_optimizer,
+        meta_gradient,
+        meta_loss,
+        meta_train,
+        meta_train_step,
+        parameters,
+        predict,
+        task_loss,
+    )
+    from meta.evaluate import Adaptation, adapt_and_evaluate
+    from meta.metrics import (
+        PairedComparison,
+        ahead_on_system,
+        derivative_nmse,
+        paired_comparison,
+        short_rollout_nmse,
+    )
+    from meta.protocol import (
+        META_SYSTEMS,
+        METHODS,
+        ProtocolConfig,
+        RunModels,
+        compare,
+        evaluate_adaptation,
+        load_run,
+        meta_train_run,
+        summarize,
+    )
+    from meta.summary import against_paper, paired_system, summary_block
+    from meta.tasks import Points, Task, TaskSampler

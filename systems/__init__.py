@@ -9,17 +9,10 @@ tensor(True)
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from systems.base import System
-from systems.damped import DampedPendulum
-from systems.dataset import Dataset
-from systems.generate import PRESETS, Preset, from_preset, generate, get_preset, preset_names
-from systems.gravity import GravityNBody, ThreeBody, TwoBody
-from systems.henon_heiles import HenonHeiles
-from systems.mirror import MagneticMirror
-from systems.oscillators import DoublePendulum, MassSpring, Pendulum
-from systems.springs import SpringNBody
+from hogn._lazy import attach
 
 __all__ = [
     "PRESETS",
@@ -35,16 +28,40 @@ __all__ = [
     "preset_names",
 ]
 
-_REGISTRY: dict[str, type[System]] = {
-    cls.name: cls
-    for cls in (MassSpring, Pendulum, DoublePendulum, TwoBody, ThreeBody, MagneticMirror,
-                HenonHeiles, SpringNBody, GravityNBody, DampedPendulum)
+# Registered systems, in the order of the meta-learning paper: class -> submodule.
+# Imported on first use (see hogn._lazy: ``import systems`` loads no submodule).
+_CLASSES = {
+    "MassSpring": "oscillators", "Pendulum": "oscillators", "DoublePendulum": "oscillators",
+    "TwoBody": "gravity", "ThreeBody": "gravity", "MagneticMirror": "mirror",
+    "HenonHeiles": "henon_heiles", "SpringNBody": "springs", "GravityNBody": "gravity",
+    "DampedPendulum": "damped",
 }
+
+__getattr__, __dir__ = attach(__name__, {
+    "System": "base", "Dataset": "dataset", "PRESETS": "generate", "Preset": "generate",
+    "from_preset": "generate", "generate": "generate", "get_preset": "generate",
+    "preset_names": "generate", **_CLASSES})
+
+if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
+    from systems.base import System
+    from systems.dataset import Dataset
+    from systems.generate import PRESETS, Preset, from_preset, generate, get_preset, preset_names
+
+_REGISTRY: dict[str, type[System]] = {}
+
+
+def _registry() -> dict[str, type[System]]:
+    """Registry name -> class (the classes are imported on the first call)."""
+    if not _REGISTRY:
+        classes = [getattr(importlib.import_module(f"systems.{module}"), cls_name)
+                   for cls_name, module in _CLASSES.items()]
+        _REGISTRY.update((cls.name, cls) for cls in classes)
+    return _REGISTRY
 
 
 def names() -> list[str]:
     """Names of all registered systems, in the order of the meta-learning paper."""
-    return list(_REGISTRY)
+    return list(_registry())
 
 
 def get(name: str, **params: Any) -> System:
@@ -58,7 +75,7 @@ def get(name: str, **params: Any) -> System:
         ValueError: for an unknown name (listing the valid ones) or parameter.
     """
     try:
-        cls = _REGISTRY[name]
+        cls = _registry()[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown system {name!r}; expected one of: "
                          f"{', '.join(names())}") from None
@@ -67,4 +84,6 @@ def get(name: str, **params: Any) -> System:
 
 def load(path: str, device: Any = None) -> Dataset:
     """Load a dataset file with validation (see :meth:`Dataset.load`)."""
+    from systems.dataset import Dataset
+
     return Dataset.load(path, device=device)

@@ -5,7 +5,8 @@ the next state:
 
 - :class:`DynamicsModel`: ``derivative(q, p, graph) -> (dq, dp)`` is the primitive;
   ``time_derivative(graph)`` applies it to the graph's own state and
-  ``vector_field(graph)`` wraps it as ``f(q, p)`` for :mod:`hogn.integrators`;
+  ``vector_field(graph)`` wraps it as ``f(q, p)`` for :mod:`hogn.integrators`
+  (``rollout_field(graph)``: the same field for simulation, without autograd graphs);
   ``next_state(graph, integrator, dt)`` takes one integrator step.
 - :class:`HamiltonianModel`: a learned scalar ``H`` per graph
   (``hamiltonian(graph) -> H [G]``); derivatives by autograd,
@@ -345,6 +346,39 @@ class DynamicsModel(nn.Module):
         g = as_graph(graph)
         return lambda q, p: self.derivative(q, p, g)
 
+    def rollout_field(self, graph: GraphLike) -> integrators.VectorField:
+        """``f(q, p) -> (dq, dp)`` for simulating with the parameters as they are now.
+
+        The field of :meth:`vector_field` (equal up to rounding), for rollouts rather
+        than training: the static graph is checked here once, never per call, the
+        result carries no autograd graph and is never differentiable (not in the
+        parameters, not in ``q, p``), and the parameters must not change while it is
+        in use. Hamiltonian models whose network :mod:`hogn.models.inference` writes
+        out (HOGN, SeparableHOGN, HNN) take ``∂H`` without autograd, with the
+        constant inputs' part of the first layers computed here once; others take it
+        by autograd with ``create_graph=False``.
+
+        Args:
+            graph: Static graph (``c``, ``edge_index``, ``edge_attr``, ``ptr``), with a
+                state ``q, p [N, d]`` that fits the model (checked).
+
+        Returns:
+            ``f(q [N, d], p [N, d]) -> (dq [N, d], dp [N, d])``.
+
+        Raises:
+            ValueError: for a stepper, or a graph that does not fit the model.
+        """
+        if self.is_stepper:
+            raise self._stepper_error("rollout_field")
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+
+        def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.no_grad():
+                return self._derivative(q, p, g, False)
+
+        return field
+
     def next_state(self, graph: GraphLike, integrator: str | integrators.Integrator | None = None,
                    dt: float | None = None) -> tuple[Tensor, Tensor]:
         """One step from the graph's state: ``integrator.step(vector_field, q, p, dt)``.
@@ -415,6 +449,24 @@ class HamiltonianModel(DynamicsModel):
         g = as_graph(graph)
         self.check_state(g.q, g.p, g)
         return self.energy(g.q, g.p, g)
+
+    def rollout_field(self, graph: GraphLike) -> integrators.VectorField:
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        from hogn.models.inference import energy_gradient
+
+        grad = energy_gradient(self, g)
+        if grad is None:
+            return super().rollout_field(g)
+
+        def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            with torch.no_grad():
+                dh_dq, dh_dp = grad(q, p)
+                return dh_dp, torch.neg(dh_dq)
+
+        return field
+
+    rollout_field.__doc__ = DynamicsModel.rollout_field.__doc__
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:

@@ -71,3 +71,125 @@ def test_rollout_from_a_dataset_uses_its_first_states():
     model = _model("ogn")
     q, _ = rollout(model, data, steps=2, dt=0.1)
     assert torch.equal(q[0], data.q[0])
+
+
+# --------------------------------------------------------------- rollout_field
+def _autograd(model, graph):
+    """(∂H/∂p, −∂H/∂q) by autograd of model.energy: the reference field."""
+    with torch.enable_grad():
+        q = graph.q.detach().requires_grad_(True)
+        p = graph.p.detach().requires_grad_(True)
+        dh_dq, dh_dp = torch.autograd.grad(model.energy(q, p, graph).sum(), (q, p),
+                                           materialize_grads=True)
+    return dh_dp, -dh_dq
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+GRAPH_VARIANTS = [
+    {},
+    {"activation": "tanh", "layers": 3},
+    {"activation": "silu", "steps": 1},
+    {"edge_energies": True, "absolute_positions": True},
+    {"steps": 0, "layers": 1},
+]
+
+
+@pytest.mark.parametrize("name", ["hogn", "separable-hogn"])
+@pytest.mark.parametrize("variant", GRAPH_VARIANTS, ids=lambda v: ",".join(v) or "default")
+def test_rollout_field_equals_autograd_of_h(springs, name, variant):
+    """The written-out ∂H (hogn.models.inference) is autograd's to rounding, for every
+    option of the graph Hamiltonians, on graphs of several sizes with edge constants."""
+    model = _model(name, **variant)
+    state = hogn.models.as_graph(springs.sample(3, seed=1, n_particles=(3, 5)))
+    dq, dp = model.rollout_field(state)(state.q, state.p)
+    dq_ref, dp_ref = _autograd(model, state)
+    assert _rel(dq, dq_ref) < 1e-12 and _rel(dp, dp_ref) < 1e-12
+    assert not dq.requires_grad and not dp.requires_grad  # no graph, even outside no_grad
+
+
+@pytest.mark.parametrize("activation,layers", [("tanh", 3), ("softplus", 2), ("silu", 1)])
+def test_hnn_rollout_field_equals_autograd_of_h(springs, activation, layers):
+    torch.manual_seed(0)
+    model = hogn.models.get("hnn", n_particles=4, dim=2, node_constants=1, hidden=16,
+                            activation=activation, layers=layers).double()
+    state = hogn.models.as_graph(springs.sample(3, seed=2, n_particles=4))
+    dq, dp = model.rollout_field(state)(state.q, state.p)
+    dq_ref, dp_ref = _autograd(model, state)
+    assert _rel(dq, dq_ref) < 1e-12 and _rel(dp, dp_ref) < 1e-12
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("name", ["hogn", "hnn"])
+def test_fast_rollout_equals_the_straightforward_one(springs, name, dtype, tol):
+    """hogn.rollout (rollout_field) against integrate(vector_field) with autograd."""
+    torch.manual_seed(0)
+    if name == "hnn":
+        model = hogn.models.get("hnn", n_particles=4, dim=2, node_constants=1, hidden=32)
+    else:
+        model = hogn.models.get("hogn", dim=2, node_constants=1, edge_features=2, hidden=32)
+    model = model.to(dtype)
+    state = springs.sample(4, seed=3, n_particles=4, dtype=dtype)
+    q, p = rollout(model, state, steps=30, dt=0.01, integrator="rk4")
+    with torch.no_grad():
+        f = hogn.models.as_graph(state)
+        q_ref, p_ref = hogn.integrate(lambda q, p: _autograd(model, f.replace(q=q, p=p)),
+                                      state.q, state.p, 0.01, 30, "rk4")
+    assert q.dtype == dtype
+    assert _rel(q, q_ref) < tol and _rel(p, p_ref) < tol
+
+
+def test_unrecognised_models_fall_back_to_their_own_derivative(springs):
+    """What hogn.models.inference does not write out (an activation it does not know,
+    a subclass with its own energy) is stepped by the model's derivative."""
+    from hogn.models.inference import energy_gradient
+
+    torch.manual_seed(0)
+    hnn = hogn.models.get("hnn", n_particles=3, dim=2, node_constants=1, hidden=16).double()
+    hnn.net[1] = torch.nn.Softsign()
+    state = hogn.models.as_graph(springs.sample(2, seed=4, n_particles=3))
+    assert energy_gradient(hnn, state) is None
+    dq, dp = hnn.rollout_field(state)(state.q, state.p)
+    dq_ref, dp_ref = _autograd(hnn, state)
+    assert _rel(dq, dq_ref) < 1e-12 and _rel(dp, dp_ref) < 1e-12
+
+    class Doubled(hogn.models.HOGN):
+        def energy(self, q, p, graph):
+            return 2.0 * super().energy(q, p, graph)
+
+    model = Doubled(dim=2, node_constants=1, edge_features=2, hidden=16).double().eval()
+    assert energy_gradient(model, state) is None
+    dq, dp = model.rollout_field(state)(state.q, state.p)
+    dq_ref, dp_ref = model.derivative(state.q, state.p, state)
+    assert _rel(dq, dq_ref) < 1e-12 and _rel(dp, dp_ref) < 1e-12
+
+
+def test_rollout_leaves_training_gradients_unchanged(springs):
+    """A rollout between two training steps changes neither the parameters' grad flags
+    nor the gradients of a derivative loss (training still differentiates ∂H)."""
+    model = _model("hogn")
+    state = hogn.models.as_graph(springs.sample(2, seed=5, n_particles=4))
+
+    def grads():
+        model.zero_grad()
+        dq, dp = model.time_derivative(state)
+        assert dq.requires_grad  # create_graph in training mode
+        (dq.square().sum() + dp.square().sum()).backward()
+        return [torch.zeros_like(t) if t.grad is None else t.grad.clone()
+                for t in model.parameters()]
+
+    before = grads()
+    rollout(model, state, steps=5, dt=0.01, integrator="rk4")
+    assert model.training and all(t.requires_grad for t in model.parameters())
+    after = grads()
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_rollout_field_checks_the_graph_once_and_refuses_steppers(springs):
+    state = springs.sample(1, seed=6, n_particles=3)
+    with pytest.raises(ValueError, match="expects 2 edge feature"):
+        _model("hogn").rollout_field(state.replace(edge_attr=None))
+    with pytest.raises(ValueError, match="stepper"):
+        _model("deltagn", dt=0.1).rollout_field(state)
