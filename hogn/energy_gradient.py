@@ -94,6 +94,14 @@ def _times_narrow(grad: Tensor, weight: Tensor) -> Tensor:
     return (weight.t() @ grad.t()).t()
 
 
+def _narrow_linear(u: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``u @ weightᵀ (+ bias)`` for a weight ``[h, k]`` of few columns, ``[R, k] -> [R, h]``,
+    with ``weightᵀ`` made row-major so that autograd forms the weight's gradient as
+    ``uᵀ @ grad`` (``[k, R] @ [R, h]``), not as ``(gradᵀ @ u)ᵀ`` (see :func:`_times_narrow`)."""
+    wt = weight.t().contiguous()
+    return u @ wt if bias is None else torch.addmm(bias, u, wt)
+
+
 def _mlp_hidden(mlp: MLP, z: Tensor) -> tuple[Tensor, list[Tensor]]:
     """Run an MLP of two or more layers from its first layer's output ``z`` up to the
     input of its last layer; returns that and the activation derivative after each
@@ -146,7 +154,7 @@ def mlp_input_gradient(mlp: MLP, u: Tensor, grad_out: Tensor | None = None
         ``(output [R, out], gradient [R, in])``.
     """
     first = _linears(mlp)[0]
-    out, slopes = _mlp_rest(mlp, nn.functional.linear(u, first.weight, first.bias))
+    out, slopes = _mlp_rest(mlp, _narrow_linear(u, first.weight, first.bias))
     grad = torch.ones_like(out) if grad_out is None else grad_out
     return out, _times_narrow(_mlp_back(mlp, slopes, grad), first.weight)
 
@@ -185,12 +193,11 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
     g = torch.cat([rel, dist] + ([edge_attr] if gn.edge_features else []), -1)
     parts = ([p] if gn.use_momenta else []) + [c] + ([q] if gn.absolute_positions else [])
     x, x_slopes = _mlp_rest(gn.node_encoder,
-                            nn.functional.linear(torch.cat(parts, -1),
-                                                 gn.node_encoder[0].weight,
-                                                 gn.node_encoder[0].bias))
+                            _narrow_linear(torch.cat(parts, -1), gn.node_encoder[0].weight,
+                                           gn.node_encoder[0].bias))
     e, e_slopes = _mlp_rest(gn.edge_encoder,
-                            nn.functional.linear(g, gn.edge_encoder[0].weight,
-                                                 gn.edge_encoder[0].bias))
+                            _narrow_linear(g, gn.edge_encoder[0].weight,
+                                           gn.edge_encoder[0].bias))
     saved = []
     # After the last block the edge latents only enter through their sums per node:
     # there the edge MLP's last layer acts on those sums (N rows) instead of on E rows.
@@ -202,7 +209,7 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
         z = (nn.functional.linear(x, w_i).index_select(0, dst)
              + nn.functional.linear(x, w_j).index_select(0, src)
              + nn.functional.linear(e, w_e, block.edge_mlp[0].bias)
-             + nn.functional.linear(g, w_g))
+             + _narrow_linear(g, w_g))
         if summed_last and k == len(gn.blocks) - 1:
             a, edge_slopes = _mlp_hidden(block.edge_mlp, z)
             last = _linears(block.edge_mlp)[-1]
