@@ -126,9 +126,25 @@ class _Net:
             z = torch.addmm(self.biases[k], a, self.weights_t[k])
         return z, derivs
 
-    def backward(self, grad: Tensor, derivs: list[Tensor]) -> Tensor:
-        """Gradient at the first pre-activation from that at the output, ``[R, out_0]``."""
-        for k in range(len(self.weights) - 1, 0, -1):
+    def hidden(self, z0: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Like :meth:`forward` up to the last hidden activation ``[R, h]`` (returned
+        instead of the output; at least two layers)."""
+        derivs: list[Tensor] = []
+        z = z0
+        for k in range(1, len(self.weights)):
+            a, d = _activate(self.kind, z)
+            derivs.append(d)
+            if k < len(self.weights) - 1:
+                z = torch.addmm(self.biases[k], a, self.weights_t[k])
+        return a, derivs
+
+    def backward(self, grad: Tensor, derivs: list[Tensor], at_hidden: bool = False) -> Tensor:
+        """Gradient at the first pre-activation from that at the output (``at_hidden``:
+        at the last hidden activation), ``[R, out_0]``."""
+        last = len(self.weights) - 1
+        if at_hidden:
+            grad, last = _slope(self.kind, grad, derivs[last - 1]), last - 1
+        for k in range(last, 0, -1):
             grad = _slope(self.kind, grad @ self.weights[k], derivs[k - 1])
         return grad
 
@@ -205,6 +221,15 @@ class _GraphNetworkGradient:
                 "w_a": nm.first[:, hid:], "w_a_t": nm.first[:, hid:].t().contiguous(),
                 "hid": hid})
         self.node_dec, self.edge_dec = nets["node_decoder"], nets.get("edge_decoder")
+        # Without an edge decoder the last block's edge latents only feed their sums at
+        # the receivers: its edge MLP's last layer acts on the per-node sums of its
+        # hidden activations (N rows instead of E), Σ_e (a_e W + b) = (Σ_e a_e) W + deg b.
+        self.fold_last = (self.edge_dec is None and bool(self.blocks)
+                          and len(self.blocks[-1]["edge"].weights) >= 2)
+        if self.fold_last:
+            last = self.blocks[-1]["edge"]
+            deg = c.new_zeros(self.n).index_add_(0, self.recv, c.new_ones(self.e))
+            self.deg_bias = deg[:, None] * last.biases[-1]
 
     def _edge_bias(self, bias: Tensor, w_attr: Tensor, attr: Tensor | None) -> Tensor:
         """Bias of a first edge layer plus its edge-constant part, ``[out]`` or ``[E, out]``."""
@@ -228,15 +253,20 @@ class _GraphNetworkGradient:
         x, node_enc_d = self.node_enc.forward(z)
         e, edge_enc_d = self.edge_enc.forward(_addmm(self.edge_bias, geo, self.edge_geo_w_t))
         saved = []
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
             hid = blk["hid"]
             xw = x @ blk["w_ij_t"]
             z = _addmm(blk["bias"], e, blk["w_e_t"]).addmm_(geo, blk["w_g_t"])
             z += xw[:, :hid].index_select(0, recv)
             z += xw[:, hid:].index_select(0, send)
-            m, edge_d = blk["edge"].forward(z)
-            e = e + m
-            agg = _scatter(e, recv, n)
+            if self.fold_last and i == len(self.blocks) - 1:
+                a, edge_d = blk["edge"].hidden(z)
+                agg = torch.addmm(_scatter(e, recv, n).add_(self.deg_bias), _scatter(a, recv, n),
+                                  blk["edge"].weights_t[-1])
+            else:
+                m, edge_d = blk["edge"].forward(z)
+                e = e + m
+                agg = _scatter(e, recv, n)
             z = torch.addmm(blk["node"].biases[0], x, blk["w_x_t"]).addmm_(agg, blk["w_a_t"])
             m, node_d = blk["node"].forward(z)
             x = x + m
@@ -249,12 +279,19 @@ class _GraphNetworkGradient:
             _, edec_d = self.edge_dec.forward(_first(self.edge_dec, e), output=False)
             ge = self.edge_dec.backward_readout(e_rows, edec_d) @ self.edge_dec.first
         ggeo = None
-        for blk, (edge_d, node_d) in zip(reversed(self.blocks), reversed(saved), strict=True):
+        for j, (blk, (edge_d, node_d)) in enumerate(zip(reversed(self.blocks), reversed(saved),
+                                                        strict=True)):
             gz = blk["node"].backward(gx, node_d)
             gx = torch.addmm(gx, gz, blk["w_x"])
-            gagg = (gz @ blk["w_a"]).index_select(0, recv)
-            ge = gagg if ge is None else ge + gagg
-            gz = blk["edge"].backward(ge, edge_d)
+            gagg = gz @ blk["w_a"]
+            if self.fold_last and j == 0:  # the folded last layer (ge is None here)
+                ga = (gagg @ blk["edge"].weights[-1]).index_select(0, recv)
+                ge = gagg.index_select(0, recv)
+                gz = blk["edge"].backward(ga, edge_d, at_hidden=True)
+            else:
+                gagg = gagg.index_select(0, recv)
+                ge = gagg if ge is None else ge + gagg
+                gz = blk["edge"].backward(ge, edge_d)
             ge = torch.addmm(ge, gz, blk["w_e"])
             ggeo = gz @ blk["w_g"] if ggeo is None else ggeo.addmm_(gz, blk["w_g"])
             s = torch.cat([_scatter(gz, recv, n), _scatter(gz, send, n)], 1)
