@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from hogn.nn import MLP, GraphNetwork, Softplus, scatter_sum
+from hogn.nn import MLP, GraphNetwork, Softplus, blocked_linear, blocked_matmul, scatter_sum
 
 __all__ = ["energy_and_gradient", "mlp_input_gradient", "supports"]
 
@@ -54,9 +54,8 @@ _DERIVATIVES: dict[type, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
 def _mlp_supported(mlp: nn.Module) -> bool:
     for module in mlp:
         if isinstance(module, nn.Linear):
-            if module.weight.dim() != 2:
-                return False
-        elif type(module) not in _DERIVATIVES or (
+            continue
+        if type(module) not in _DERIVATIVES or (
                 isinstance(module, nn.Softplus) and (module.beta != 1 or module.threshold != 20)):
             return False
     return True
@@ -64,9 +63,9 @@ def _mlp_supported(mlp: nn.Module) -> bool:
 
 def supports(net: GraphNetwork | MLP) -> bool:
     """Whether :func:`energy_and_gradient` (a graph network) or
-    :func:`mlp_input_gradient` (an MLP) can run ``net`` as it is now: plain 2-D
-    weights (not the stacked per-task weights of :mod:`meta.batched`), activations
-    with a written derivative."""
+    :func:`mlp_input_gradient` (an MLP) can run ``net``: every activation has a written
+    derivative. (Weights may be plain or stacked per block of rows, as
+    :mod:`meta.batched` gives them; see :func:`hogn.nn.blocked_linear`.)"""
     if isinstance(net, MLP):
         return _mlp_supported(net)
     gn = net
@@ -91,6 +90,8 @@ def _times_narrow(grad: Tensor, weight: Tensor) -> Tensor:
     ``[R, h] -> [R, k]``, written as ``(weightᵀ gradᵀ)ᵀ`` so that autograd forms the
     weight's gradient as a ``[k, R] @ [R, h]`` product: as ``gradᵀ @ [R, k]`` (what
     ``grad @ weight`` records) it runs about 10× slower at ``k ≈ 5``."""
+    if weight.dim() == 3:
+        return blocked_matmul(grad, weight)
     return (weight.t() @ grad.t()).t()
 
 
@@ -98,6 +99,8 @@ def _narrow_linear(u: Tensor, weight: Tensor, bias: Tensor | None = None) -> Ten
     """``u @ weightᵀ (+ bias)`` for a weight ``[h, k]`` of few columns, ``[R, k] -> [R, h]``,
     with ``weightᵀ`` made row-major so that autograd forms the weight's gradient as
     ``uᵀ @ grad`` (``[k, R] @ [R, h]``), not as ``(gradᵀ @ u)ᵀ`` (see :func:`_times_narrow`)."""
+    if weight.dim() == 3:
+        return blocked_linear(u, weight, bias)
     wt = weight.t().contiguous()
     return u @ wt if bias is None else torch.addmm(bias, u, wt)
 
@@ -110,7 +113,7 @@ def _mlp_hidden(mlp: MLP, z: Tensor) -> tuple[Tensor, list[Tensor]]:
     a, slope = act(z)
     slopes = [slope]
     for linear in _linears(mlp)[1:-1]:
-        a, slope = act(nn.functional.linear(a, linear.weight, linear.bias))
+        a, slope = act(blocked_linear(a, linear.weight, linear.bias))
         slopes.append(slope)
     return a, slopes
 
@@ -120,7 +123,7 @@ def _hidden_back(mlp: MLP, slopes: list[Tensor], grad: Tensor) -> Tensor:
     grad = grad * slopes[-1]
     for linear, slope in zip(reversed(_linears(mlp)[1:-1]), reversed(slopes[:-1]),
                              strict=True):
-        grad = (grad @ linear.weight) * slope
+        grad = blocked_matmul(grad, linear.weight) * slope
     return grad
 
 
@@ -131,14 +134,14 @@ def _mlp_rest(mlp: MLP, z: Tensor) -> tuple[Tensor, list[Tensor]]:
     if len(linears) == 1:
         return z, []
     a, slopes = _mlp_hidden(mlp, z)
-    return nn.functional.linear(a, linears[-1].weight, linears[-1].bias), slopes
+    return blocked_linear(a, linears[-1].weight, linears[-1].bias), slopes
 
 
 def _mlp_back(mlp: MLP, slopes: list[Tensor], grad: Tensor) -> Tensor:
     """Gradient at the first layer's output from the gradient at the MLP's output."""
     if not slopes:
         return grad
-    return _hidden_back(mlp, slopes, grad @ _linears(mlp)[-1].weight)
+    return _hidden_back(mlp, slopes, blocked_matmul(grad, _linears(mlp)[-1].weight))
 
 
 def mlp_input_gradient(mlp: MLP, u: Tensor, grad_out: Tensor | None = None
@@ -200,16 +203,21 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
                                            gn.edge_encoder[0].bias))
     saved = []
     # After the last block the edge latents only enter through their sums per node:
-    # there the edge MLP's last layer acts on those sums (N rows) instead of on E rows.
-    summed_last = gn.edge_decoder is None and len(gn.blocks) > 0 and len(
-        _linears(gn.blocks[-1].edge_mlp)) > 1
+    # there the edge MLP's last layer acts on those sums (N rows) instead of on E rows
+    # (with plain weights: stacked ones are laid out per block of edge rows).
+    summed_last = (gn.edge_decoder is None and len(gn.blocks) > 0
+                   and len(_linears(gn.blocks[-1].edge_mlp)) > 1
+                   and _linears(gn.blocks[-1].edge_mlp)[-1].weight.dim() == 2)
     for k, block in enumerate(gn.blocks):
-        w = block.edge_mlp[0].weight
-        w_i, w_j, w_e, w_g = w[:, :h], w[:, h:2 * h], w[:, 2 * h:3 * h], w[:, 3 * h:]
-        z = (nn.functional.linear(x, w_i).index_select(0, dst)
-             + nn.functional.linear(x, w_j).index_select(0, src)
-             + nn.functional.linear(e, w_e, block.edge_mlp[0].bias)
-             + _narrow_linear(g, w_g))
+        w, b = block.edge_mlp[0].weight, block.edge_mlp[0].bias
+        if w.dim() == 2:  # split by input blocks: node products on N rows
+            z = (nn.functional.linear(x, w[:, :h]).index_select(0, dst)
+                 + nn.functional.linear(x, w[:, h:2 * h]).index_select(0, src)
+                 + nn.functional.linear(e, w[:, 2 * h:3 * h], b)
+                 + _narrow_linear(g, w[:, 3 * h:]))
+        else:
+            z = blocked_linear(torch.cat([x.index_select(0, dst), x.index_select(0, src), e, g],
+                                         -1), w, b)
         if summed_last and k == len(gn.blocks) - 1:
             a, edge_slopes = _mlp_hidden(block.edge_mlp, z)
             last = _linears(block.edge_mlp)[-1]
@@ -222,33 +230,33 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
             e = e + msg
             agg = scatter_sum(e, dst, n, backend)
         v = block.node_mlp[0].weight
-        z = nn.functional.linear(x, v[:, :h], block.node_mlp[0].bias) + nn.functional.linear(
-            agg, v[:, h:])
+        z = (blocked_linear(x, v[..., :h], block.node_mlp[0].bias)
+             + blocked_linear(agg, v[..., h:]))
         upd, node_slopes = _mlp_rest(block.node_mlp, z)
         x = x + upd
         saved.append((edge_slopes, node_slopes))
     node_energy, dec_slopes = _mlp_rest(
-        gn.node_decoder, nn.functional.linear(x, gn.node_decoder[0].weight,
-                                              gn.node_decoder[0].bias))
+        gn.node_decoder, blocked_linear(x, gn.node_decoder[0].weight, gn.node_decoder[0].bias))
     edge_energy = None
     grad_e = None
     if gn.edge_decoder is not None:
         edge_energy, edec_slopes = _mlp_rest(
-            gn.edge_decoder, nn.functional.linear(e, gn.edge_decoder[0].weight,
-                                                  gn.edge_decoder[0].bias))
-        grad_e = _mlp_back(gn.edge_decoder, edec_slopes,
-                           torch.ones_like(edge_energy)) @ gn.edge_decoder[0].weight
+            gn.edge_decoder, blocked_linear(e, gn.edge_decoder[0].weight,
+                                            gn.edge_decoder[0].bias))
+        grad_e = blocked_matmul(_mlp_back(gn.edge_decoder, edec_slopes,
+                                          torch.ones_like(edge_energy)),
+                                gn.edge_decoder[0].weight)
 
     # Reverse, for the inputs only.
-    grad_x = _mlp_back(gn.node_decoder, dec_slopes,
-                       torch.ones_like(node_energy)) @ gn.node_decoder[0].weight
+    grad_x = blocked_matmul(_mlp_back(gn.node_decoder, dec_slopes, torch.ones_like(node_energy)),
+                            gn.node_decoder[0].weight)
     grad_g = None
     for k in reversed(range(len(gn.blocks))):
         block, (edge_slopes, node_slopes) = gn.blocks[k], saved[k]
         v = block.node_mlp[0].weight
         dz = _mlp_back(block.node_mlp, node_slopes, grad_x)
-        grad_agg = dz @ v[:, h:]
-        grad_x = grad_x + dz @ v[:, :h]
+        grad_agg = blocked_matmul(dz, v[..., h:])
+        grad_x = grad_x + blocked_matmul(dz, v[..., :h])
         if summed_last and k == len(gn.blocks) - 1:
             grad_e = grad_agg.index_select(0, dst)
             last = _linears(block.edge_mlp)[-1]
@@ -259,10 +267,17 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
             grad_e = grad_agg if grad_e is None else grad_e + grad_agg
             dz = _mlp_back(block.edge_mlp, edge_slopes, grad_e)
         w = block.edge_mlp[0].weight
-        grad_x = (grad_x + scatter_sum(dz, dst, n, backend) @ w[:, :h]
-                  + scatter_sum(dz, src, n, backend) @ w[:, h:2 * h])
-        grad_e = grad_e + dz @ w[:, 2 * h:3 * h]
-        dg = _times_narrow(dz, w[:, 3 * h:])
+        if w.dim() == 2:  # sum per node first, then the products on N rows
+            grad_x = (grad_x + scatter_sum(dz, dst, n, backend) @ w[:, :h]
+                      + scatter_sum(dz, src, n, backend) @ w[:, h:2 * h])
+            grad_e = grad_e + dz @ w[:, 2 * h:3 * h]
+            dg = _times_narrow(dz, w[:, 3 * h:])
+        else:
+            du = blocked_matmul(dz, w)
+            grad_x = (grad_x + scatter_sum(du[:, :h], dst, n, backend)
+                      + scatter_sum(du[:, h:2 * h], src, n, backend))
+            grad_e = grad_e + du[:, 2 * h:3 * h]
+            dg = du[:, 3 * h:]
         grad_g = dg if grad_g is None else grad_g + dg
     if grad_e is None:  # no blocks and no edge energies: H does not depend on the edges
         grad_e = torch.zeros_like(e)

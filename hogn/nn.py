@@ -43,6 +43,8 @@ __all__ = [
     "Softplus",
     "activation",
     "activation_names",
+    "blocked_linear",
+    "blocked_matmul",
     "edge_geometry",
     "resolve_scatter",
     "scatter_sum",
@@ -169,21 +171,61 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight
-        if weight.dim() == 2:
-            return nn.functional.linear(x, weight, self.bias)
-        tasks = weight.shape[0]
-        if tasks == 0 and x.shape[0] == 0:
-            return x.new_zeros(0, weight.shape[1])
-        if x.dim() != 2 or tasks == 0 or x.shape[0] % tasks:
-            raise ValueError(f"stacked weights of {tasks} tasks need inputs [{tasks}·R, "
-                             f"{weight.shape[-1]}], got {tuple(x.shape)}")
-        rows = x.reshape(tasks, x.shape[0] // tasks, x.shape[-1])
-        if self.bias is None:
-            out = torch.bmm(rows, weight.transpose(1, 2))
-        else:
-            out = torch.baddbmm(self.bias[:, None, :], rows, weight.transpose(1, 2))
-        return out.reshape(-1, out.shape[-1])
+        return blocked_linear(x, self.weight, self.bias)
+
+
+def blocked_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x Wᵀ + b``, or with stacked weights one weight per block of rows.
+
+    Args:
+        x: Inputs ``[R, in]`` (stacked: ``[B·R, in]``, ``B`` equal consecutive blocks).
+        weight: ``[out, in]`` or stacked ``[B, out, in]``.
+        bias: ``[out]``, stacked ``[B, out]``, or ``None``.
+
+    Returns:
+        ``[R, out]`` (stacked: ``[B·R, out]``, block ``b`` mapped by weight ``b``).
+
+    Raises:
+        ValueError: when stacked weights do not divide the rows into equal blocks.
+    """
+    if weight.dim() == 2:
+        return nn.functional.linear(x, weight, bias)
+    rows = _blocks(x, weight.shape[0], weight.shape[-1])
+    if rows is None:
+        return x.new_zeros(0, weight.shape[1])
+    if bias is None:
+        out = torch.bmm(rows, weight.transpose(1, 2))
+    else:
+        out = torch.baddbmm(bias[:, None, :], rows, weight.transpose(1, 2))
+    return out.reshape(-1, out.shape[-1])
+
+
+def blocked_matmul(grad: Tensor, weight: Tensor) -> Tensor:
+    """``grad W``: the input gradient of :func:`blocked_linear` from its output gradient.
+
+    Args:
+        grad: ``[R, out]`` (stacked: ``[B·R, out]``).
+        weight: ``[out, in]`` or stacked ``[B, out, in]``.
+
+    Returns:
+        ``[R, in]`` (stacked: ``[B·R, in]``).
+    """
+    if weight.dim() == 2:
+        return grad @ weight
+    rows = _blocks(grad, weight.shape[0], weight.shape[1])
+    if rows is None:
+        return grad.new_zeros(0, weight.shape[-1])
+    return torch.bmm(rows, weight).reshape(-1, weight.shape[-1])
+
+
+def _blocks(x: Tensor, tasks: int, width: int) -> Tensor | None:
+    """``x [B·R, width]`` as ``[B, R, width]`` (``None``: no tasks and no rows)."""
+    if tasks == 0 and x.shape[0] == 0:
+        return None
+    if x.dim() != 2 or tasks == 0 or x.shape[0] % tasks:
+        raise ValueError(f"stacked weights of {tasks} tasks need inputs [{tasks}·R, "
+                         f"{width}], got {tuple(x.shape)}")
+    return x.reshape(tasks, x.shape[0] // tasks, x.shape[-1])
 
 
 class MLP(nn.Sequential):

@@ -107,22 +107,49 @@ def test_one_particle_graphs_without_edges():
     assert rel(fast, slow) < 1e-12
 
 
-class _Probe(torch.nn.Module):
-    def __init__(self, gn: torch.nn.Module) -> None:
+class _Derivative(torch.nn.Module):
+    """``time_derivative`` as ``forward``, for :func:`torch.func.functional_call`."""
+
+    def __init__(self, model: models.DynamicsModel, written: bool) -> None:
         super().__init__()
-        self.gn = gn
+        self.model, self.written = model, written
 
-    def forward(self) -> bool:
-        return energy_gradient.supports(self.gn)
+    def forward(self, graph: GraphBatch) -> torch.Tensor:
+        if self.written:
+            dq, dp = self.model.time_derivative(graph, create_graph=True)
+        else:
+            dq, dp = HamiltonianModel._derivative(self.model, graph.q, graph.p, graph, True)
+        return torch.cat([dq, dp], -1)
 
 
-def test_steps_aside_for_stacked_weights_and_unknown_activations(springs):
+@pytest.mark.parametrize("case", ["default", "edge-energies", "tanh-3-layers"])
+def test_stacked_weights_per_block_equal_each_copy_alone(case):
+    """Weights stacked per block of rows (as meta.batched gives them): block b of nodes
+    and of edges is graph b, run at its own copy of the parameters."""
+    graphs = systems.get("spring-nbody").sample(3, seed=5, n_particles=4)
+    model = make("hogn", torch.float64, **CASES[case])
+    torch.manual_seed(1)
+    copies = {n: p.detach() + 0.05 * torch.randn(3, *p.shape, dtype=p.dtype)
+              for n, p in model.named_parameters()}
+    stacked = {f"model.{n}": v.clone().requires_grad_(True) for n, v in copies.items()}
+    out = torch.func.functional_call(_Derivative(model, written=True), stacked, (graphs,))
+    target = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    (out - target).square().sum().backward()
+    for b in range(3):
+        one = {f"model.{n}": v[b].clone().requires_grad_(True) for n, v in copies.items()}
+        graph = graphs.select([b])
+        ref = torch.func.functional_call(_Derivative(model, written=False), one, (graph,))
+        rows = slice(4 * b, 4 * b + 4)
+        assert rel(out[rows].detach(), ref.detach()) < 1e-10
+        (ref - target[rows]).square().sum().backward()
+        for name, value in one.items():
+            if value.grad is not None and value.grad.abs().max() > 0:
+                assert rel(stacked[name].grad[b], value.grad) < 1e-10, name
+
+
+def test_unknown_activation_falls_back_to_autograd(springs):
     model = make("hogn", torch.float64)
-    probe = _Probe(model.gn)
-    assert probe()
-    stacked = {f"gn.{n}": p.detach().expand(3, *p.shape)
-               for n, p in model.gn.named_parameters()}
-    assert not torch.func.functional_call(probe, stacked, ())
+    assert energy_gradient.supports(model.gn)
     model.gn.blocks[0].edge_mlp[1] = torch.nn.Softplus(beta=2.0)  # no written derivative
     assert not energy_gradient.supports(model.gn)
     fast, _ = derivative_and_grads(model, springs, written=True)
