@@ -439,7 +439,10 @@ def _open_metrics(path: Path, length: int) -> tuple[Any, list[dict[str, float]]]
 def _legacy_checkpoint(run: Path, state: dict[str, Any], model: DynamicsModel
                        ) -> dict[str, Any]:
     """A checkpoint of hogn before version 2 (optimizer state only, the weights in
-    ``last.pt``, ``metrics.jsonl`` rewritten whole) in the current layout."""
+    ``last.pt``, ``metrics.jsonl`` rewritten whole) in the current layout. As exact as
+    that layout allows: a run killed between its ``last.pt`` and its checkpoint left
+    weights one epoch ahead of the optimizer state, and torch's global random state
+    was not saved (training does not depend on it)."""
     epoch = int(state["epoch"])
     last = type(model).load(run / "last.pt", device="cpu").state_dict()
     best = (type(model).load(run / "best.pt", device="cpu").state_dict()
