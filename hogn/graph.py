@@ -7,6 +7,9 @@ Node indices are global over a batch: graph ``g`` owns nodes
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -17,8 +20,11 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 __all__ = [
+    "RADIUS_BACKENDS",
     "GraphBatch",
+    "NeighbourList",
     "batch_vector",
+    "edge_vectors",
     "from_networkx",
     "fully_connected",
     "ptr_from_sizes",
@@ -128,22 +134,460 @@ def from_networkx(graph: nx.Graph, offset: int = 0) -> Tensor:
     return edges + offset
 
 
-def radius_graph(q: Tensor, ptr: Tensor, radius: float) -> Tensor:
+RADIUS_BACKENDS = ("auto", "cells", "brute", "torch_cluster")
+"""Names accepted by :func:`radius_graph`'s ``backend`` option."""
+
+_AUTO_BRUTE_PAIRS = 1 << 12   # auto: brute force while sum(n_g²) is at most this
+_CANDIDATES_PER_CHUNK = 1 << 21  # cell list: candidate pairs expanded at once (memory bound)
+
+
+def radius_graph(q: Tensor, ptr: Tensor, radius: float, *,
+                 box: Tensor | Sequence[float] | None = None, backend: str = "auto") -> Tensor:
     """Edges between nodes of the same graph closer than ``radius`` (no self loops).
+
+    A pair ``(i, j)`` of one graph is joined when ``|q_j − q_i| < radius`` (strictly:
+    a pair exactly at the radius is not joined), the squared distance being summed
+    dimension by dimension in ``q``'s dtype (the same arithmetic on every backend,
+    so all of them return identical edges). With a periodic ``box`` the distance is
+    that of the minimum image, ``Δ − L·round(Δ / L)`` per dimension (see
+    :func:`edge_vectors`); positions may lie anywhere, inside the box or not.
+
+    Backends (all exact, identical results):
+
+    - ``"cells"``: a cell list in torch, for any ``d``, on any device. Particles are
+      binned into cells of side at least ``radius`` (per graph; per dimension
+      ``floor(L / radius)`` cells across a periodic box), sorted by cell, and each
+      particle's candidates are the particles of the ``3^d`` cells around its own.
+      Time ``O(N log N + E)``, memory ``O(3^d N + E)`` (candidate pairs are expanded
+      in chunks of ~2M); no ``O(N²)`` step.
+    - ``"brute"``: every pair of each graph, ``O(Σ n_g²)`` time and memory: for small
+      graphs and as the reference in tests.
+    - ``"torch_cluster"``: ``torch_cluster.radius_graph`` (needs the optional
+      ``torch-cluster`` package; no periodic box), its pairs re-checked with the
+      criterion above.
+    - ``"auto"`` (default): ``"brute"`` while ``Σ n_g² ≤ 4096``, else
+      ``"torch_cluster"`` when it is importable and there is no box, else ``"cells"``.
+
+    Args:
+        q: Positions ``[N, d]`` (float32 or float64; not differentiated through).
+        ptr: Node offsets ``[G + 1]``: ``ptr[0] = 0``, non-decreasing (empty graphs
+            allowed), ``ptr[G] = N``.
+        radius: Cut-off distance, finite and ``>= 0``.
+        box: Periodic box lengths, ``[d]`` (all graphs) or ``[G, d]`` (one box per
+            graph), or ``None`` (open boundaries). Every length must be at least
+            ``2 · radius``, so that a pair has at most one image closer than the
+            radius.
+        backend: One of :data:`RADIUS_BACKENDS`.
+
+    Returns:
+        ``edge_index [2, E]`` (int64, on ``q``'s device) with both directions of each
+        close pair, sorted by row 0, then row 1 (so grouped by graph), as
+        :func:`fully_connected` orders its edges. With a box, take each edge's vector
+        from :func:`edge_vectors`: ``q[row 1] − q[row 0]`` is not the minimum image.
+
+    Raises:
+        ValueError: On a malformed ``q``, ``ptr``, ``radius`` or ``box`` (the message
+            says what was expected), or an unknown backend.
+        ImportError: For ``backend="torch_cluster"`` without ``torch-cluster``.
+    """
+    q, ptr, r, box = _check_radius_inputs(q, ptr, radius, box, "radius")
+    name = _resolve_backend(backend, ptr, box)
+    n = q.shape[0]
+    if n == 0 or r == 0.0:
+        return torch.empty(2, 0, dtype=torch.long, device=q.device)
+    batch = batch_vector(ptr)
+    if name == "brute":
+        i, j = _all_pairs(ptr, batch)
+        keep = (i != j) & _closer_than(q, i, j, r, box, batch)
+        return torch.stack([i[keep], j[keep]])  # already in (row 0, row 1) order
+    if name == "torch_cluster":
+        import torch_cluster
+
+        max_size = int((ptr[1:] - ptr[:-1]).max())
+        found = torch_cluster.radius_graph(q, r * (1 + 1e-5) + 1e-30, batch=batch,
+                                           loop=False, max_num_neighbors=max_size)
+        i, j = found[1], found[0]
+        keep = torch.nonzero((i != j) & _closer_than(q, i, j, r, box, batch)).squeeze(1)
+        i, j = i.index_select(0, keep), j.index_select(0, keep)
+    else:
+        i, j = _cell_pairs(q, ptr, batch, r, box)
+        i, j = torch.cat([i, j]), torch.cat([j, i])
+    order = torch.argsort(i * n + j)
+    return torch.stack([i.index_select(0, order), j.index_select(0, order)])
+
+
+def edge_vectors(q: Tensor, edge_index: Tensor, *, box: Tensor | Sequence[float] | None = None,
+                 ptr: Tensor | None = None) -> Tensor:
+    """Vector of every edge, ``q[receiver] − q[sender]``, as the minimum image in a box.
+
+    The vector :func:`hogn.nn.edge_geometry` takes (``q_i − q_j`` for an edge
+    ``j → i``), differentiable in ``q``. With a periodic ``box`` each component
+    ``Δ`` becomes ``Δ − L · round(Δ / L)``, the arithmetic :func:`radius_graph`
+    decides with; ``round`` is piecewise constant, so the gradient is that of ``Δ``.
 
     Args:
         q: Positions ``[N, d]``.
-        ptr: Node offsets ``[G + 1]``.
-        radius: Cut-off distance.
+        edge_index: ``[2, E]``, senders in row 0, receivers in row 1.
+        box: Periodic box lengths ``[d]`` or ``[G, d]``, or ``None``.
+        ptr: Node offsets ``[G + 1]``; needed for a box of several rows.
 
     Returns:
-        ``edge_index [2, E]`` with both directions of each close pair.
+        ``[E, d]`` in ``q``'s dtype.
     """
-    batch = batch_vector(ptr)
-    dist = torch.cdist(q, q)
-    close = (dist < radius) & (batch[:, None] == batch[None, :])
-    close.fill_diagonal_(False)
-    return close.nonzero().T.contiguous()
+    rel = q[edge_index[1]] - q[edge_index[0]]
+    if box is None:
+        return rel
+    lengths = torch.as_tensor(box, dtype=q.dtype, device=q.device)
+    if lengths.dim() == 2 and lengths.shape[0] > 1:
+        if ptr is None:
+            raise ValueError(f"a box of {lengths.shape[0]} rows [G, d] needs ptr [G + 1] to "
+                             "know each edge's graph")
+        lengths = lengths[batch_vector(ptr.to(q.device))[edge_index[0]]]
+    return rel - lengths * torch.round(rel / lengths)
+
+
+class NeighbourList:
+    """Radius graph rebuilt only when particles have moved far enough (a Verlet list).
+
+    :meth:`update` returns the graph of cut-off ``radius + skin``, built anew only
+    when some particle has moved more than ``skin / 2`` since the last build (or the
+    batch layout, dtype or device changed). Two particles then have approached by
+    at most ``skin``, so every pair now closer than ``radius`` is among the edges.
+    The listed edges also hold pairs up to ``radius + skin`` apart: callers cut or
+    weight them by the true distance (e.g. a smooth cut-off reaching zero at
+    ``radius``), or pass ``trim=True`` to get exactly the pairs closer than
+    ``radius`` at a cost of one distance per listed edge per update (``O(E)``, no
+    search). Checking for the rebuild costs one displacement per particle (``O(N)``
+    and one device synchronisation).
+
+    Args:
+        radius: Interaction radius, finite and ``>= 0``.
+        skin: Extra margin, finite and ``>= 0`` (0: a rebuild whenever anything moved).
+        box: Periodic box lengths ``[d]`` or ``[G, d]`` (each at least
+            ``2 · (radius + skin)``), or ``None``.
+        backend: Search backend of :func:`radius_graph`.
+        trim: Return only the pairs closer than ``radius``.
+
+    Attributes:
+        rebuilds: Number of searches so far.
+        updates: Number of :meth:`update` calls so far.
+        edge_index: The last listed graph (cut-off ``radius + skin``), ``[2, E]``.
+    """
+
+    def __init__(self, radius: float, skin: float, box: Tensor | Sequence[float] | None = None,
+                 *, backend: str = "auto", trim: bool = False) -> None:
+        self.radius = _check_length(radius, "radius")
+        self.skin = _check_length(skin, "skin")
+        if backend not in RADIUS_BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {RADIUS_BACKENDS}")
+        self.box = None if box is None else torch.as_tensor(box, dtype=torch.float64)
+        if self.box is not None:
+            _check_box_values(self.box, self.radius + self.skin, "radius + skin")
+        self.backend, self.trim = backend, trim
+        self.rebuilds = 0
+        self.updates = 0
+        self.edge_index: Tensor | None = None
+        self._ref: Tensor | None = None
+        self._ptr: Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the last build: the next :meth:`update` searches anew."""
+        self.edge_index, self._ref, self._ptr = None, None, None
+
+    def needs_rebuild(self, q: Tensor, ptr: Tensor) -> bool:
+        """Whether :meth:`update` would search anew for positions ``q [N, d]``."""
+        ref = self._ref
+        if (ref is None or ref.shape != q.shape or ref.dtype != q.dtype
+                or ref.device != q.device or self._ptr is None
+                or self._ptr.shape != ptr.shape or not torch.equal(self._ptr, ptr.to(q.device))):
+            return True
+        if q.shape[0] == 0:
+            return False
+        disp = q.detach() - ref
+        if self.box is not None:
+            lengths = self.box.to(q)
+            if lengths.dim() == 2 and lengths.shape[0] > 1:
+                lengths = lengths[batch_vector(self._ptr)]
+            disp = disp - lengths * torch.round(disp / lengths)
+        return bool(disp.square().sum(-1).max() > (self.skin / 2) ** 2)
+
+    def update(self, q: Tensor, ptr: Tensor) -> Tensor:
+        """The neighbour graph for positions ``q [N, d]`` of graphs ``ptr [G + 1]``.
+
+        Returns:
+            ``edge_index [2, E]``, ordered as :func:`radius_graph`'s: all pairs
+            closer than ``radius + skin`` at the last build (or, with ``trim``, the
+            pairs closer than ``radius`` now).
+        """
+        self.updates += 1
+        if self.needs_rebuild(q, ptr):
+            self.edge_index = radius_graph(q, ptr, self.radius + self.skin,
+                                           box=self.box, backend=self.backend)
+            self._ref = q.detach().clone()
+            self._ptr = torch.as_tensor(ptr, device=q.device).clone()
+            self.rebuilds += 1
+        assert self.edge_index is not None
+        if not self.trim or self.edge_index.shape[1] == 0:
+            return self.edge_index
+        _, ptr_c, r, box = _check_radius_inputs(q, self._ptr, self.radius, self.box, "radius")
+        i, j = self.edge_index
+        return self.edge_index[:, _closer_than(q.detach(), i, j, r, box, batch_vector(ptr_c))]
+
+
+def _check_length(value: float, name: str) -> float:
+    """``value`` as a float, which must be finite and ``>= 0``."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def _check_box_values(box: Tensor, cutoff: float, what: str) -> None:
+    if not bool(torch.isfinite(box).all()) or bool((box <= 0).any()):
+        raise ValueError(f"box lengths must be finite and > 0, got {box.tolist()}")
+    if bool((box < 2 * cutoff).any()):
+        raise ValueError(
+            f"box lengths {box.tolist()} are smaller than 2 * {what} = {2 * cutoff:g} in some "
+            "dimension: the minimum image is only unique for box >= 2 * cut-off (use a "
+            "larger box or a smaller cut-off)")
+
+
+def _check_radius_inputs(q: Tensor, ptr: Tensor, radius: float,
+                         box: Tensor | Sequence[float] | None, what: str
+                         ) -> tuple[Tensor, Tensor, float, Tensor | None]:
+    """Validated ``q`` (detached), ``ptr`` (int64, on ``q``'s device), radius, box.
+
+    The box comes back as ``[1, d]`` or ``[G, d]`` in ``q``'s dtype and device.
+    """
+    if not isinstance(q, Tensor) or q.dim() != 2 or not q.is_floating_point():
+        shape = tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__
+        raise ValueError(f"q must be a floating-point tensor of positions [N, d], got {shape}")
+    n, d = q.shape
+    if d < 1:
+        raise ValueError(f"q must have at least one coordinate per node, got shape {(n, d)}")
+    r = _check_length(radius, what)
+    ptr = torch.as_tensor(ptr, device=q.device)
+    if ptr.dim() != 1 or ptr.numel() < 1 or ptr.is_floating_point() or ptr.is_complex():
+        raise ValueError(f"ptr must be a 1-D integer tensor of node offsets [G + 1], got "
+                         f"{tuple(ptr.shape)} {ptr.dtype}")
+    ptr = ptr.long()
+    if int(ptr[0]) != 0 or int(ptr[-1]) != n or bool((ptr.diff() < 0).any()):
+        raise ValueError(f"ptr must start at 0, never decrease and end at N = {n} (the rows "
+                         f"of q), got {ptr.tolist()[:8]}{' ...' if ptr.numel() > 8 else ''}")
+    if n and not bool(torch.isfinite(q).all()):
+        raise ValueError("q must hold finite positions; it has NaN or infinite entries")
+    if box is None:
+        return q.detach(), ptr, r, None
+    lengths = torch.as_tensor(box, dtype=q.dtype, device=q.device)
+    g = ptr.numel() - 1
+    if lengths.dim() == 1:
+        lengths = lengths[None]
+    if lengths.dim() != 2 or lengths.shape[1] != d or lengths.shape[0] not in (1, g):
+        raise ValueError(f"box must hold lengths [d] = [{d}] or [G, d] = [{g}, {d}], got "
+                         f"{tuple(torch.as_tensor(box).shape)}")
+    _check_box_values(lengths, r, what)
+    return q.detach(), ptr, r, lengths
+
+
+def _resolve_backend(backend: str, ptr: Tensor, box: Tensor | None) -> str:
+    if backend not in RADIUS_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {RADIUS_BACKENDS}")
+    if backend == "torch_cluster":
+        if box is not None:
+            raise ValueError("backend 'torch_cluster' has no periodic box: use 'cells' "
+                             "(or 'auto')")
+        import torch_cluster  # noqa: F401  (ImportError names the missing package)
+    if backend != "auto":
+        return backend
+    sizes = ptr[1:] - ptr[:-1]
+    if int((sizes * sizes).sum()) <= _AUTO_BRUTE_PAIRS:
+        return "brute"
+    if box is None and importlib.util.find_spec("torch_cluster") is not None:
+        return "torch_cluster"
+    return "cells"
+
+
+def _closer_than(q: Tensor, i: Tensor, j: Tensor, r: float, box: Tensor | None,
+                 batch: Tensor) -> Tensor:
+    """Mask ``[M]``: pairs ``(i, j)`` with ``|q_j − q_i| < r`` (minimum image in ``box``).
+
+    The one criterion of every backend: per coordinate ``Δ = q_j − q_i`` (minimum
+    image ``Δ − L·round(Δ / L)``), squares added in coordinate order in ``q``'s dtype,
+    compared with ``r²``. Exactly symmetric in ``i`` and ``j`` (every step commutes
+    with negation), so one orientation decides both edges of a pair.
+    """
+    per_pair = box is not None and box.shape[0] > 1
+    graph_of_pair = batch.index_select(0, i) if per_pair else None
+    d2 = None
+    for k, column in enumerate(q.T.contiguous()):  # one coordinate at a time: 1-D gathers
+        diff = column.index_select(0, j) - column.index_select(0, i)
+        if box is not None:
+            length = box[:, k].index_select(0, graph_of_pair) if per_pair else box[0, k]
+            diff = diff - length * torch.round(diff / length)
+        d2 = diff * diff if d2 is None else d2 + diff * diff
+    return d2 < r * r
+
+
+def _all_pairs(ptr: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    """Every ordered pair ``(i, j)`` of each graph, self pairs included, sorted."""
+    sizes = ptr[1:] - ptr[:-1]
+    per_node = sizes[batch]
+    total = int(per_node.sum())
+    i = torch.repeat_interleave(torch.arange(batch.numel(), device=ptr.device), per_node,
+                                output_size=total)
+    first = torch.cumsum(per_node, 0) - per_node
+    j = torch.arange(total, device=ptr.device) + (ptr[batch] - first)[i]
+    return i, j
+
+
+def _cell_pairs(q: Tensor, ptr: Tensor, batch: Tensor, r: float, box: Tensor | None
+                ) -> tuple[Tensor, Tensor]:
+    """The close pairs ``(i [P], j [P])`` (each unordered pair once) by a cell list.
+
+    Cells are boxes of side at least ``r`` (plus a margin for rounding) in a grid per
+    graph, keyed by one int64 (graph offset + mixed-radix cell index). Particles are
+    sorted by key (then by index); a particle's candidates are the particles after it
+    in its own cell and all particles of those of the ``3^d − 1`` cells around its
+    own (wrapped across a periodic box; where a grid has under 3 cells, offsets that
+    would repeat a cell are dropped) whose key is larger than its own, so every pair
+    of neighbouring cells is visited once. Everything runs on the cell-sorted copy
+    (contiguous gathers); memory ``O(3^d N)`` plus a chunk of candidates, whatever
+    the number of (empty) cells.
+    """
+    n, d = q.shape
+    g = ptr.numel() - 1
+    dev = q.device
+    x = q.to(torch.float64)  # binning in float64: cells exact to the positions given
+    eps = torch.finfo(q.dtype).eps
+    scale = torch.zeros(g, device=dev, dtype=torch.float64).scatter_reduce(
+        0, batch, x.abs().amax(1), "amax")
+    if box is None:
+        idx = batch[:, None].expand(n, d)
+        lo = torch.full((g, d), math.inf, device=dev, dtype=torch.float64).scatter_reduce(
+            0, idx, x, "amin")
+        hi = torch.full((g, d), -math.inf, device=dev, dtype=torch.float64).scatter_reduce(
+            0, idx, x, "amax")
+        empty = (ptr[1:] == ptr[:-1])[:, None]
+        lo, hi = lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
+        # a margin: a pair judged closer than r in q's dtype is closer than a cell side
+        side = (r * (1 + 1e-6) + 16 * eps * (scale + r))[:, None].expand(g, d).clone()
+        dims = torch.floor((hi - lo) / side) + 3  # + an empty layer of cells on each side
+    else:
+        lengths = box.to(torch.float64).expand(g, d)
+        side = r * (1 + 1e-6) + 16 * eps * (scale[:, None] + lengths + r)
+        dims = torch.floor(lengths / side).clamp(min=1)
+        lo = torch.zeros(g, d, device=dev, dtype=torch.float64)
+        per_node = lengths.index_select(0, batch)
+        x = x - per_node * torch.floor(x / per_node)
+    # keep every graph's grid within an int64 key (only far-flung sparse systems)
+    cap = 2.0 ** 60 / max(g, 1)
+    while True:
+        over = dims.prod(1) / cap
+        if not bool((over > 1).any()):
+            break
+        grow = torch.where(over > 1, over ** (1 / d) * 1.01, torch.ones_like(over))[:, None]
+        if box is None:
+            side = side * grow
+            dims = torch.floor((hi - lo) / side) + 3
+        else:
+            dims = torch.floor(dims / grow).clamp(min=1)
+    if box is not None:
+        side = lengths / dims
+    dims_l = dims.long()
+    strides = torch.cumprod(torch.cat([dims_l.new_ones(g, 1), dims_l[:, :-1]], 1), 1)
+    cells = dims_l.prod(1)
+    goff = torch.cumsum(cells, 0) - cells
+    cell = torch.floor((x - lo.index_select(0, batch)) / side.index_select(0, batch)).long()
+    if box is None:  # cells 1 .. dims - 2: the outer layers stay empty
+        cell = torch.minimum(cell.clamp(min=0) + 1, dims_l.index_select(0, batch) - 2)
+    else:
+        cell = torch.minimum(cell.clamp(min=0), dims_l.index_select(0, batch) - 1)
+    key = goff.index_select(0, batch) + (cell * strides.index_select(0, batch)).sum(1)
+    key, order = torch.sort(key, stable=True)
+    # from here on, particles in cell order: p = rank in that order
+    batch_s = batch.index_select(0, order)
+    one_grid = g == 1 or bool((strides == strides[0]).all())
+
+    # keys of the neighbouring cells with a larger key than each particle's own, [N, K]
+    if box is None:
+        # all strides > 0 and stride_k > sum of the lower ones (every dim has >= 3
+        # cells): an offset raises the key iff its last non-zero component is +1, and
+        # with the empty outer layers no neighbour of an occupied cell leaves the grid
+        offsets = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d)
+                                if any(o) and [c for c in o if c][-1] == 1],
+                               device=dev, dtype=torch.long)
+        steps = strides @ offsets.T  # [G, K]
+        nkey = key[:, None] + (steps[0] if one_grid else steps.index_select(0, batch_s))
+        valid = None
+    else:
+        cell = cell.index_select(0, order)
+        nb_dims = dims_l.index_select(0, batch_s)
+        nb_strides = strides.index_select(0, batch_s)
+        offsets = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d) if any(o)],
+                               device=dev, dtype=torch.long)
+        nkey = goff.index_select(0, batch_s)[:, None].expand(n, offsets.shape[0]).clone()
+        valid = torch.ones_like(nkey, dtype=torch.bool)
+        for k in range(d):
+            c = cell[:, k:k + 1] + offsets[:, k]
+            size = nb_dims[:, k:k + 1]
+            # wrap; where the grid has 1 or 2 cells, -1 (and +1) repeat other offsets
+            valid &= (size >= 3) | (offsets[:, k] == 0) | ((size == 2) & (offsets[:, k] == 1))
+            nkey += torch.remainder(c, size) * nb_strides[:, k:k + 1]
+        valid &= nkey > key[:, None]  # each pair of distinct cells from one side only
+    total_cells = int(cells.sum())
+    if total_cells <= 4 * n + 1024:  # a table over all cells
+        count_all = torch.bincount(key, minlength=total_cells)
+        start_all = torch.cumsum(count_all, 0) - count_all
+        if valid is not None:
+            nkey = nkey.masked_fill(~valid, 0)
+        flat = nkey.reshape(-1)
+        start = start_all.index_select(0, flat).view_as(nkey)
+        count = count_all.index_select(0, flat).view_as(nkey)
+        own_end = start_all.index_select(0, key) + count_all.index_select(0, key)
+    else:  # look the occupied cells up (sparse grids)
+        occupied, count_occ = torch.unique_consecutive(key, return_counts=True)
+        start_occ = torch.cumsum(count_occ, 0) - count_occ
+        at = torch.searchsorted(occupied, nkey).clamp(max=occupied.numel() - 1)
+        found = occupied[at] == nkey
+        valid = found if valid is None else valid & found
+        start, count = start_occ[at], count_occ[at]
+        own = torch.searchsorted(occupied, key)
+        own_end = start_occ.index_select(0, own) + count_occ.index_select(0, own)
+    if valid is not None:
+        count = count.masked_fill(~valid, 0)
+    rank = torch.arange(n, device=dev)
+    # the particles after each one in its own cell come first
+    start = torch.cat([(rank + 1)[:, None], start], 1)
+    count = torch.cat([(own_end - rank - 1)[:, None], count], 1)
+
+    k_all = count.shape[1]
+    ends = torch.cumsum(count.sum(1), 0)
+    total = int(ends[-1])
+    bounds = [0]
+    if total > _CANDIDATES_PER_CHUNK:
+        marks = torch.arange(_CANDIDATES_PER_CHUNK, total, _CANDIDATES_PER_CHUNK, device=dev)
+        bounds += torch.searchsorted(ends, marks, right=True).tolist()
+    bounds.append(n)
+    q_s = q.index_select(0, order)
+    flat_start, flat_count = start.reshape(-1), count.reshape(-1)
+    found_i, found_j = [], []
+    for a, b in itertools.pairwise(bounds):
+        if b <= a:
+            continue
+        cnt = flat_count[a * k_all:b * k_all]
+        size = int(cnt.sum())
+        slot = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt,
+                                       output_size=size)
+        shift = flat_start[a * k_all:b * k_all] - (torch.cumsum(cnt, 0) - cnt)
+        j = torch.arange(size, device=dev) + shift.index_select(0, slot)
+        i = a + torch.div(slot, k_all, rounding_mode="floor")
+        keep = torch.nonzero(_closer_than(q_s, i, j, r, box, batch_s)).squeeze(1)
+        found_i.append(order.index_select(0, i.index_select(0, keep)))
+        found_j.append(order.index_select(0, j.index_select(0, keep)))
+    return torch.cat(found_i), torch.cat(found_j)
 
 
 @dataclass

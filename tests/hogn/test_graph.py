@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import networkx as nx
+import numpy as np
 import pytest
 import torch
 
 from hogn.graph import (
     GraphBatch,
+    NeighbourList,
     batch_vector,
+    edge_vectors,
     from_networkx,
     fully_connected,
     ptr_from_sizes,
@@ -187,3 +191,310 @@ def test_radius_graph_matches_brute_force():
                 if i != j and batch[i] == batch[j] and (q[i] - q[j]).norm() < 0.4}
     assert expected  # the test means something
     assert _pairs(edges) == expected
+
+
+# --- radius graphs: cell list, brute force, periodic boxes, neighbour lists -----------
+
+GRAPH_SIZES = [0, 1, 37, 0, 150, 2, 90]  # empty graphs, a single particle, uneven sizes
+
+
+def _reference_pairs(q, ptr, radius, box=None):
+    """Every ordered pair closer than ``radius``, by numpy broadcasting per graph."""
+    q = q.detach().cpu().double().numpy()
+    ptr = ptr.tolist()
+    pairs = set()
+    for g in range(len(ptr) - 1):
+        a, b = ptr[g], ptr[g + 1]
+        diff = q[a:b][None, :, :] - q[a:b][:, None, :]  # [i, j] = q_j - q_i
+        if box is not None:
+            lengths = np.asarray(torch.as_tensor(box, dtype=torch.float64))
+            lengths = lengths[g] if lengths.ndim == 2 else lengths
+            diff = diff - lengths * np.round(diff / lengths)
+        close = (diff**2).sum(-1) < radius * radius
+        np.fill_diagonal(close, False)
+        pairs |= {(a + i, a + j) for i, j in zip(*np.nonzero(close), strict=True)}
+    return pairs
+
+
+def _check_sorted(edges, n):
+    keys = edges[0] * max(n, 1) + edges[1]
+    assert (keys.diff() > 0).all(), "edges sorted by row 0 then row 1, no duplicates"
+
+
+def _system(sizes, d, extent, seed, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(sum(sizes), d, generator=gen, dtype=dtype) * extent, ptr_with_empty(sizes)
+
+
+def ptr_with_empty(sizes):
+    return torch.tensor([0, *itertools.accumulate(sizes)])
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("periodic", [None, "shared", "per-graph"])
+def test_cells_equal_brute_force_and_reference(d, periodic):
+    radius = {1: 0.05, 2: 0.3, 3: 0.6}[d]
+    extent = 3.0
+    q, ptr = _system(GRAPH_SIZES, d, extent, seed=10 * d)
+    box = None
+    if periodic == "shared":
+        box = torch.full((d,), extent, dtype=torch.float64)
+    elif periodic == "per-graph":  # boxes from 2 r (two cells) to the whole extent
+        box = torch.linspace(2 * radius, extent, len(GRAPH_SIZES), dtype=torch.float64)
+        box = box[:, None].expand(-1, d).clone()
+        box[:, 0] = extent
+    if box is not None:  # positions inside, outside and on the faces of the box
+        q[::7] -= 2 * extent
+        q[1::11] = 0.0
+        q[2::13] = (box.expand(len(q), d) if box.dim() == 1 else box[batch_vector(ptr)])[2::13]
+    brute = radius_graph(q, ptr, radius, box=box, backend="brute")
+    cells = radius_graph(q, ptr, radius, box=box, backend="cells")
+    expected = _reference_pairs(q, ptr, radius, box)
+    assert len(expected) > 100  # the test means something
+    assert _pairs(brute) == expected and brute.shape[1] == len(expected)
+    assert torch.equal(cells, brute)
+    assert torch.equal(radius_graph(q, ptr, radius, box=box), brute)  # auto
+    _check_sorted(cells, len(q))
+    batch = batch_vector(ptr)
+    assert torch.equal(batch[cells[0]], batch[cells[1]])  # never across graphs
+    assert cells.dtype == torch.long
+
+
+def test_float32_equal_brute_force():
+    q, ptr = _system(GRAPH_SIZES, 3, 2.0, seed=3, dtype=torch.float32)
+    for box in (None, [2.0, 2.0, 2.0]):
+        brute = radius_graph(q, ptr, 0.45, box=box, backend="brute")
+        assert brute.shape[1] > 100
+        assert torch.equal(radius_graph(q, ptr, 0.45, box=box, backend="cells"), brute)
+        assert _pairs(brute) == _reference_pairs(q, ptr, 0.45, box)
+
+
+def test_more_dimensions_and_larger_systems():
+    q, ptr = _system([700, 300], 4, 3.0, seed=4)
+    box = torch.tensor([3.0, 3.0, 3.0, 3.0], dtype=torch.float64)
+    for b in (None, box):
+        brute = radius_graph(q, ptr, 0.7, box=b, backend="brute")
+        assert brute.shape[1] > 1000
+        assert torch.equal(radius_graph(q, ptr, 0.7, box=b, backend="cells"), brute)
+
+
+def test_old_behaviour_kept():
+    """The dense ``cdist`` graph of before, for a plain call: same edges, same order."""
+    q, ptr = _system([40, 25, 60], 2, 1.0, seed=5)
+    batch = batch_vector(ptr)
+    dense = (torch.cdist(q, q) < 0.2) & (batch[:, None] == batch[None, :])
+    dense.fill_diagonal_(False)
+    assert torch.equal(radius_graph(q, ptr, 0.2), dense.nonzero().T)
+    assert torch.equal(radius_graph(q, ptr, 0.2, backend="cells"), dense.nonzero().T)
+
+
+def test_all_particles_in_one_cell_give_complete_graphs():
+    q, ptr = _system([30, 1, 12], 3, 0.1, seed=6)
+    for box in (None, [2.0, 2.0, 2.0]):
+        edges = radius_graph(q, ptr, 1.0, box=box, backend="cells")
+        assert torch.equal(edges, fully_connected([30, 1, 12]))
+
+
+def test_empty_and_trivial_inputs():
+    for backend in ("brute", "cells"):
+        none = radius_graph(torch.zeros(0, 2), torch.tensor([0]), 1.0, backend=backend)
+        assert none.shape == (2, 0) and none.dtype == torch.long
+        empties = radius_graph(torch.zeros(0, 3), torch.tensor([0, 0, 0]), 1.0, backend=backend)
+        assert empties.shape == (2, 0)
+        single = radius_graph(torch.zeros(1, 2), torch.tensor([0, 0, 1, 1]), 1.0,
+                              backend=backend)
+        assert single.shape == (2, 0)
+        q = torch.rand(10, 2)
+        assert radius_graph(q, torch.tensor([0, 10]), 0.0, backend=backend).shape == (2, 0)
+        # one particle per graph: never an edge, however close
+        assert radius_graph(torch.zeros(5, 2), torch.arange(6), 1.0, backend=backend
+                            ).shape == (2, 0)
+
+
+@pytest.mark.parametrize("backend", ["brute", "cells"])
+def test_the_radius_is_exclusive(backend):
+    """A pair exactly ``radius`` apart is not joined; just inside, it is (also across
+    a periodic boundary)."""
+    spacing = 0.5  # exact in binary: distances on the lattice are exact
+    lattice = torch.cartesian_prod(torch.arange(6.0), torch.arange(6.0)).double() * spacing
+    ptr = torch.tensor([0, 36])
+    for box in (None, [3.0, 3.0]):
+        at = radius_graph(lattice, ptr, spacing, box=box, backend=backend)
+        assert at.shape == (2, 0)
+        inside = radius_graph(lattice, ptr, spacing * (1 + 1e-12), box=box, backend=backend)
+        per_node = 4 if box is not None else None
+        degrees = torch.bincount(inside[0], minlength=36)
+        if per_node:
+            assert (degrees == per_node).all()  # across the faces too
+        else:
+            assert inside.shape[1] == 2 * 2 * 6 * 5  # 2 directions, 2 axes, 6 rows of 5
+    # across the box face only: 0 and 2.5 are 0.5 apart through the face of a 3.0 box
+    pair = torch.tensor([[0.0, 1.0], [2.5, 1.0]], dtype=torch.float64)
+    two = torch.tensor([0, 2])
+    assert radius_graph(pair, two, 0.5, box=[3.0, 3.0], backend=backend).shape == (2, 0)
+    assert _pairs(radius_graph(pair, two, 0.5001, box=[3.0, 3.0], backend=backend)) == {
+        (0, 1), (1, 0)}
+    assert radius_graph(pair, two, 0.5001, backend=backend).shape == (2, 0)  # open: 2.5
+
+
+@pytest.mark.parametrize("ratio", [2.0, 2.5, 3.0, 3.5, 7.0])
+def test_small_periodic_boxes_count_each_pair_once(ratio):
+    """Boxes of 2 to 7 radii (grids of 1 to 6 cells per side): no pair twice."""
+    radius = 1.0
+    q, ptr = _system([60, 45], 3, ratio * radius, seed=int(10 * ratio))
+    box = torch.tensor([ratio, ratio + 1.5, 2.0], dtype=torch.float64)
+    brute = radius_graph(q, ptr, radius, box=box, backend="brute")
+    cells = radius_graph(q, ptr, radius, box=box, backend="cells")
+    assert brute.shape[1] > 100
+    assert torch.equal(cells, brute)
+    assert _pairs(brute) == _reference_pairs(q, ptr, radius, box)
+
+
+def test_sparse_and_far_flung_grids():
+    """Clusters far apart (a grid of many empty cells, looked up by key), and a
+    spread so wide for the radius that the cells are coarsened to fit an int64 key."""
+    gen = torch.Generator().manual_seed(8)
+    clusters = torch.rand(4, 3, generator=gen, dtype=torch.float64) * 1000
+    q = (clusters.repeat_interleave(25, 0)
+         + torch.rand(100, 3, generator=gen, dtype=torch.float64))
+    ptr = torch.tensor([0, 50, 100])
+    brute = radius_graph(q, ptr, 0.4, backend="brute")
+    assert brute.shape[1] > 50
+    assert torch.equal(radius_graph(q, ptr, 0.4, backend="cells"), brute)
+    far = torch.tensor([[0.0, 0, 0], [1e-7, 0, 0], [1e9, 1e9, 1e9], [1e9, 1e9, 1e9 + 5e-8]],
+                       dtype=torch.float64)
+    edges = radius_graph(far, torch.tensor([0, 4]), 1e-6, backend="cells")
+    assert _pairs(edges) == {(0, 1), (1, 0), (2, 3), (3, 2)}
+
+
+def test_backend_choice():
+    q, ptr = _system([20], 2, 1.0, seed=9)
+    with pytest.raises(ValueError, match=r"unknown backend 'kd'.*'auto', 'cells', 'brute'"):
+        radius_graph(q, ptr, 0.3, backend="kd")
+    with pytest.raises(ValueError, match="'torch_cluster' has no periodic box"):
+        radius_graph(q, ptr, 0.3, box=[1.0, 1.0], backend="torch_cluster")
+
+
+def test_torch_cluster_backend_equal():
+    pytest.importorskip("torch_cluster")
+    q, ptr = _system(GRAPH_SIZES, 3, 2.0, seed=11)
+    brute = radius_graph(q, ptr, 0.5, backend="brute")
+    assert torch.equal(radius_graph(q, ptr, 0.5, backend="torch_cluster"), brute)
+    q32 = q.float()
+    assert torch.equal(radius_graph(q32, ptr, 0.5, backend="torch_cluster"),
+                       radius_graph(q32, ptr, 0.5, backend="brute"))
+
+
+def test_bad_inputs_name_what_was_wrong():
+    q = torch.rand(6, 2)
+    ptr = torch.tensor([0, 2, 6])
+    for bad in (-0.1, math.nan, math.inf, "one"):
+        with pytest.raises(ValueError, match=r"radius must be a finite number >= 0, got"):
+            radius_graph(q, ptr, bad)
+    for bad, what in (([1, 2, 6], "start at 0"), ([0, 4, 2, 6], "never decrease"),
+                      ([0, 2, 5], r"end at N = 6"), ([[0, 6]], "1-D integer"),
+                      ([0.0, 6.0], "1-D integer"), ([], "1-D integer")):
+        with pytest.raises(ValueError, match=r"ptr must .*" + what if what != "1-D integer"
+                           else "ptr must be a 1-D integer tensor"):
+            radius_graph(q, torch.tensor(bad), 0.3)
+    with pytest.raises(ValueError, match=r"q must be a floating-point tensor of positions "
+                       r"\[N, d\], got \(6,\)"):
+        radius_graph(torch.rand(6), ptr, 0.3)
+    with pytest.raises(ValueError, match="floating-point"):
+        radius_graph(torch.ones(6, 2, dtype=torch.long), ptr, 0.3)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        radius_graph(torch.full((6, 2), math.nan), ptr, 0.3)
+    with pytest.raises(ValueError, match=r"smaller than 2 \* radius = 0.8.*box >= 2 \* cut-off"):
+        radius_graph(q, ptr, 0.4, box=[1.0, 0.7])
+    with pytest.raises(ValueError, match=r"box must hold lengths \[d\] = \[2\] or \[G, d\] = "
+                       r"\[2, 2\], got \(3,\)"):
+        radius_graph(q, ptr, 0.3, box=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"got \(3, 2\)"):
+        radius_graph(q, ptr, 0.3, box=torch.ones(3, 2))
+    for bad in ([0.0, 1.0], [math.inf, 1.0], [-1.0, 1.0]):
+        with pytest.raises(ValueError, match="box lengths must be finite and > 0"):
+            radius_graph(q, ptr, 0.3, box=bad)
+
+
+def test_edge_vectors_are_minimum_images_and_differentiable():
+    q, ptr = _system([30, 20], 2, 2.0, seed=12)
+    box = torch.tensor([[2.0, 2.0], [2.5, 3.0]], dtype=torch.float64)
+    edges = radius_graph(q, ptr, 0.6, box=box)
+    q.requires_grad_(True)
+    vec = edge_vectors(q, edges, box=box, ptr=ptr)
+    lengths = box[batch_vector(ptr)[edges[0]]]
+    assert (vec.abs() <= lengths / 2).all() and (vec.norm(dim=-1) < 0.6).all()
+    raw = q[edges[1]] - q[edges[0]]
+    images = (raw - vec) / lengths  # whole numbers of box lengths
+    assert (images - images.round()).abs().max() < 1e-12
+    assert not torch.allclose(raw, vec)  # some edges cross a face
+    (grad,) = torch.autograd.grad(vec[:, 0].sum(), q)
+    expected = (torch.bincount(edges[1], minlength=50)
+                - torch.bincount(edges[0], minlength=50)).double()
+    assert torch.equal(grad[:, 0], expected) and (grad[:, 1] == 0).all()
+    assert torch.equal(edge_vectors(q, edges), raw)
+    with pytest.raises(ValueError, match="needs ptr"):
+        edge_vectors(q, edges, box=box)
+
+
+def _walk(n, d, extent, steps, step_size, seed, sizes=None):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.rand(n, d, generator=gen, dtype=torch.float64) * extent
+    v = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    for _ in range(steps):
+        v = v + 0.3 * torch.randn(n, d, generator=gen, dtype=torch.float64)
+        v = v / v.norm(dim=-1, keepdim=True)
+        q = q + step_size * v
+        yield q
+
+
+@pytest.mark.parametrize("box", [None, [4.0, 4.0]])
+def test_neighbour_list_rebuilds_rarely_and_misses_no_pair(box):
+    radius, skin = 0.35, 0.1
+    ptr = torch.tensor([0, 70, 70, 150])
+    lists = {trim: NeighbourList(radius, skin, box=box, trim=trim) for trim in (False, True)}
+    steps = 60
+    for q in _walk(150, 2, 4.0, steps, step_size=0.005, seed=13):
+        wanted = radius_graph(q, ptr, radius, box=box, backend="brute")
+        padded = lists[False].update(q, ptr)
+        assert _pairs(wanted) <= _pairs(padded)
+        assert torch.equal(lists[True].update(q, ptr), wanted)  # trimmed: exactly these
+        assert torch.equal(padded, radius_graph(lists[False]._ref, ptr, radius + skin,
+                                                box=box, backend="brute"))
+    for nl in lists.values():
+        assert nl.updates == steps
+        # 60 steps of 0.005 move a particle by at most 0.3: a rebuild every 10 steps
+        assert 2 <= nl.rebuilds <= steps // 10 + 1
+    assert wanted.shape[1] > 50
+
+
+def test_neighbour_list_rebuild_threshold_and_layout_changes():
+    q = torch.tensor([[0.0, 0.0], [0.5, 0.0], [3.0, 3.0]], dtype=torch.float64)
+    ptr = torch.tensor([0, 3])
+    nl = NeighbourList(0.6, 0.2, box=[5.0, 5.0])
+    nl.update(q, ptr)
+    assert nl.rebuilds == 1
+    moved = q.clone()
+    moved[2, 0] += 0.099  # under skin / 2
+    nl.update(moved, ptr)
+    assert nl.rebuilds == 1
+    moved[2, 0] += 0.002  # over skin / 2 since the build
+    nl.update(moved, ptr)
+    assert nl.rebuilds == 2
+    wrapped = moved.clone()
+    wrapped[0, 0] += 5.0  # the same state, one particle written one box further
+    nl.update(wrapped, ptr)
+    assert nl.rebuilds == 2
+    nl.update(moved, torch.tensor([0, 1, 3]))  # another batch layout
+    assert nl.rebuilds == 3
+    nl.update(moved.float(), torch.tensor([0, 1, 3]))  # another dtype
+    assert nl.rebuilds == 4
+    nl.reset()
+    nl.update(moved.float(), torch.tensor([0, 1, 3]))
+    assert nl.rebuilds == 5
+    with pytest.raises(ValueError, match=r"smaller than 2 \* radius \+ skin = 1.6"):
+        NeighbourList(0.6, 0.2, box=[1.5, 5.0])
+    with pytest.raises(ValueError, match="skin must be a finite number >= 0"):
+        NeighbourList(0.6, -0.2)
+    with pytest.raises(ValueError, match="unknown backend"):
+        NeighbourList(0.6, 0.2, backend="octree")
