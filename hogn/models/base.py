@@ -355,8 +355,8 @@ class DynamicsModel(nn.Module):
         parameters, not in ``q, p``), and the parameters must not change while it is
         in use. Hamiltonian models whose network :mod:`hogn.models.inference` writes
         out (HOGN, SeparableHOGN, HNN) take ``∂H`` without autograd, with the
-        constant inputs' part of the first layers computed here once; others take it
-        by autograd with ``create_graph=False``.
+        constant inputs' part of the first layers computed here once; other models
+        call their own derivative with ``create_graph=False``.
 
         Args:
             graph: Static graph (``c``, ``edge_index``, ``edge_attr``, ``ptr``), with a
