@@ -511,18 +511,32 @@ def _cell_pairs(q: Tensor, ptr: Tensor, batch: Tensor, r: float, box: Tensor | N
     batch_s = batch.index_select(0, order)
     one_grid = g == 1 or bool((strides == strides[0]).all())
 
-    # keys of the neighbouring cells with a larger key than each particle's own, [N, K]
+    # keys of the neighbouring cells visited from each particle, [N, K]. Half of the
+    # 3^d - 1 offsets (those whose last non-zero component is +1) visit every pair of
+    # distinct neighbouring cells once where each dimension has >= 3 cells (one
+    # offset reaches B from A, its negative, not in the half, A from B).
+    half = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d)
+                         if any(o) and [c for c in o if c][-1] == 1], device=dev,
+                        dtype=torch.long)
+    valid = None
     if box is None:
-        # all strides > 0 and stride_k > sum of the lower ones (every dim has >= 3
-        # cells): an offset raises the key iff its last non-zero component is +1, and
-        # with the empty outer layers no neighbour of an occupied cell leaves the grid
-        offsets = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d)
-                                if any(o) and [c for c in o if c][-1] == 1],
-                               device=dev, dtype=torch.long)
-        steps = strides @ offsets.T  # [G, K]
+        # all strides > 0 and stride_k > sum of the lower ones: these offsets raise
+        # the key; with the empty outer layers no neighbour of an occupied cell
+        # leaves the grid
+        steps = strides @ half.T  # [G, K]
         nkey = key[:, None] + (steps[0] if one_grid else steps.index_select(0, batch_s))
-        valid = None
-    else:
+    elif bool((dims_l >= 3).all()):
+        # wrapped coordinate times stride, for the offsets -1, 0, +1 of each dimension
+        cell = cell.index_select(0, order)
+        size = dims_l.index_select(0, batch_s)
+        stride = strides.index_select(0, batch_s)
+        nkey = goff.index_select(0, batch_s)[:, None]
+        for k in range(d):
+            c = cell[:, k:k + 1] + torch.arange(-1, 2, device=dev)  # [N, 3]
+            c = torch.where(c < 0, c + size[:, k:k + 1], c)
+            c = torch.where(c >= size[:, k:k + 1], c - size[:, k:k + 1], c)
+            nkey = nkey + (c * stride[:, k:k + 1]).index_select(1, half[:, k] + 1)
+    else:  # a grid of 1 or 2 cells somewhere: all offsets, duplicates and repeats masked
         cell = cell.index_select(0, order)
         nb_dims = dims_l.index_select(0, batch_s)
         nb_strides = strides.index_select(0, batch_s)

@@ -1,0 +1,285 @@
+"""Benchmark: how the cost of large particle systems grows with the number of particles.
+
+Sections (each a function in :data:`SECTIONS` returning rows, a summary, checks and
+targets; ``--sections`` picks some):
+
+1. ``neighbours``: building the radius graph. ``N = 1,024 … 65,536`` particles,
+   uniform in a cube (``d = 3``) or square (``d = 2``) at constant density, about 9
+   neighbours per particle (radius 1, side ``(N · V_d(1) / 9)^(1/d)``), float64:
+
+   - ``cells``: :func:`hogn.graph.radius_graph` with ``backend="cells"`` (both
+     directions of each pair, sorted), open boundaries; ``cells pbc``: the same in a
+     periodic box of that side;
+   - ``dense``: the dense ``torch.cdist`` graph that ``radius_graph`` was before
+     (copied below), up to ``--dense-max`` particles (its memory grows as ``N²``);
+   - ``ckdtree``: scipy's ``cKDTree(q).query_pairs(1, output_type="ndarray")`` (tree
+     build included; each pair once, unsorted, so it does half our output's work);
+     ``ckdtree pbc``: the same with ``boxsize``.
+
+   Reported per size: the edge count (checked: ``2 ×`` cKDTree's pairs, for every
+   method), the time (the minimum and the median of ``--repeats`` calls, methods
+   interleaved so that the load of the machine hits all alike; the minimum is the
+   least disturbed by other processes and is what the ratios use), the cost per
+   particle, and the peak memory of one call. Targets (full run only): the
+   per-particle cost of ``cells`` grows by less than 1.5× from 1,024 to 16,384
+   particles, and ``cells`` takes at most 3× cKDTree's time at 16,384.
+
+   *Peak memory.* ``tracemalloc`` does not see torch's allocations, and torch tracks
+   peak memory only on CUDA, so each (method, size) runs once in a fresh subprocess
+   that builds its input, then resets the kernel's peak-RSS mark (``echo 5 >
+   /proc/self/clear_refs``) and reads ``VmHWM − VmRSS`` after the call: the extra
+   resident memory at the call's peak, whatever allocated it (torch, numpy, scipy's
+   C++). Where that reset is not allowed, it falls back to the growth of
+   ``getrusage(RUSAGE_SELF).ru_maxrss`` over the call (which misses memory already
+   touched by the imports, so reads low for small calls). A fresh process per
+   measurement keeps freed-but-cached heap pages of one method from hiding the
+   next one's. ``--quick`` measures in its own process instead (``--memory``), to
+   stay fast; its memory column is only indicative.
+
+2. Later rows (ground-truth step, HOGN evaluation cost per particle): add a
+   function ``(args) -> dict`` with the same keys and register it in
+   :data:`SECTIONS`; :func:`main` prints and records every section it runs.
+
+Prints markdown tables and writes JSON (atomically) to
+``benchmarks/results/bench_scaling.json``::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scaling.py          # ~10 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scaling.py --quick  # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import code_version, load_average, machine_info
+from scipy.spatial import cKDTree
+
+from hogn.graph import batch_vector, radius_graph
+from hogn.report import write_json
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_scaling.json"
+SIZES = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+QUICK_SIZES = [64, 256, 1024]
+NEIGHBOURS = 9.0  # mean neighbours per particle (constant density)
+RADIUS = 1.0
+METHODS = ("cells", "cells pbc", "dense", "ckdtree", "ckdtree pbc")
+
+
+# --- section 1: neighbour graphs ----------------------------------------------------
+
+def dense_radius_graph(q: torch.Tensor, ptr: torch.Tensor, radius: float) -> torch.Tensor:
+    """``radius_graph`` as it was before the cell list: a dense ``[N, N]`` distance matrix."""
+    batch = batch_vector(ptr)
+    dist = torch.cdist(q, q)
+    close = (dist < radius) & (batch[:, None] == batch[None, :])
+    close.fill_diagonal_(False)
+    return close.nonzero().T.contiguous()
+
+
+def side_length(n: int, d: int) -> float:
+    """Side of the cube holding ``n`` particles with ``NEIGHBOURS`` within ``RADIUS``."""
+    ball = math.pi ** (d / 2) / math.gamma(d / 2 + 1) * RADIUS**d
+    return (n * ball / NEIGHBOURS) ** (1 / d)
+
+
+def positions(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """``[n, d]`` float64 positions, uniform in ``[0, side)^d``."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, d, generator=gen, dtype=torch.float64) * side_length(n, d)
+
+
+def make_call(method: str, q: torch.Tensor) -> Callable[[], int]:
+    """A call of ``method`` on positions ``q``, returning its number of directed edges."""
+    n, d = q.shape
+    ptr = torch.tensor([0, n])
+    side = side_length(n, d)
+    if method == "cells":
+        return lambda: radius_graph(q, ptr, RADIUS, backend="cells").shape[1]
+    if method == "cells pbc":
+        box = torch.full((d,), side, dtype=q.dtype)
+        return lambda: radius_graph(q, ptr, RADIUS, box=box, backend="cells").shape[1]
+    if method == "dense":
+        return lambda: dense_radius_graph(q, ptr, RADIUS).shape[1]
+    x = q.numpy()
+    box = side if method == "ckdtree pbc" else None
+    if method in ("ckdtree", "ckdtree pbc"):
+        return lambda: 2 * len(cKDTree(x, boxsize=box).query_pairs(RADIUS,
+                                                                    output_type="ndarray"))
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def _status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
+
+
+def measure_peak(method: str, n: int, d: int) -> dict[str, Any]:
+    """Run one call in this process and return its peak extra memory (see the module doc)."""
+    call = make_call(method, positions(n, d))
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        edges = call()
+        peak = _status_kib("VmHWM") - before
+        how = "VmHWM - VmRSS after clear_refs"
+    except OSError:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        edges = call()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        how = "ru_maxrss growth"
+    return {"peak_mib": peak / 1024, "edges": edges, "how": how}
+
+
+def peak_in_subprocess(method: str, n: int, d: int, threads: int) -> dict[str, Any]:
+    """:func:`measure_peak` in a fresh interpreter (``--child``)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", method, str(n), str(d), "--threads",
+         str(threads)], capture_output=True, text=True, timeout=1200, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory run of {method} at N = {n} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def neighbours(args: argparse.Namespace) -> dict[str, Any]:
+    """Time, memory and edges of each neighbour search, per dimension and size."""
+    rows = []
+    for d in args.dims:
+        for n in args.sizes:
+            q = positions(n, d)
+            methods = [m for m in METHODS if m != "dense" or n <= args.dense_max]
+            calls = {m: make_call(m, q) for m in methods}
+            edges = {m: calls[m]() for m in methods}  # also warms up
+            repeats = max(args.repeats, int(args.repeats * 16384 / n)) if not args.quick \
+                else args.repeats
+            times: dict[str, list[float]] = {m: [] for m in methods}
+            for _ in range(repeats):  # interleaved: the same load for every method
+                for m in methods:
+                    start = time.perf_counter()
+                    calls[m]()
+                    times[m].append(time.perf_counter() - start)
+            for m in methods:
+                peak = (measure_peak(m, n, d) if args.memory == "inprocess"
+                        else peak_in_subprocess(m, n, d, args.threads))
+                best, median = min(times[m]), statistics.median(times[m])
+                reference = "ckdtree pbc" if m.endswith("pbc") else "ckdtree"
+                rows.append({"d": d, "N": n, "method": m, "edges": edges[m],
+                             "ckdtree pairs x 2": edges[reference],
+                             "ms min": 1e3 * best, "ms median": 1e3 * median,
+                             "us/particle": 1e6 * best / n, "peak MiB": peak["peak_mib"],
+                             "memory how": peak["how"], "repeats": repeats})
+            print(f"  d = {d}, N = {n}: " + ", ".join(
+                f"{r['method']} {r['ms min']:.1f} ms" for r in rows if r["N"] == n
+                and r["d"] == d), flush=True)
+    summary: dict[str, Any] = {}
+    small, large = min(args.sizes), (16384 if 16384 in args.sizes else max(args.sizes))
+
+    def row(d: int, n: int, m: str) -> dict[str, Any]:
+        return next(r for r in rows if r["d"] == d and r["N"] == n and r["method"] == m)
+
+    for d in args.dims:
+        for m in ("cells", "cells pbc"):
+            summary[f"d{d} {m} per-particle growth {small}->{large}"] = (
+                row(d, large, m)["us/particle"] / row(d, small, m)["us/particle"])
+        summary[f"d{d} cells / ckdtree at {large}"] = (
+            row(d, large, "cells")["ms min"] / row(d, large, "ckdtree")["ms min"])
+        summary[f"d{d} cells pbc / ckdtree pbc at {large}"] = (
+            row(d, large, "cells pbc")["ms min"] / row(d, large, "ckdtree pbc")["ms min"])
+    checks = {"edges_equal_ckdtree_pairs_x2": all(
+        r["edges"] == r["ckdtree pairs x 2"] for r in rows)}
+    targets = {}
+    if not args.quick:
+        for d in args.dims:
+            targets[f"d{d}_cells_growth_1k_to_16k_below_1.5"] = (
+                summary[f"d{d} cells per-particle growth {small}->{large}"] < 1.5)
+            targets[f"d{d}_cells_within_3x_ckdtree_at_16k"] = (
+                summary[f"d{d} cells / ckdtree at {large}"] <= 3.0)
+    return {"rows": rows, "summary": summary, "checks": checks, "targets": targets,
+            "columns": ["d", "N", "method", "edges", "ms min", "ms median", "us/particle",
+                        "peak MiB"]}
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "neighbours": neighbours,
+    # "ground_truth_step": ..., "hogn_evaluation": ...  (cost per particle; to be added)
+}
+
+
+# --- output ------------------------------------------------------------------------
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as a markdown table (floats to 4 significant digits)."""
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="particle counts")
+    parser.add_argument("--dims", type=int, nargs="+", default=[3, 2])
+    parser.add_argument("--dense-max", type=int, default=16384,
+                        help="largest N for the dense cdist graph")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed calls per method at 16,384 (more for smaller N)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, no timing targets")
+    parser.add_argument("--memory", choices=("subprocess", "inprocess"), default=None,
+                        help="peak memory per call in a fresh process (default) or in this "
+                        "one (--quick's default: fast, but reads low after earlier calls)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "N", "D"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        method, n, d = args.child
+        print(json.dumps(measure_peak(method, int(n), int(d))))
+        return 0
+    if args.sizes is None:
+        args.sizes = QUICK_SIZES if args.quick else SIZES
+    if args.quick:
+        args.repeats = 2
+    if args.memory is None:
+        args.memory = "inprocess" if args.quick else "subprocess"
+    load_start = load_average()
+    report: dict[str, Any] = {"benchmark": "scaling", "config": {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+        if k != "child"}, "sections": {}}
+    for name in args.sections:
+        print(f"{name}:", flush=True)
+        result = SECTIONS[name](args)
+        report["sections"][name] = result
+        print()
+        print(markdown_table(result["rows"], result["columns"]))
+        print()
+        for key, value in result["summary"].items():
+            print(f"{key}: {value:.3g}")
+    checks = {f"{s}.{k}": v for s, r in report["sections"].items() for k, v in r["checks"].items()}
+    targets = {f"{s}.{k}": v for s, r in report["sections"].items()
+               for k, v in r["targets"].items()}
+    for key, ok in {**checks, **targets}.items():
+        print(f"{'PASS' if ok else 'FAIL'}: {key}")
+    report.update(checks=checks, targets=targets, machine=machine_info(load_start),
+                  code=code_version(("hogn",)))
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
