@@ -107,7 +107,7 @@ class _Net:
                 or None in kinds or len(kinds) > 1
                 or any(m.weight.dim() != 2 or m.bias is None for m in linears)):
             return None
-        kind = kinds.pop() if kinds else "tanh"  # one layer: no activation
+        kind = kinds.pop() if kinds else "tanh"  # one layer: no activation to apply
         return cls([m.weight.detach() for m in linears], [m.bias.detach() for m in linears],
                    kind)
 
@@ -120,9 +120,9 @@ class _Net:
         """Run the layers after the first from its pre-activation ``z0 [R, out_0]``.
 
         Returns:
-            The output ``[R, out]`` (``None`` with ``output=False``: only the
-            derivatives are kept) and the activation derivatives, one ``[R, h]`` per
-            hidden layer.
+            The output ``[R, out]`` (``None`` with ``output=False``: the last layer
+            is skipped) and, per hidden layer, what the reverse pass needs of its
+            activation (``[R, h]``, see :func:`_activate`).
         """
         derivs: list[Tensor] = []
         z = z0
