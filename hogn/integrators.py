@@ -930,20 +930,25 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
             err = s5 / torch.add(s5, s3, alpha=0.01).sqrt_().clamp_min_(1e-300)
         else:
             q_hi, p_hi, q_lo, p_lo = _gbs_table(f, x[:, :d], x[:, d:], hn)
-            x_new = torch.cat([q_hi, p_hi], -1)
+            x_new, k_new = torch.cat([q_hi, p_hi], -1), None
             scale = torch.maximum(x.abs(), x_new.abs()).mul_(rtol).add_(atol)
             err = graphs.amax((x_new - torch.cat([q_lo, p_lo], -1)).abs_().div_(scale))
         err = torch.nan_to_num_(err, nan=float("inf"))
-        accept = (err <= 1.0) & active
-        accept_node = graphs.expand(accept).unsqueeze(1)
-        x = torch.where(accept_node, x_new, x)
-        if dop:  # first same as last: the field at the new state
-            k0 = torch.where(accept_node, k_new, k0)
+        ok = err <= 1.0  # also true for graphs that no longer run (h = 0, x_new = x)
+        accept = ok & active
+        if bool(ok.all()):  # the common case: no step rejected
+            x, k0 = x_new, k_new
+        else:
+            ok_node = graphs.expand(ok).unsqueeze(1)
+            x = torch.where(ok_node, x_new, x)
+            if dop:  # first same as last: the field at the new state
+                k0 = torch.where(ok_node, k_new, k0)
         accepted += accept
-        err = err.clamp_min(1e-10)
-        # err^(-1/8) as three square roots: much cheaper than pow
-        growth = err.sqrt_().sqrt_().rsqrt_() if dop else err.pow_(exponent)
-        h_new = h_try * growth.mul_(0.9).clamp_(0.2, 4.0)
+        # 0.9 err^(-1/8) as three square roots of err / 0.9^8 (pow is much slower);
+        # err = 0 gives inf, clamped to the largest growth
+        growth = (err.mul_(0.9**-8).sqrt_().sqrt_().rsqrt_() if dop
+                  else err.clamp_min_(1e-10).pow_(exponent).mul_(0.9))
+        h_new = h_try * growth.clamp_(0.2, 4.0)
         reached = accept & last
         # a step clipped to land on the saved time says nothing against the old size
         h = torch.where(reached, torch.maximum(h, h_new), h_new)

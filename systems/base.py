@@ -211,7 +211,8 @@ class System:
         here rather than at every evaluation; ``None`` when the system has none.
 
         Subclasses override :meth:`_native_field`; this wraps it for the embedding.
-        ``f`` takes ``q, p [..., N, d]`` (leading time axes allowed).
+        ``f`` takes ``q, p [..., N, d]`` (leading time axes allowed); its outputs are
+        to be read, not written: ``dq`` may be ``p`` itself (unit masses).
         """
         field = self._native_field(graph)
         if field is None:

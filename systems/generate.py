@@ -4,7 +4,8 @@
 eighth-order integrator and sub-steps, resamples trajectories the system rejects
 (close gravitational passes, orbits leaving the magnetic bottle) or whose relative
 energy drift exceeds ``max_drift``, records how many, computes the true
-derivatives from the analytic ``H``, adds observation noise and splits train/test.
+derivatives from the analytic ``H`` (its hand-derived field where the system has one,
+equal to autograd of ``H`` to round-off), adds observation noise and splits train/test.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from hogn.graph import GraphBatch
 from hogn.metrics import relative_drift
@@ -113,7 +115,7 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
             f"{max_rounds} rounds ({resampled}); relax min_distance/max_drift or lower dt")
 
     traj = GraphBatch.cat(kept)
-    dq, dp = system.time_derivative(traj.q, traj.p, traj)
+    dq, dp = true_derivatives(system, traj)
     q_obs = p_obs = None
     if noise > 0:
         q_obs = traj.q + noise * torch.randn(traj.q.shape, generator=gen,
@@ -133,6 +135,18 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
     return Dataset(t=t, q=traj.q, p=traj.p, dq=dq, dp=dp, c=traj.c,
                    edge_index=traj.edge_index, ptr=traj.ptr, test=test.to(traj.q.device),
                    meta=meta, edge_attr=traj.edge_attr, q_obs=q_obs, p_obs=p_obs)
+
+
+def true_derivatives(system: System, traj: GraphBatch) -> tuple[Tensor, Tensor]:
+    """``(dq, dp)`` of trajectories ``traj.q, traj.p [T, N, d]``: the system's
+    hand-derived field where it has one (held equal to autograd of ``H`` by the tests),
+    else Hamilton's equations by autograd; new tensors either way."""
+    field = system.analytic_vector_field(traj)
+    if field is None:
+        return system.time_derivative(traj.q, traj.p, traj)
+    with torch.no_grad():
+        dq, dp = field(traj.q, traj.p)
+    return (dq.clone() if dq is traj.p else dq), dp  # unit masses: dq may be p itself
 
 
 @dataclass(frozen=True)

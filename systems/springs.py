@@ -101,15 +101,17 @@ class SpringNBody(System):
         """``dq = p / m``, ``dp_i = −Σ_{j ~ i} k_ij (r_ij − L_ij) (q_i − q_j) / r_ij``
         (each spring is stored in both directions: one term per direction and node)."""
         inv_m = 1.0 / graph.c[:, 0:1]
+        unit = bool((inv_m == 1).all())  # unit masses: dq is p itself (one op fewer)
         src, dst = graph.edge_index
         k, rest = graph.edge_attr[:, 0:1], graph.edge_attr[:, 1:2]
         minus_k = -k
+        ones_d = torch.ones(self.native_dim, 1, dtype=k.dtype, device=k.device)
 
         def field(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
             diff = q.index_select(-2, src) - q.index_select(-2, dst)
-            r = (diff * diff).sum(-1, keepdim=True).sqrt()
+            r = torch.matmul(diff * diff, ones_d).sqrt_()  # a short sum() is far slower
             w = diff * (minus_k * (r - rest) / r)
-            return p * inv_m, torch.zeros_like(q).index_add_(-2, src, w)
+            return (p if unit else p * inv_m), torch.zeros_like(q).index_add_(-2, src, w)
 
         return field
 
