@@ -139,6 +139,7 @@ RADIUS_BACKENDS = ("auto", "cells", "brute", "torch_cluster")
 
 _AUTO_BRUTE_PAIRS = 1 << 12   # auto: brute force while sum(n_g²) is at most this
 _CANDIDATES_PER_CHUNK = 1 << 21  # cell list: candidate pairs expanded at once (memory bound)
+_BLOCK_SLOTS = 1 << 15  # cell list on CPU: particles x visited cells per block (cache size)
 
 
 def radius_graph(q: Tensor, ptr: Tensor, radius: float, *,
@@ -198,7 +199,7 @@ def radius_graph(q: Tensor, ptr: Tensor, radius: float, *,
     batch = batch_vector(ptr)
     if name == "brute":
         i, j = _all_pairs(ptr, batch)
-        keep = (i != j) & _closer_than(q, i, j, r, box, batch)
+        keep = (i != j) & _closer_than(q.T.contiguous(), i, j, r, box, batch)
         return torch.stack([i[keep], j[keep]])  # already in (row 0, row 1) order
     if name == "torch_cluster":
         import torch_cluster
@@ -207,13 +208,14 @@ def radius_graph(q: Tensor, ptr: Tensor, radius: float, *,
         found = torch_cluster.radius_graph(q, r * (1 + 1e-5) + 1e-30, batch=batch,
                                            loop=False, max_num_neighbors=max_size)
         i, j = found[1], found[0]
-        keep = torch.nonzero((i != j) & _closer_than(q, i, j, r, box, batch)).squeeze(1)
+        close = _closer_than(q.T.contiguous(), i, j, r, box, batch)
+        keep = torch.nonzero((i != j) & close).squeeze(1)
         i, j = i.index_select(0, keep), j.index_select(0, keep)
     else:
         i, j = _cell_pairs(q, ptr, batch, r, box)
         i, j = torch.cat([i, j]), torch.cat([j, i])
-    order = torch.argsort(i * n + j)
-    return torch.stack([i.index_select(0, order), j.index_select(0, order)])
+    pair_key = torch.sort(i * n + j).values
+    return torch.stack([torch.div(pair_key, n, rounding_mode="floor"), pair_key % n])
 
 
 def edge_vectors(q: Tensor, edge_index: Tensor, *, box: Tensor | Sequence[float] | None = None,
@@ -331,7 +333,8 @@ class NeighbourList:
             return self.edge_index
         _, ptr_c, r, box = _check_radius_inputs(q, self._ptr, self.radius, self.box, "radius")
         i, j = self.edge_index
-        return self.edge_index[:, _closer_than(q.detach(), i, j, r, box, batch_vector(ptr_c))]
+        close = _closer_than(q.detach().T.contiguous(), i, j, r, box, batch_vector(ptr_c))
+        return self.edge_index[:, close]
 
 
 def _check_length(value: float, name: str) -> float:
@@ -410,7 +413,7 @@ def _resolve_backend(backend: str, ptr: Tensor, box: Tensor | None) -> str:
     return "cells"
 
 
-def _closer_than(q: Tensor, i: Tensor, j: Tensor, r: float, box: Tensor | None,
+def _closer_than(columns: Tensor, i: Tensor, j: Tensor, r: float, box: Tensor | None,
                  batch: Tensor) -> Tensor:
     """Mask ``[M]``: pairs ``(i, j)`` with ``|q_j − q_i| < r`` (minimum image in ``box``).
 
@@ -418,11 +421,18 @@ def _closer_than(q: Tensor, i: Tensor, j: Tensor, r: float, box: Tensor | None,
     image ``Δ − L·round(Δ / L)``), squares added in coordinate order in ``q``'s dtype,
     compared with ``r²``. Exactly symmetric in ``i`` and ``j`` (every step commutes
     with negation), so one orientation decides both edges of a pair.
+
+    Args:
+        columns: Positions by coordinate, ``[d, N]`` (contiguous rows).
+        i, j: Node indices of the pairs, ``[M]`` each.
+        r: Cut-off.
+        box: Box lengths ``[1, d]`` or ``[G, d]``, or ``None``.
+        batch: Graph of each node, ``[N]`` (used with a box of several rows).
     """
     per_pair = box is not None and box.shape[0] > 1
     graph_of_pair = batch.index_select(0, i) if per_pair else None
     d2 = None
-    for k, column in enumerate(q.T.contiguous()):  # one coordinate at a time: 1-D gathers
+    for k, column in enumerate(columns):  # one coordinate at a time: 1-D gathers
         diff = column.index_select(0, j) - column.index_select(0, i)
         if box is not None:
             length = box[:, k].index_select(0, graph_of_pair) if per_pair else box[0, k]
@@ -509,98 +519,117 @@ def _cell_pairs(q: Tensor, ptr: Tensor, batch: Tensor, r: float, box: Tensor | N
     key, order = torch.sort(key, stable=True)
     # from here on, particles in cell order: p = rank in that order
     batch_s = batch.index_select(0, order)
-    one_grid = g == 1 or bool((strides == strides[0]).all())
+    goff_s = goff.index_select(0, batch_s)
+    size_s, stride_s = dims_l.index_select(0, batch_s), strides.index_select(0, batch_s)
+    cell = cell.index_select(0, order)
 
-    # keys of the neighbouring cells visited from each particle, [N, K]. Half of the
-    # 3^d - 1 offsets (those whose last non-zero component is +1) visit every pair of
-    # distinct neighbouring cells once where each dimension has >= 3 cells (one
-    # offset reaches B from A, its negative, not in the half, A from B).
+    # Neighbouring cells visited from each particle. Half of the 3^d - 1 offsets (those
+    # whose last non-zero component is +1) visit every pair of distinct neighbouring
+    # cells once where each dimension has >= 3 cells (one offset reaches B from A; its
+    # negative, not in the half, would reach A from B).
     half = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d)
                          if any(o) and [c for c in o if c][-1] == 1], device=dev,
                         dtype=torch.long)
-    valid = None
     if box is None:
-        # all strides > 0 and stride_k > sum of the lower ones: these offsets raise
-        # the key; with the empty outer layers no neighbour of an occupied cell
-        # leaves the grid
-        steps = strides @ half.T  # [G, K]
-        nkey = key[:, None] + (steps[0] if one_grid else steps.index_select(0, batch_s))
+        # all strides > 0 and stride_k > sum of the lower ones: these offsets raise the
+        # key; with the empty outer layers no neighbour of an occupied cell leaves the grid
+        steps = (strides[:, None, :] * half).sum(-1)  # [G, K] (no integer matmul on GPUs)
+        one_grid = g == 1 or bool((strides == strides[0]).all())
+        mode = "open"
     elif bool((dims_l >= 3).all()):
-        # wrapped coordinate times stride, for the offsets -1, 0, +1 of each dimension
-        cell = cell.index_select(0, order)
-        size = dims_l.index_select(0, batch_s)
-        stride = strides.index_select(0, batch_s)
-        nkey = goff.index_select(0, batch_s)[:, None]
+        mode = "wrap"
+    else:  # a grid of 1 or 2 cells somewhere: all offsets, repeats and duplicates masked
+        everywhere = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d)
+                                   if any(o)], device=dev, dtype=torch.long)
+        mode = "masked"
+
+    def neighbour_keys(a: int, b: int) -> tuple[Tensor, Tensor | None]:
+        """Keys ``[B, K]`` of the cells visited from particles ``a .. b - 1`` (sorted
+        order) and which of them count (``None``: all)."""
+        if mode == "open":
+            step = steps[0] if one_grid else steps.index_select(0, batch_s[a:b])
+            return key[a:b, None] + step, None
+        nkey = goff_s[a:b, None]
+        if mode == "wrap":  # wrapped coordinate x stride for the offsets -1, 0, +1
+            for k in range(d):
+                size = size_s[a:b, k:k + 1]
+                c = cell[a:b, k:k + 1] + torch.arange(-1, 2, device=dev)  # [B, 3]
+                c = torch.where(c < 0, c + size, torch.where(c >= size, c - size, c))
+                nkey = nkey + (c * stride_s[a:b, k:k + 1]).index_select(1, half[:, k] + 1)
+            return nkey, None
+        valid = None
         for k in range(d):
-            c = cell[:, k:k + 1] + torch.arange(-1, 2, device=dev)  # [N, 3]
-            c = torch.where(c < 0, c + size[:, k:k + 1], c)
-            c = torch.where(c >= size[:, k:k + 1], c - size[:, k:k + 1], c)
-            nkey = nkey + (c * stride[:, k:k + 1]).index_select(1, half[:, k] + 1)
-    else:  # a grid of 1 or 2 cells somewhere: all offsets, duplicates and repeats masked
-        cell = cell.index_select(0, order)
-        nb_dims = dims_l.index_select(0, batch_s)
-        nb_strides = strides.index_select(0, batch_s)
-        offsets = torch.tensor([o for o in itertools.product((-1, 0, 1), repeat=d) if any(o)],
-                               device=dev, dtype=torch.long)
-        nkey = goff.index_select(0, batch_s)[:, None].expand(n, offsets.shape[0]).clone()
-        valid = torch.ones_like(nkey, dtype=torch.bool)
-        for k in range(d):
-            c = cell[:, k:k + 1] + offsets[:, k]
-            size = nb_dims[:, k:k + 1]
-            # wrap; where the grid has 1 or 2 cells, -1 (and +1) repeat other offsets
-            valid &= (size >= 3) | (offsets[:, k] == 0) | ((size == 2) & (offsets[:, k] == 1))
-            nkey += torch.remainder(c, size) * nb_strides[:, k:k + 1]
-        valid &= nkey > key[:, None]  # each pair of distinct cells from one side only
+            size, off = size_s[a:b, k:k + 1], everywhere[:, k]
+            # where the grid has 1 or 2 cells, -1 (and +1) repeat other offsets
+            ok = (size >= 3) | (off == 0) | ((size == 2) & (off == 1))
+            valid = ok if valid is None else valid & ok
+            nkey = nkey + torch.remainder(cell[a:b, k:k + 1] + off, size) * stride_s[a:b, k:k + 1]
+        return nkey, valid & (nkey > key[a:b, None])  # each pair of cells from one side
+
     total_cells = int(cells.sum())
-    if total_cells <= 4 * n + 1024:  # a table over all cells
+    dense_table = total_cells <= 4 * n + 1024
+    if dense_table:  # a table over all cells
         count_all = torch.bincount(key, minlength=total_cells)
         start_all = torch.cumsum(count_all, 0) - count_all
-        if valid is not None:
-            nkey = nkey.masked_fill(~valid, 0)
-        flat = nkey.reshape(-1)
-        start = start_all.index_select(0, flat).view_as(nkey)
-        count = count_all.index_select(0, flat).view_as(nkey)
         own_end = start_all.index_select(0, key) + count_all.index_select(0, key)
-    else:  # look the occupied cells up (sparse grids)
+    else:  # look the occupied cells up by key (sparse grids)
         occupied, count_occ = torch.unique_consecutive(key, return_counts=True)
         start_occ = torch.cumsum(count_occ, 0) - count_occ
-        at = torch.searchsorted(occupied, nkey).clamp(max=occupied.numel() - 1)
-        found = occupied[at] == nkey
-        valid = found if valid is None else valid & found
-        start, count = start_occ[at], count_occ[at]
         own = torch.searchsorted(occupied, key)
         own_end = start_occ.index_select(0, own) + count_occ.index_select(0, own)
-    if valid is not None:
-        count = count.masked_fill(~valid, 0)
-    rank = torch.arange(n, device=dev)
-    # the particles after each one in its own cell come first
-    start = torch.cat([(rank + 1)[:, None], start], 1)
-    count = torch.cat([(own_end - rank - 1)[:, None], count], 1)
 
-    k_all = count.shape[1]
-    ends = torch.cumsum(count.sum(1), 0)
-    total = int(ends[-1])
-    bounds = [0]
-    if total > _CANDIDATES_PER_CHUNK:
-        marks = torch.arange(_CANDIDATES_PER_CHUNK, total, _CANDIDATES_PER_CHUNK, device=dev)
-        bounds += torch.searchsorted(ends, marks, right=True).tolist()
-    bounds.append(n)
-    q_s = q.index_select(0, order)
-    flat_start, flat_count = start.reshape(-1), count.reshape(-1)
+    def ranges(a: int, b: int) -> tuple[Tensor, Tensor]:
+        """First candidate and number of candidates ``[B, 1 + K]`` of particles
+        ``a .. b - 1``: the later ones of its own cell, then each visited cell's."""
+        nkey, valid = neighbour_keys(a, b)
+        if dense_table:
+            if valid is not None:
+                nkey = nkey.masked_fill(~valid, 0)
+            flat = nkey.reshape(-1)
+            start = start_all.index_select(0, flat).view_as(nkey)
+            count = count_all.index_select(0, flat).view_as(nkey)
+        else:
+            at = torch.searchsorted(occupied, nkey).clamp(max=occupied.numel() - 1)
+            found = occupied[at] == nkey
+            valid = found if valid is None else valid & found
+            start, count = start_occ[at], count_occ[at]
+        if valid is not None:
+            count = count.masked_fill(~valid, 0)
+        after = torch.arange(a + 1, b + 1, device=dev)
+        return (torch.cat([after[:, None], start], 1),
+                torch.cat([(own_end[a:b] - after)[:, None], count], 1))
+
+    # blocks of particles small enough for the CPU caches (one block on GPUs); within
+    # a block, at most _CANDIDATES_PER_CHUNK candidate pairs at once (dense clusters)
+    width = half.shape[0] + 1 if mode != "masked" else everywhere.shape[0] + 1
+    block = max(1, _BLOCK_SLOTS // width) if dev.type == "cpu" else max(n, 1)
+    columns = q.T.index_select(1, order)  # [d, N] in cell order
     found_i, found_j = [], []
-    for a, b in itertools.pairwise(bounds):
-        if b <= a:
-            continue
-        cnt = flat_count[a * k_all:b * k_all]
-        size = int(cnt.sum())
-        slot = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt,
-                                       output_size=size)
-        shift = flat_start[a * k_all:b * k_all] - (torch.cumsum(cnt, 0) - cnt)
-        j = torch.arange(size, device=dev) + shift.index_select(0, slot)
-        i = a + torch.div(slot, k_all, rounding_mode="floor")
-        keep = torch.nonzero(_closer_than(q_s, i, j, r, box, batch_s)).squeeze(1)
-        found_i.append(order.index_select(0, i.index_select(0, keep)))
-        found_j.append(order.index_select(0, j.index_select(0, keep)))
+    for a0 in range(0, n, block):
+        b0 = min(n, a0 + block)
+        start, count = ranges(a0, b0)
+        per_particle = count.sum(1)
+        ends = torch.cumsum(per_particle, 0)
+        total = int(ends[-1])
+        bounds = [0]
+        if total > _CANDIDATES_PER_CHUNK:
+            marks = torch.arange(_CANDIDATES_PER_CHUNK, total, _CANDIDATES_PER_CHUNK,
+                                 device=dev)
+            bounds += torch.searchsorted(ends, marks, right=True).tolist()
+        bounds.append(b0 - a0)
+        for a, b in itertools.pairwise(bounds):
+            if b <= a:
+                continue
+            cnt = count[a:b].reshape(-1)
+            size = int(cnt.sum())
+            slot = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt,
+                                           output_size=size)
+            shift = start[a:b].reshape(-1) - (torch.cumsum(cnt, 0) - cnt)
+            j = torch.arange(size, device=dev) + shift.index_select(0, slot)
+            i = (a0 + a) + torch.div(slot, width, rounding_mode="floor")
+            keep = torch.nonzero(_closer_than(columns, i, j, r, box, batch_s)).squeeze(1)
+            found_i.append(order.index_select(0, i.index_select(0, keep)))
+            found_j.append(order.index_select(0, j.index_select(0, keep)))
     return torch.cat(found_i), torch.cat(found_j)
 
 

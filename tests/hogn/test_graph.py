@@ -499,3 +499,39 @@ def test_neighbour_list_rebuild_threshold_and_layout_changes():
         NeighbourList(0.6, -0.2)
     with pytest.raises(ValueError, match="unknown backend"):
         NeighbourList(0.6, 0.2, backend="octree")
+
+
+def test_cells_in_small_blocks_and_chunks(monkeypatch):
+    """Particles taken a few at a time, candidates expanded a few at a time: the same
+    edges (the paths that large systems and dense clusters take)."""
+    import hogn.graph as graph
+
+    monkeypatch.setattr(graph, "_BLOCK_SLOTS", 100)
+    monkeypatch.setattr(graph, "_CANDIDATES_PER_CHUNK", 37)
+    q, ptr = _system(GRAPH_SIZES, 3, 2.0, seed=14)
+    cluster = torch.cat([q, torch.full((40, 3), 0.5, dtype=torch.float64)
+                         + 0.01 * torch.rand(40, 3, dtype=torch.float64)])
+    ptr_c = torch.cat([ptr, ptr[-1:] + 40])
+    for positions, offsets in ((q, ptr), (cluster, ptr_c)):
+        for box in (None, [2.0, 2.0, 2.0], [2.0, 1.2, 2.0]):  # open, wrapped, masked
+            brute = radius_graph(positions, offsets, 0.55, box=box, backend="brute")
+            assert torch.equal(radius_graph(positions, offsets, 0.55, box=box,
+                                            backend="cells"), brute)
+    far = q.clone()
+    far[::2] += 1000.0  # sparse: cells looked up by key
+    brute = radius_graph(far, ptr, 0.55, backend="brute")
+    assert brute.shape[1] > 100
+    assert torch.equal(radius_graph(far, ptr, 0.55, backend="cells"), brute)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cells_on_cuda_equal_brute_force_on_cpu():
+    q, ptr = _system(GRAPH_SIZES, 3, 3.0, seed=15)
+    for box in (None, [3.0, 3.0, 3.0], [3.0, 1.5, 3.0]):
+        brute = radius_graph(q, ptr, 0.6, box=box, backend="brute")
+        on_gpu = radius_graph(q.cuda(), ptr.cuda(), 0.6, box=box, backend="cells")
+        assert on_gpu.device.type == "cuda"
+        assert torch.equal(on_gpu.cpu(), brute)
+    nl = NeighbourList(0.6, 0.1, box=[3.0, 3.0, 3.0], trim=True)
+    assert torch.equal(nl.update(q.cuda(), ptr.cuda()).cpu(),
+                       radius_graph(q, ptr, 0.6, box=[3.0, 3.0, 3.0], backend="brute"))
