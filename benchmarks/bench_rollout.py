@@ -3,7 +3,9 @@
 1. **Rollout.** A HOGN (spring-nbody, hidden 64 and 128) and an HNN (the paper's
    3 × 200 tanh, on the pendulum), each trained briefly through the public API
    (seeded), are rolled out in float32 for ``--steps`` rk4 steps at their data's
-   ``dt`` from held-out states, four ways, interleaved, median of ``--repeats``:
+   ``dt`` from held-out states (16 graphs of 6 particles; 32 pendulums, and 1024 to
+   show where the HNN becomes compute-bound, without a target), four ways,
+   interleaved, median of ``--repeats``:
 
    - ``hogn.rollout``: ours (:meth:`~hogn.models.DynamicsModel.rollout_field`);
    - ``direct``: ``hogn.integrate(model.vector_field(state), ...)`` under
@@ -78,7 +80,11 @@ MODELS: dict[str, tuple[str, str, dict[str, Any], int, int | None]] = {
     "hogn-64": ("hogn", "spring-nbody", {"hidden": 64}, 16, 6),
     "hogn-128": ("hogn", "spring-nbody", {"hidden": 128}, 16, 6),
     "hnn": ("hnn", "pendulum", {}, 32, None),
+    "hnn-1024": ("hnn", "pendulum", {}, 1024, None),
 }
+# Reported without a target: 1024 pendulums make the HNN compute-bound (tanh and the
+# 200 × 200 products, which autograd does as cheaply); the row shows that limit.
+NO_TARGET = {"hnn-1024"}
 IMPORTS = {
     "torch": "import torch",
     "hogn": "import hogn",
@@ -180,6 +186,7 @@ def rollout_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[d
         if torchdiffeq is not None:
             row["td autograd / ours"] = ms["torchdiffeq (autograd)"] / ms["hogn.rollout"]
             row["td derivative / ours"] = ms["torchdiffeq (derivative)"] / ms["hogn.rollout"]
+        row["target"] = label not in NO_TARGET
         times.append(row)
         agreement.append(_agreement(label, model, state, dt, args))
     return times, agreement
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.repeats, args.import_repeats, args.epochs = 3, 1, 1, 0
         args.train_trajectories, args.check_steps = 8, 5
-        args.models = [m for m in args.models if m != "hogn-128"]
+        args.models = [m for m in args.models if m in ("hogn-64", "hnn")]
         args.imports = [i for i in args.imports if i != "hogn + first model"]
     load_start = load_average()
     if torchdiffeq is None:
@@ -269,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                                              or r["halving dt shrinks it"] >= 10)
             for r in agreement)
         checks["rollout_at_least_1.5x_torchdiffeq"] = all(
-            r["td autograd / ours"] >= TARGET_ROLLOUT for r in times)
+            r["td autograd / ours"] >= TARGET_ROLLOUT for r in times
+            if r["model"] not in NO_TARGET)
     else:
         checks["ours_vs_torchdiffeq_fourth_order"] = None
         checks["rollout_at_least_1.5x_torchdiffeq"] = None
