@@ -535,3 +535,18 @@ def test_cells_on_cuda_equal_brute_force_on_cpu():
     nl = NeighbourList(0.6, 0.1, box=[3.0, 3.0, 3.0], trim=True)
     assert torch.equal(nl.update(q.cuda(), ptr.cuda()).cpu(),
                        radius_graph(q, ptr, 0.6, box=[3.0, 3.0, 3.0], backend="brute"))
+
+
+def test_auto_backend_choice(monkeypatch):
+    import importlib.util
+
+    from hogn.graph import _resolve_backend
+
+    small, large = torch.tensor([0, 100, 181]), torch.tensor([0, 100, 400])
+    assert _resolve_backend("auto", small, None) == "brute"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert _resolve_backend("auto", large, None) == "cells"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert _resolve_backend("auto", large, None) == "torch_cluster"
+    assert _resolve_backend("auto", large, torch.ones(1, 2)) == "cells"  # no box there
+    assert _resolve_backend("cells", small, None) == "cells"
