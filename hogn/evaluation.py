@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hogn import checks
 from hogn.metrics import (
     energy_error,
     geometric_mean,
@@ -78,6 +79,7 @@ class Evaluation:
             ``time_to_threshold``: median time until the relative error passes
             ``threshold`` (``inf`` if it never does); and the counts.
         """
+        threshold = checks.positive_float(threshold, "threshold")
         drift = (geometric_mean(self.energy_error.amax(0)).item()
                  if self.energy_error is not None else math.nan)
         reach = time_to_threshold(self.relative_error, self.t, threshold)
@@ -118,8 +120,9 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
             :func:`hogn.rollout.rollout` refuses.
     """
     available = data.t.numel() - 1
-    steps = available if steps is None else steps
-    if not isinstance(steps, int) or not 1 <= steps <= available:
+    steps = available if steps is None else checks.positive_int(steps, "steps")
+    substeps = checks.positive_int(substeps, "substeps")
+    if not 1 <= steps <= available:
         raise ValueError(f"steps must be an int in [1, {available}] (the data has "
                          f"{available + 1} points per trajectory), got {steps!r}")
     dt = float(data.t[1] - data.t[0])

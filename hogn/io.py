@@ -15,6 +15,7 @@ checksum, so a truncated or edited file raises :class:`FileFormatError` naming i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -58,23 +59,54 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        OSError: when the write fails (e.g. ``ENOSPC``, a full disk): the message
+            names the file and says that the previous file is kept unchanged (or
+            that none was written); the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file name")
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX,
+                                   dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk, a quota, a lost mount, ...
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc)  # torch.save reports its writer's OSError as a RuntimeError
+        if cause is None:
+            raise
+        kept = ("the previous file is kept unchanged" if path.exists()
+                else "no file was written")
+        raise OSError(cause.errno, f"could not write {path}: "
+                      f"{cause.strerror or cause.__class__.__name__}; {kept}") from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The ``OSError`` that ``exc`` is or was raised while handling, if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def is_temp_file(path: str | os.PathLike) -> bool:
@@ -150,8 +182,12 @@ def load_archive(path: str | os.PathLike, kind: str, versions: tuple[int, ...] =
             version, or fails its checksum.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise FileFormatError(f"{path}: is a folder, not a {kind} file (no such file)")
+    if not path.exists():
         raise FileFormatError(f"{path}: no such file")
+    if not path.is_file():
+        raise FileFormatError(f"{path}: not a regular file (expected a {kind} file)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, foreign pickle, ...

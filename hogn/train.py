@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
-from hogn import integrators
+from hogn import checks, integrators
 from hogn import io as hio
 from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
 from hogn.models.base import DynamicsModel
@@ -77,7 +77,8 @@ _RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "checkpoint_seconds")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite. With a run folder the message says which
+    checkpoint is kept (or that no epoch ended, so there is none)."""
 
 
 @dataclass
@@ -141,22 +142,19 @@ class TrainConfig:
                                  f"not {self.target!r}")
         elif self.target == "rollout":
             model.check_integrator(self.integrator)
-        for key in ("epochs", "batch_size", "rollout_steps"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
-        every = self.checkpoint_every
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ValueError(f"checkpoint_every must be an int >= 0 (epochs between "
-                             f"checkpoints; 0: not by epochs), got {every!r}")
-        seconds = self.checkpoint_seconds
-        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-                or not (math.isfinite(seconds) and seconds >= 0)):
-            raise ValueError(f"checkpoint_seconds must be a finite number >= 0 (seconds "
-                             f"between checkpoints; 0: not by time), got {seconds!r}")
+        for key, check in (("epochs", checks.positive_int),
+                           ("batch_size", checks.positive_int),
+                           ("rollout_steps", checks.positive_int),
+                           ("lr", checks.positive_float),
+                           ("weight_decay", checks.nonnegative_float),
+                           ("max_samples", checks.nonnegative_int),
+                           ("grad_clip", checks.nonnegative_float),
+                           ("seed", checks.nonnegative_int),
+                           ("checkpoint_every", checks.nonnegative_int),
+                           ("checkpoint_seconds", checks.nonnegative_float)):
+            check(getattr(self, key), key)
+        checks.fraction(self.val_fraction, "val_fraction", upper_open=True)
+        checks.device(self.device, "device")
 
 
 @dataclass
@@ -165,7 +163,12 @@ class TrainResult:
 
     Attributes:
         history: One dict per epoch (epoch, train_loss, val_loss, lr, seconds).
-        best_val: Lowest validation loss (train loss when there is no validation).
+            ``train_loss`` is the mean of the losses measured before each step;
+            ``val_loss`` the loss of the weights at the end of the epoch on the
+            validation trajectories or, with ``val_fraction=0``, on a fixed subset of
+            the training samples (as many as an epoch uses), so that the best epoch
+            is ranked by the weights it saves.
+        best_val: Lowest ``val_loss``.
         best_epoch: Epoch of ``best_val``.
         run_dir: Run folder, if any.
     """
@@ -353,12 +356,22 @@ def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
     holds this run (or nothing else); a folder holding anything else is left alone.
     """
     config_path = run_dir / "config.json"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is a file, not a run folder; give a folder name")
     if config_path.exists():
-        old = json.loads(config_path.read_text())
+        try:
+            old = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise hio.FileFormatError(f"{config_path}: not valid JSON ({exc}); restore it, "
+                                      "or train into a new run folder") from None
+        if not isinstance(old, dict) or not isinstance(old.get("train"), dict):
+            raise hio.FileFormatError(f"{config_path}: not a hogn run record (no 'train' "
+                                      "options); restore it, or train into a new run folder")
         new = json.loads(json.dumps(record))
         for rec in (old, new):  # more epochs extend the same run
             for key in _RESUMABLE_CHANGES:
                 rec.get("train", {}).pop(key, None)
+        _same_data_file(old, new)
         if old != new:
             raise ValueError(f"{run_dir} already holds a different run (see {config_path}); "
                              "choose another folder or remove it")
@@ -371,6 +384,24 @@ def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
     text = json.dumps(record, indent=2) + "\n"
     hio.atomic_write(config_path, lambda fh: fh.write(text.encode()))
     return False
+
+
+def _same_data_file(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Let two spellings of the same data file (``./data.pt``, ``data.pt``, an
+    absolute path) count as the same run: ``new``'s takes ``old``'s spelling."""
+    a = (old.get("data") or {}) if isinstance(old.get("data"), dict) else {}
+    b = (new.get("data") or {}) if isinstance(new.get("data"), dict) else {}
+    x, y = a.get("file"), b.get("file")
+    if not (isinstance(x, str) and isinstance(y, str)) or x == y:
+        return
+    same = os.path.normpath(x) == os.path.normpath(y)
+    if not same:
+        try:
+            same = os.path.samefile(x, y)
+        except OSError:
+            same = False
+    if same:
+        b["file"] = x
 
 
 def _clone(obj: Any) -> Any:
@@ -427,9 +458,21 @@ def _open_metrics(path: Path, length: int) -> tuple[Any, list[dict[str, float]]]
     fh = open(path, "r+b")  # closed by train
     try:
         head = fh.read(length)
+        rows = []
+        for number, line in enumerate(head.decode(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise hio.FileFormatError(
+                    f"{path}: line {number} is not valid JSON ({exc.msg}); the file is "
+                    "damaged: restore it or train into a new run folder") from None
+            if not isinstance(row, dict):
+                raise hio.FileFormatError(f"{path}: line {number} is not a metrics row")
+            rows.append(row)
         fh.truncate(length)
         fh.seek(length)
-        rows = [json.loads(line) for line in head.decode().splitlines() if line.strip()]
     except BaseException:
         fh.close()
         raise
@@ -456,6 +499,59 @@ def _legacy_checkpoint(run: Path, state: dict[str, Any], model: DynamicsModel
             "optimizer": state["optimizer"], "scheduler": state.get("scheduler"),
             "best": state["best"], "best_epoch": state["best_epoch"], "best_model": best,
             "metrics_length": length, "rng": {"generator": state["generator"]}}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0] if text else ''}"[:300]
+
+
+def _read_checkpoint(path: Path, run: Path, model: DynamicsModel,
+                     optimizer: torch.optim.Optimizer, scheduler: Any,
+                     gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Load ``checkpoint.pt`` into the model, optimizer, scheduler and random states.
+
+    Raises:
+        FileFormatError: naming the file, when it is unreadable, of another version,
+            or does not fit this run (nothing is changed on disk).
+    """
+    advice = "restore it, or train into a new run folder"
+    if not path.is_file():
+        raise hio.FileFormatError(f"{path}: not a file; {advice}")
+    try:
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, foreign pickle, ...
+        raise hio.FileFormatError(f"{path}: not a readable checkpoint (truncated or "
+                                  f"damaged?): {_first_line(exc)}; {advice}") from None
+    if not isinstance(snapshot, dict):
+        raise hio.FileFormatError(f"{path}: not a hogn checkpoint (holds a "
+                                  f"{type(snapshot).__name__}); {advice}")
+    version = snapshot.get("version")
+    if version is not None and version != CHECKPOINT_VERSION:
+        raise hio.FileFormatError(f"{path}: checkpoint version {version!r}; this hogn "
+                                  f"reads versions 1 and {CHECKPOINT_VERSION}")
+    try:
+        if version is None:
+            snapshot = _legacy_checkpoint(run, snapshot, model)
+        missing = [key for key in ("epoch", "model", "optimizer", "scheduler", "best",
+                                   "best_epoch", "best_model", "metrics_length", "rng")
+                   if key not in snapshot]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+        epoch = snapshot["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"epoch {epoch!r}")
+        model.load_state_dict(snapshot["model"])
+        optimizer.load_state_dict(snapshot["optimizer"])
+        if scheduler is not None and snapshot["scheduler"] is not None:
+            scheduler.load_state_dict(snapshot["scheduler"])
+        _set_rng_state(snapshot["rng"], gen, device)  # batch order continues as before
+    except hio.FileFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise hio.FileFormatError(f"{path}: damaged or foreign checkpoint "
+                                  f"({_first_line(exc)}); {advice}") from None
+    return snapshot
 
 
 class _RunFolder:
@@ -560,8 +656,15 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
                                                  generator=gen)
     train_loader = _loader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                            generator=gen if sampler is None else None)
-    val_loader = (_loader(Samples(data, val_ids, k, cfg.target), cfg.batch_size)
-                  if val_ids.numel() else None)
+    if val_ids.numel():
+        val_loader = _loader(Samples(data, val_ids, k, cfg.target), cfg.batch_size)
+    else:  # no held-out trajectories: rank by the training loss *after* each epoch's steps,
+        # on a fixed subset of the training samples as large as an epoch (its own generator:
+        # the batch order, and so an exact resume, do not depend on it)
+        size = min(len(train_set), cfg.max_samples or len(train_set))
+        fixed = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
+            cfg.seed + 1))[:size].sort().values
+        val_loader = _loader(train_set, cfg.batch_size, sampler=fixed.tolist())
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
                  if cfg.schedule == "cosine" else None)
@@ -576,21 +679,11 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
                   "data": data_info}
         snapshot = None
         if _prepare_run(run, record):
-            snapshot = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-            if snapshot.get("version") is None:
-                snapshot = _legacy_checkpoint(run, snapshot, model)
-            elif snapshot["version"] != CHECKPOINT_VERSION:
-                raise ValueError(f"{run / 'checkpoint.pt'} has checkpoint version "
-                                 f"{snapshot['version']!r}; this hogn reads versions 1 and "
-                                 f"{CHECKPOINT_VERSION}")
-            model.load_state_dict(snapshot["model"])
-            optimizer.load_state_dict(snapshot["optimizer"])
-            if scheduler is not None and snapshot["scheduler"] is not None:
-                scheduler.load_state_dict(snapshot["scheduler"])
+            snapshot = _read_checkpoint(run / "checkpoint.pt", run, model, optimizer,
+                                        scheduler, gen, device)
             start_epoch = snapshot["epoch"] + 1
             best, best_epoch = snapshot["best"], snapshot["best_epoch"]
             best_state = snapshot["best_model"]
-            _set_rng_state(snapshot["rng"], gen, device)  # batch order continues as before
         metrics, history = _open_metrics(
             run / "metrics.jsonl", snapshot["metrics_length"] if snapshot else 0)
         folder = _RunFolder(run, model, metrics, snapshot)
@@ -602,8 +695,7 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
             model.train()
             train_loss = _epoch(model, train_loader, cfg, dt, optimizer, epoch, progress)
             model.eval()
-            val_loss = (_epoch(model, val_loader, cfg, dt, None, epoch, progress)
-                        if val_loader is not None else train_loss)
+            val_loss = _epoch(model, val_loader, cfg, dt, None, epoch, progress)
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(f"non-finite validation loss at epoch {epoch}")
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -635,12 +727,17 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
                 last_checkpoint = time.monotonic()
         if folder is not None:
             folder.commit()  # after a resume that had nothing left to do: the model files
-    except BaseException:
+    except BaseException as error:
         if folder is not None:  # keep the last epoch that ended (up to ~1 s before)
             try:
                 folder.commit()
             except Exception as exc:  # the first error is the one to see
                 warnings.warn(f"could not save the checkpoint of {run}: {exc}", stacklevel=2)
+            if isinstance(error, NonFiniteLossError) and error.args:
+                kept = (f"the checkpoint of epoch {folder.saved_epoch} is kept in {run}"
+                        if folder.saved_epoch > 0 else
+                        f"{run} holds no checkpoint (no finished epoch was saved)")
+                error.args = (f"{error.args[0]}; {kept}", *error.args[1:])
         raise
     finally:
         if folder is not None:

@@ -3,56 +3,149 @@
 Nothing in the library imports this package. Each module registers its commands:
 :mod:`~hogn.cli.data` (``generate``, ``info``), :mod:`~hogn.cli.learn` (``train``,
 ``rollout``, ``evaluate``), :mod:`~hogn.cli.meta` (``meta-train``, ``adapt``) and
-:mod:`~hogn.cli.demo` (``demo``). User mistakes
-(unknown names, bad values, unreadable files, an output that already exists) print
-one line on stderr and exit with status 2; bugs keep their traceback.
+:mod:`~hogn.cli.demo` (``demo``).
+
+Exits: 0 on success; 2 for a user mistake (an unknown name, a bad value, an
+unreadable, damaged or foreign file, an output that already exists, work that cannot
+fit), reported in one line on stderr without a traceback; 130 after Ctrl-C (SIGINT)
+and 143 after SIGTERM, with the one line ``hogn: interrupted``. Files are written
+atomically, so an interrupted command leaves each output either as it was or
+complete. Bugs keep their traceback.
+
+Importing this package is cheap (the commands' modules load inside :func:`main`),
+so that the signal handlers are in place before the long imports of start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-
-import torch
+from typing import Any
 
 from hogn import __version__
-from hogn.cli import data, demo, learn, meta
-from hogn.cli.common import UserError
-from hogn.io import FileFormatError
 
-__all__ = ["UserError", "build_parser", "main"]
+__all__ = ["Interrupted", "UserError", "build_parser", "main"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which (exit status 128 + signum)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class UsageError(ValueError):
+    """A command line argparse refuses (reported in one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors raise :class:`UsageError` (one line, exit 2)
+    instead of printing the usage and exiting; ``--help`` and ``--version`` exit as
+    usual."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+
+def __getattr__(name: str) -> Any:  # UserError lives with the commands' helpers
+    if name == "UserError":
+        from hogn.cli.common import UserError
+
+        return UserError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hogn`` command."""
-    parser = argparse.ArgumentParser(
+    from hogn.cli import data, demo, learn, meta
+
+    parser = _Parser(
         prog="hogn", description="Learn how particle systems move: ground truth, Hamiltonian "
         "graph networks and meta-learning. Run 'hogn COMMAND --help' for each command.")
     parser.add_argument("--version", action="version", version=f"hogn {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     for module in (data, learn, demo, meta):
         module.add_commands(sub)
     return parser
 
 
+def _install_handlers() -> dict[int, Any] | None:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` (the first one; later ones
+    are ignored while the command unwinds and cleans up). Returns the previous
+    handlers, or ``None`` outside the main thread (where signals cannot be caught)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        previous[s] = signal.getsignal(s)
+        signal.signal(s, handler)
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any] | None) -> None:
+    if previous is None:
+        return
+    for s, h in previous.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+        or type(exc).__name__ == "OutOfMemoryError")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``hogn`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the ``hogn`` command; returns the exit status (see the module notes)."""
+    previous = _install_handlers()
+    command = "hogn"
     try:
-        return args.func(args)
-    except (ValueError, FileFormatError, OSError) as exc:
-        print(f"hogn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except FloatingPointError as exc:  # hogn.train.NonFiniteLossError
-        where = f"; the last good checkpoint is kept in {args.output}" if getattr(
-            args, "output", None) else ""
-        print(f"hogn {args.command}: error: {exc}{where}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        try:
+            from hogn.io import FileFormatError
+
+            args = build_parser().parse_args(argv)
+            command = f"hogn {args.command}"
+            return args.func(args)
+        except UsageError as exc:
+            print(_one_line(exc), file=sys.stderr)
+            return 2
+        except Interrupted as exc:
+            print("hogn: interrupted", file=sys.stderr)
+            return 128 + exc.signum
+        except KeyboardInterrupt:
+            print("hogn: interrupted", file=sys.stderr)
+            return 130
+        except (ValueError, FileFormatError, OSError, FloatingPointError) as exc:
+            # FloatingPointError: hogn.train.NonFiniteLossError, which says what is kept
+            print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except (MemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            print(f"{command}: error: out of memory ({_one_line(exc)[:200]}); use smaller "
+                  "sizes (see HOGN_MAX_MEMORY)", file=sys.stderr)
+            return 2
+    except Interrupted as exc:  # a signal while reporting another error
         print("hogn: interrupted", file=sys.stderr)
-        return 130
-    except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
-        print(f"hogn {args.command}: error: out of device memory: {exc}", file=sys.stderr)
-        return 2
+        return 128 + exc.signum
+    finally:
+        _restore_handlers(previous)

@@ -10,13 +10,24 @@ from typing import Any
 import torch
 
 import systems
+from hogn import checks
 from hogn.models import DynamicsModel
 from hogn.models import load as load_model
 
-__all__ = ["DTYPES", "UserError", "check_output", "energy_of", "load_run", "param",
-           "particles", "run_record"]
+__all__ = ["DEVICE", "DTYPES", "FRACTION_BELOW_1", "NONNEG_FLOAT", "NONNEG_INT", "POS_FLOAT",
+           "POS_INT", "TOLERANCE", "UserError", "check_output", "energy_of", "energy_problem",
+           "load_run", "param", "particles", "run_record", "system_params"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# argparse types: the rules of hogn.checks, shared with the Python API
+POS_INT = checks.arg(checks.positive_int)
+NONNEG_INT = checks.arg(checks.nonnegative_int)
+POS_FLOAT = checks.arg(checks.positive_float)
+NONNEG_FLOAT = checks.arg(checks.nonnegative_float)
+FRACTION_BELOW_1 = checks.arg(checks.fraction, upper_open=True)
+TOLERANCE = checks.arg(checks.tolerance)
+DEVICE = checks.arg(checks.device)
 
 
 class UserError(ValueError):
@@ -24,15 +35,18 @@ class UserError(ValueError):
 
 
 def particles(text: str) -> int | tuple[int, int]:
-    """``"5"`` -> 5, ``"4..8"`` -> (4, 8)."""
+    """``"5"`` -> 5, ``"4..8"`` -> (4, 8) (counts >= 1, ``MIN <= MAX``)."""
     try:
         if ".." in text:
-            lo, hi = (int(x) for x in text.split("..", 1))
+            lo, hi = (checks.parse_text(checks.positive_int, x, "particle count")
+                      for x in text.split("..", 1))
+            if lo > hi:
+                raise checks.CheckError(f"the range must run from low to high, got {text!r}")
             return (lo, hi)
-        return int(text)
-    except ValueError:
+        return checks.parse_text(checks.positive_int, text, "particle count")
+    except checks.CheckError as exc:
         raise argparse.ArgumentTypeError(
-            f"expected an int or a range like 4..8, got {text!r}") from None
+            f"expected a particle count >= 1 or a range like 4..8: {exc}") from None
 
 
 def param(text: str) -> tuple[str, Any]:
@@ -40,11 +54,75 @@ def param(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
+    if not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with a KEY, got {text!r}")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except json.JSONDecodeError:
         value = raw
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{key.strip()}: {exc}") from None
     return key.strip(), tuple(value) if isinstance(value, list) else value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"expected a finite number, got {name}")
+
+
+def _kind_of(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an int"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a text"
+    if isinstance(default, tuple | list):
+        return "a list of numbers like [0.5,1.5]"
+    return "any value"
+
+
+def _fits(default: Any, value: Any) -> bool:
+    """Whether ``value`` has the kind of the parameter's ``default``."""
+    def real(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):  # a number, or a (low, high) range where allowed
+        return real(value) or (isinstance(value, tuple | list) and len(value) == 2
+                               and all(real(v) for v in value))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list) and all(real(v) for v in value)
+    return True
+
+
+def system_params(name: str, params: dict[str, Any], flag: str = "--param"
+                  ) -> dict[str, Any]:
+    """Check ``--param`` values against the kinds of the system's defaults.
+
+    A value of another kind than the default (``mass=true``, ``dim=2.5``,
+    ``graph=3``) is refused rather than passed on; unknown names are left to
+    :func:`systems.get`, which lists the valid ones.
+
+    Raises:
+        UserError: naming the parameter, the value and the kind expected.
+    """
+    if name not in systems.names():
+        return params
+    cls = systems._registry()[name]
+    defaults = {**cls.defaults, "embed_dim": 1}
+    for key, value in params.items():
+        if key in defaults and not _fits(defaults[key], value):
+            raise UserError(f"{flag} {key}: {name} expects {_kind_of(defaults[key])} "
+                            f"(default {defaults[key]!r}), got {value!r}")
+    return params
 
 
 def check_output(path: Path, force: bool) -> None:
@@ -82,7 +160,31 @@ def load_run(run: str | Path, which: str = "best", device: str | None = None
     return load_model(path, device=device), record
 
 
+def energy_problem(data: systems.Dataset) -> str | None:
+    """Why the true energy cannot be evaluated on ``data`` (``None`` when it can).
+
+    A user's own data may name no registered system, or lack the node constants
+    (masses, ...) that its system's Hamiltonian reads.
+    """
+    try:
+        system = data.system()
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"its system cannot be rebuilt ({exc})"
+    try:
+        with torch.no_grad():
+            h = system.hamiltonian(data.q[:1], data.p[:1], data.graph)
+    except (IndexError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        return (f"{system.name}'s energy does not apply to it (node constants "
+                f"{tuple(data.c.shape)}: {exc.__class__.__name__}: {exc})")
+    if tuple(h.shape) != (1, data.num_graphs):
+        return f"{system.name}'s energy has shape {tuple(h.shape)}, not [1, {data.num_graphs}]"
+    return None
+
+
 def energy_of(data: systems.Dataset) -> Any:
-    """The true Hamiltonian on ``data``'s graphs: ``energy(q, p) -> [T, G]``."""
+    """The true Hamiltonian on ``data``'s graphs: ``energy(q, p) -> [T, G]``, or
+    ``None`` where it cannot be evaluated (see :func:`energy_problem`)."""
+    if energy_problem(data) is not None:
+        return None
     system, graph = data.system(), data.graph
     return lambda q, p: system.hamiltonian(q, p, graph)

@@ -9,9 +9,68 @@ from pathlib import Path
 from typing import Any
 
 import systems
-from hogn.cli.common import UserError, check_output, param, particles
+from hogn import checks
+from hogn.cli.common import (
+    DEVICE,
+    FRACTION_BELOW_1,
+    NONNEG_FLOAT,
+    NONNEG_INT,
+    POS_FLOAT,
+    POS_INT,
+    TOLERANCE,
+    UserError,
+    check_output,
+    energy_problem,
+    param,
+    particles,
+    system_params,
+)
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "check_simulation_work"]
+
+DEFAULT_TRAJECTORIES, DEFAULT_STEPS, DEFAULT_DT = 100, 100, 0.1
+
+
+def check_simulation_work(system: Any, trajectories: int, steps: int, dt: float,
+                          n_particles: int | tuple[int, int] | None = None,
+                          noise: float = 0.0, what: str = "this dataset") -> None:
+    """Refuse a ground-truth simulation that cannot fit, before any work.
+
+    Two bounds: memory (the saved states, true derivatives, observations and edges,
+    with the copies generation makes; see :func:`hogn.checks.check_memory`) and
+    time (the adaptive integrator needs about ``steps * dt / max_step`` steps, the
+    system's step scale; see :func:`hogn.checks.check_steps`).
+
+    Raises:
+        UserError: naming the estimate, the limit and how to change it.
+    """
+    try:
+        span = steps * dt
+        checks.check_steps(max(steps, span / system.max_step),
+                           f"{what} spans t = {steps} x {dt:g} = {span:.3g} "
+                           f"({system.name}'s step scale {system.max_step:g})",
+                           "lower --dt or --steps")
+        hi = n_particles[1] if isinstance(n_particles, tuple) else n_particles
+        d, points = system.dim, steps + 1
+        series = 4 + (2 if noise > 0 else 0)  # q, p, dq, dp (and the observations)
+        n_hint = hi or system.n_particles or 1
+
+        def node_bytes(n: int) -> float:  # x2: the copies made on the way
+            return 8.0 * points * trajectories * n * d * series * 2
+
+        label = f"{what} ({trajectories} trajectories x {points} points x {{n}} particles " \
+                f"x {d} dims{{edges}})"
+        checks.check_memory(node_bytes(n_hint), label.format(n=n_hint, edges=""))
+        # the edges of the largest graph, from one small sample (cheap at any size)
+        one = system.sample(1, 0, n_particles=None if hi is None else min(hi, 16))
+        m, e = one.q.shape[0], one.edge_index.shape[1]
+        n = m if hi is None else hi
+        edges = n * (n - 1) if m > 1 and e >= m * (m - 1) else e * n / max(m, 1)
+        edge_bytes = trajectories * edges * (16 + 8 * d * 8)  # indices, per-edge work
+        checks.check_memory(node_bytes(n) + edge_bytes,
+                            label.format(n=n, edges=f", {edges:.3g} edges per graph"))
+    except checks.CheckError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -31,15 +90,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if args.steps is not None or args.dt is not None:
             raise UserError("a preset fixes --steps and --dt; generate from the system name "
                             "to choose them")
+        preset = systems.get_preset(args.system)
+        params = system_params(preset.system, params)
+        system = systems.get(preset.system, **{**preset.params, **params})
+        count = preset.trajectories if args.trajectories is None else args.trajectories
+        check_simulation_work(system, count, preset.points - 1, preset.dt,
+                              options.get("n_particles", preset.n_particles),
+                              options.get("noise", preset.noise), f"preset {args.system}")
         data = systems.from_preset(args.system, args.trajectories, params=params, **options)
     else:
         if args.system not in systems.names():
             raise UserError(f"unknown system or preset {args.system!r}; systems: "
                             f"{', '.join(systems.names())}; presets: "
                             f"{', '.join(systems.preset_names())}")
-        system = systems.get(args.system, **params)
-        data = systems.generate(system, args.trajectories or 100, args.steps or 100,
-                                args.dt or 0.1, **options)
+        system = systems.get(args.system, **system_params(args.system, params))
+        trajectories = DEFAULT_TRAJECTORIES if args.trajectories is None else args.trajectories
+        steps = DEFAULT_STEPS if args.steps is None else args.steps
+        dt = DEFAULT_DT if args.dt is None else args.dt
+        check_simulation_work(system, trajectories, steps, dt, options.get("n_particles"),
+                              options.get("noise", 0.0))
+        data = systems.generate(system, trajectories, steps, dt, **options)
     data.save(out)
     elapsed = time.perf_counter() - start
     s = data.summary()
@@ -53,17 +123,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a dataset file."""
     data = systems.load(args.file)
-    s, m = data.summary(), data.meta
+    m = data.meta
+    sizes = data.sizes
+    problem = energy_problem(data)
+    if problem is None:
+        s = data.summary()
+        energy_rows = [("energy range", f"[{s['energy_min']:.4g}, {s['energy_max']:.4g}]"),
+                       ("max relative energy drift", f"{s['max_rel_energy_drift']:.3e}")]
+    else:
+        energy_rows = [("energy", f"not available: {problem}")]
+    system = m["system"] if isinstance(m.get("system"), dict) else {"name": m.get("system")}
+    particles = (f"{int(sizes.min())}" if sizes.min() == sizes.max()
+                 else f"{int(sizes.min())}-{int(sizes.max())}")
     rows = [
-        ("file", args.file), ("system", s["system"]),
-        ("parameters", json.dumps({k: v for k, v in m["system"].items() if k != "name"})),
-        ("preset", m.get("preset")), ("particles", s["particles"]), ("dims", s["dims"]),
-        ("trajectories", f"{s['trajectories']} ({s['test']} test)"),
-        ("points", f"{s['points']} (dt={data.dt:g}, t in [0, {float(data.t[-1]):g}])"),
+        ("file", args.file), ("system", system.get("name")),
+        ("parameters", json.dumps({k: v for k, v in system.items() if k != "name"})),
+        ("preset", m.get("preset")), ("particles", particles), ("dims", data.dim),
+        ("node constants", data.c.shape[1] if data.c.dim() == 2 else tuple(data.c.shape)),
+        ("trajectories", f"{data.num_graphs} ({int(data.test.sum())} test)"),
+        ("points", f"{data.t.numel()} (dt={data.dt:g}, t in [0, {float(data.t[-1]):g}])"),
         ("noise", m.get("noise")), ("seed", m.get("seed")),
         ("integrator", f"{m.get('method')} (rtol {m.get('rtol')})"),
-        ("energy range", f"[{s['energy_min']:.4g}, {s['energy_max']:.4g}]"),
-        ("max relative energy drift", f"{s['max_rel_energy_drift']:.3e}"),
+        *energy_rows,
         ("resampled", json.dumps(m.get("resampled", {}))),
     ]
     width = max(len(k) for k, _ in rows)
@@ -86,20 +167,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("system", metavar="SYSTEM", help="system name or preset name")
     gen.add_argument("-o", "--output", required=True, metavar="FILE", help="dataset file")
-    gen.add_argument("--trajectories", type=int, help="number of trajectories (default 100, "
-                     "or the preset's)")
-    gen.add_argument("--steps", type=int, help="saved steps per trajectory (default 100)")
-    gen.add_argument("--dt", type=float, help="time between saved states (default 0.1)")
+    gen.add_argument("--trajectories", type=POS_INT,
+                     help="number of trajectories (default 100, or the preset's)")
+    gen.add_argument("--steps", type=POS_INT,
+                     help="saved steps per trajectory (default 100)")
+    gen.add_argument("--dt", type=POS_FLOAT,
+                     help="time between saved states (default 0.1)")
     gen.add_argument("--n-particles", type=particles, metavar="N|MIN..MAX",
                      help="particles per graph for spring-nbody / gravity-nbody")
     gen.add_argument("--param", type=param, action="append", metavar="KEY=VALUE",
                      help="system parameter, repeatable (e.g. --param g=9.81)")
-    gen.add_argument("--embed-dim", type=int, help="embed 1-D systems in this many dims")
-    gen.add_argument("--noise", type=float, help="observation noise std (default 0)")
-    gen.add_argument("--test-fraction", type=float, help="held-out fraction (default 0.2)")
-    gen.add_argument("--rtol", type=float, help="integrator tolerance (default 1e-12)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    gen.add_argument("--device", default=None, help="torch device (default cpu)")
+    gen.add_argument("--embed-dim", type=POS_INT,
+                     help="embed 1-D systems in this many dims")
+    gen.add_argument("--noise", type=NONNEG_FLOAT,
+                     help="observation noise std (default 0)")
+    gen.add_argument("--test-fraction", type=FRACTION_BELOW_1,
+                     help="held-out fraction in [0, 1) (default 0.2)")
+    gen.add_argument("--rtol", type=TOLERANCE, help="integrator tolerance in "
+                     f"[{checks.TOLERANCE_RANGE[0]:g}, {checks.TOLERANCE_RANGE[1]:g}] "
+                     "(default 1e-12)")
+    gen.add_argument("--seed", type=NONNEG_INT, default=0,
+                     help="random seed (default 0)")
+    gen.add_argument("--device", type=DEVICE, default=None,
+                     help="torch device (default cpu)")
     gen.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)

@@ -31,7 +31,7 @@ import torch
 
 import systems
 from hogn import integrators, models
-from hogn.cli.common import energy_of
+from hogn.cli.common import NONNEG_INT, POS_FLOAT, POS_INT, energy_of
 from hogn.evaluation import evaluate
 from hogn.metrics import geometric_mean
 from hogn.plot import TrajectoryPanel, loss_curves, rollout_comparison, trajectories_and_energy
@@ -196,29 +196,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", default="demo-output", help="output folder (default "
                       "demo-output)")
-    demo.add_argument("--trajectories", type=int, default=32, help="part 1: per system")
-    demo.add_argument("--steps", type=int, default=100, help="part 1: steps")
-    demo.add_argument("--dt", type=float, default=0.1, help="part 1: dt")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--trajectories", type=POS_INT, default=32, help="part 1: per system")
+    demo.add_argument("--steps", type=POS_INT, default=100, help="part 1: steps")
+    demo.add_argument("--dt", type=POS_FLOAT, default=0.1, help="part 1: dt")
+    demo.add_argument("--seed", type=NONNEG_INT, default=0)
     learn = demo.add_argument_group("part 2 (learning)")
     learn.add_argument("--skip-learning", action="store_true", help="only part 1")
-    learn.add_argument("--train-trajectories", type=int, default=96)
-    learn.add_argument("--train-steps", type=int, default=50)
-    learn.add_argument("--learn-dt", type=float, default=0.05)
-    learn.add_argument("--test-trajectories", type=int, default=8, help="per test set")
-    learn.add_argument("--horizon", type=int, default=1000, help="rollout steps, held-out")
-    learn.add_argument("--zero-shot-horizon", type=int, default=200,
+    learn.add_argument("--train-trajectories", type=POS_INT, default=96)
+    learn.add_argument("--train-steps", type=POS_INT, default=50)
+    learn.add_argument("--learn-dt", type=POS_FLOAT, default=0.05)
+    learn.add_argument("--test-trajectories", type=POS_INT, default=8, help="per test set")
+    learn.add_argument("--horizon", type=POS_INT, default=1000, help="rollout steps, held-out")
+    learn.add_argument("--zero-shot-horizon", type=POS_INT, default=200,
                        help="rollout steps, 16 particles (their truth is costly)")
-    learn.add_argument("--epochs", type=int, default=30)
-    learn.add_argument("--samples", type=int, default=2048, help="samples per epoch")
-    learn.add_argument("--hidden", type=int, default=64)
-    learn.add_argument("--lr", type=float, default=3e-3)
+    learn.add_argument("--epochs", type=POS_INT, default=30)
+    learn.add_argument("--samples", type=POS_INT, default=2048, help="samples per epoch")
+    learn.add_argument("--hidden", type=POS_INT, default=64)
+    learn.add_argument("--lr", type=POS_FLOAT, default=3e-3)
     fits = integrators.compatible(False)
     learn.add_argument("--integrator", default="gauss4", choices=fits, metavar="NAME",
                        help="integrator of the derivative models' rollouts (default gauss4: "
                        "symplectic for any H, order 4); one valid for a non-separable "
                        f"model: {', '.join(fits)}")
-    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the "
+    demo.add_argument("--threads", type=POS_INT, default=1, help="torch threads (default 1: the "
                       "demo's tensors are small, and extra threads only wait on a busy machine)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)

@@ -12,16 +12,24 @@ from typing import Any
 import torch
 
 import systems
-from hogn import integrators, models
+from hogn import checks, integrators, models
 from hogn.cli.common import (
+    DEVICE,
     DTYPES,
+    FRACTION_BELOW_1,
+    NONNEG_FLOAT,
+    NONNEG_INT,
+    POS_FLOAT,
+    POS_INT,
     UserError,
     check_output,
     energy_of,
     load_run,
     param,
     particles,
+    system_params,
 )
+from hogn.cli.data import check_simulation_work
 from hogn.evaluation import Evaluation, evaluate
 from hogn.io import save_archive
 from hogn.plot import loss_curves, rollout_comparison
@@ -69,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_args[key] = getattr(args, key)
     if args.mp_steps is not None:
         model_args["steps"] = args.mp_steps
+    _check_model_size(args.model, data, model_args, DTYPES[args.dtype])
     torch.manual_seed(args.seed)  # the same seed gives the same initial weights
     model = models.for_data(args.model, data, **model_args).to(DTYPES[args.dtype])
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
@@ -87,13 +96,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_model_size(name: str, data: systems.Dataset, model_args: dict[str, Any],
+                      dtype: torch.dtype) -> None:
+    """Refuse a model too large to train here, before allocating it: its parameters
+    are counted on the ``meta`` device (no memory), then weights, gradients and
+    Adam's two moments are four copies."""
+    try:
+        with torch.device("meta"):
+            shape_only = models.for_data(name, data, **model_args)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return  # a model that cannot be built without memory: its own errors will tell
+    count = sum(p.numel() for p in shape_only.parameters())
+    size = torch.tensor([], dtype=dtype).element_size()
+    try:
+        checks.check_memory(4.0 * count * size, f"model {name} ({count:.3g} parameters, "
+                            "with gradients and optimizer state)")
+    except checks.CheckError as exc:
+        raise UserError(f"{exc}; or lower --hidden / --layers") from None
+
+
+def _check_rollout_work(steps: int, substeps: int, trajectories: int, particles: int,
+                        dim: int) -> None:
+    """Refuse a rollout whose integrator steps or saved trajectory cannot fit."""
+    try:
+        checks.check_steps(steps * substeps, f"{steps} steps x {substeps} substeps",
+                           "lower --steps or --substeps")
+        checks.check_memory(8.0 * 4 * (steps + 1) * particles * dim,
+                            f"the rollout ({trajectories} trajectories, {steps + 1} points, "
+                            f"{particles} particles in all, {dim} dims)")
+    except checks.CheckError as exc:
+        raise UserError(str(exc)) from None
+
+
 # ------------------------------------------------------------------------ rollout
 def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
                        ) -> systems.Dataset:
     """Ground truth to roll out against: from --data, or simulated from the system."""
     if args.data is not None:
         data = systems.load(args.data)
-        return data[: args.trajectories] if args.trajectories else data
+        return data[: args.trajectories] if args.trajectories is not None else data
     trained_on = record.get("data") or {}
     config = dict(trained_on.get("system") or {})
     name = args.system or config.get("name")
@@ -102,14 +143,17 @@ def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
     params = {k: v for k, v in config.items() if k != "name"} if name == config.get(
         "name") else {}
     params.update(dict(args.param or []))
-    system = systems.get(name, **params)
+    system = systems.get(name, **system_params(name, params))
     n_particles = args.n_particles
     if n_particles is None and system.n_particles is None:
         n_particles = tuple(trained_on.get("particles") or (4, 4))
-    dt = args.dt or trained_on.get("dt")
+    dt = args.dt if args.dt is not None else trained_on.get("dt")
     if dt is None:
         raise UserError("pass --dt (the run does not record the data's dt)")
-    return systems.generate(system, args.trajectories or 4, args.steps, dt, seed=args.seed,
+    trajectories = 4 if args.trajectories is None else args.trajectories
+    check_simulation_work(system, trajectories, args.steps, dt, n_particles,
+                          what="the ground truth to roll out against")
+    return systems.generate(system, trajectories, args.steps, dt, seed=args.seed,
                             n_particles=n_particles, test_fraction=0.0, progress=False)
 
 
@@ -124,6 +168,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.data is not None and args.steps is not None and args.steps >= truth.t.numel():
         raise UserError(f"{args.data} holds {truth.t.numel()} points per trajectory; "
                         f"--steps must be below that, got {args.steps}")
+    horizon = truth.t.numel() - 1 if args.steps is None else args.steps
+    _check_rollout_work(horizon, args.substeps, truth.num_graphs, truth.q.shape[1], truth.dim)
     result = evaluate(model, truth, energy=energy_of(truth), integrator=integrator,
                       steps=args.steps if args.data is not None else None,
                       substeps=args.substeps, progress=not args.quiet)
@@ -175,6 +221,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     elif args.split == "train":
         data = data.train
     integrator = _integrator(args.integrator, model, record)
+    horizon = data.t.numel() - 1 if args.steps is None else min(args.steps, data.t.numel())
+    _check_rollout_work(horizon, args.substeps, data.num_graphs, data.q.shape[1], data.dim)
     result = evaluate(model, data, energy=energy_of(data), integrator=integrator,
                       steps=args.steps, substeps=args.substeps, progress=not args.quiet)
     row = summary_row(model.name, integrator, data, result, args.threshold)
@@ -200,13 +248,13 @@ def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
                      f"trained with, else rk4); one of {', '.join(integrators.names())}; "
                      f"{SPLITTING} need a separable H (separable-hogn); "
                      f"{IMPLICIT} are symplectic for any H")
-    cmd.add_argument("--substeps", type=int, default=1,
+    cmd.add_argument("--substeps", type=POS_INT, default=1,
                      help="integrator steps per saved step (default 1)")
-    cmd.add_argument("--threshold", type=float, default=0.1,
+    cmd.add_argument("--threshold", type=POS_FLOAT, default=0.1,
                      help="relative error level for time_to_threshold (default 0.1)")
     cmd.add_argument("--plot", metavar="PNG", help="save predicted vs true paths of the "
                      "first trajectory and its energy error")
-    cmd.add_argument("--device", default=None, help="torch device (default cpu)")
+    cmd.add_argument("--device", type=DEVICE, default=None, help="torch device (default cpu)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -240,16 +288,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("data", metavar="DATA", help="dataset file from 'hogn generate'")
     tr.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
     arch = tr.add_argument_group("model")
-    arch.add_argument("--hidden", type=int, help="hidden width (model default: graph "
+    arch.add_argument("--hidden", type=POS_INT, help="hidden width (model default: graph "
                       "models 128, hnn/mlp 200)")
-    arch.add_argument("--layers", type=int, help="linear layers per MLP")
-    arch.add_argument("--mp-steps", type=int, help="message-passing steps (graph models)")
+    arch.add_argument("--layers", type=POS_INT, help="linear layers per MLP")
+    arch.add_argument("--mp-steps", type=POS_INT, help="message-passing steps (graph models)")
     arch.add_argument("--model-arg", type=param, action="append", metavar="KEY=VALUE",
                       help="any other constructor argument, repeatable "
                       "(e.g. --model-arg absolute_positions=true)")
     arch.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                       help="parameter dtype (default float32)")
-    arch.add_argument("--n-particles", type=int, help="train only on graphs of this size "
+    arch.add_argument("--n-particles", type=POS_INT, help="train only on graphs of this size "
                       "(needed by hnn/mlp when the data mixes sizes)")
     opt = tr.add_argument_group("training")
     opt.add_argument("--target", choices=TARGETS, help="derivative: match dq, dp (default; "
@@ -257,31 +305,33 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
                      help=f"integrator of the rollout target (default rk4); {SPLITTING} "
                      "need a separable H (separable-hogn)")
-    opt.add_argument("--rollout-steps", type=int, help="steps matched per sample (default 1)")
+    opt.add_argument("--rollout-steps", type=POS_INT, help="steps matched per sample (default 1)")
     opt.add_argument("--loss", choices=LOSSES, help="default mse")
-    opt.add_argument("--epochs", type=int, help="default 20")
-    opt.add_argument("--batch-size", type=int, help="graphs per batch (default 64)")
-    opt.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    opt.add_argument("--weight-decay", type=float, help="default 0")
+    opt.add_argument("--epochs", type=POS_INT, help="default 20")
+    opt.add_argument("--batch-size", type=POS_INT, help="graphs per batch (default 64)")
+    opt.add_argument("--lr", type=POS_FLOAT, help="Adam learning rate (default 1e-3)")
+    opt.add_argument("--weight-decay", type=NONNEG_FLOAT, help="default 0")
     opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule "
                      "(default none)")
-    opt.add_argument("--val-fraction", type=float, help="training trajectories held out "
+    opt.add_argument("--val-fraction", type=FRACTION_BELOW_1, help="training trajectories held out "
                      "for validation (default 0.1)")
-    opt.add_argument("--max-samples", type=int, help="random samples per epoch (default: "
+    opt.add_argument("--max-samples", type=NONNEG_INT, help="random samples per epoch (default: "
                      "all states of all training trajectories)")
-    opt.add_argument("--grad-clip", type=float, help="gradient-norm clip (default off)")
-    opt.add_argument("--seed", type=int, default=0, help="seed of weights, split and "
+    opt.add_argument("--grad-clip", type=NONNEG_FLOAT, help="gradient-norm clip (default off)")
+    opt.add_argument("--seed", type=NONNEG_INT, default=0, help="seed of weights, split and "
                      "batch order (default 0)")
-    opt.add_argument("--device", help="torch device (default cpu)")
+    opt.add_argument("--device", type=DEVICE, help="torch device (default cpu)")
     opt.add_argument("--quiet", action="store_true", help="no progress bars")
     ckpt = tr.add_argument_group("checkpoints", _fill(
         "checkpoint.pt holds all a resume needs; it is written as often as "
         "these say, after the last epoch and when training stops on an error or Ctrl-C. "
         "A run killed at any instant resumes (the same command) to the same weights and "
         "metrics as an uninterrupted one, losing the epochs since its last checkpoint."))
-    ckpt.add_argument("--checkpoint-every", type=int, metavar="EPOCHS",
+    ckpt.add_argument("--checkpoint-every", type=checks.arg(
+                      checks.nonnegative_int, "checkpoint_every"), metavar="EPOCHS",
                       help="checkpoint every EPOCHS epochs (default 0: not by epochs)")
-    ckpt.add_argument("--checkpoint-seconds", type=float, metavar="SECONDS",
+    ckpt.add_argument("--checkpoint-seconds", type=checks.arg(
+                      checks.nonnegative_float, "checkpoint_seconds"), metavar="SECONDS",
                       help="checkpoint when SECONDS have passed since the last one "
                       "(default 30; 0: not by time)")
     tr.set_defaults(func=cmd_train)
@@ -307,12 +357,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="system parameter, repeatable")
     ro.add_argument("--n-particles", type=particles, metavar="N|MIN..MAX",
                     help="particles per graph (default: as in training)")
-    ro.add_argument("--trajectories", type=int, help="number of trajectories (default 4; "
+    ro.add_argument("--trajectories", type=POS_INT, help="number of trajectories (default 4; "
                     "with --data: all)")
-    ro.add_argument("--steps", type=int, default=None, help="steps to roll out (default "
+    ro.add_argument("--steps", type=POS_INT, default=None, help="steps to roll out (default "
                     "100; with --data: all)")
-    ro.add_argument("--dt", type=float, help="step size (default: the training data's)")
-    ro.add_argument("--seed", type=int, default=0, help="seed of the initial states")
+    ro.add_argument("--dt", type=POS_FLOAT, help="step size (default: the training data's)")
+    ro.add_argument("--seed", type=NONNEG_INT, default=0, help="seed of the initial states")
     ro.add_argument("-o", "--output", metavar="FILE", help="save the predicted trajectories")
     ro.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     _common_rollout_args(ro)
@@ -335,7 +385,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("data", metavar="DATA", help="dataset file")
     ev.add_argument("--split", choices=("test", "train", "all"), default="test",
                     help="which trajectories (default test)")
-    ev.add_argument("--steps", type=int, help="steps to compare (default: all)")
+    ev.add_argument("--steps", type=POS_INT, help="steps to compare (default: all)")
     ev.add_argument("--json", metavar="FILE", help="write the summary and per-step errors")
     _common_rollout_args(ev)
     ev.set_defaults(func=cmd_evaluate)

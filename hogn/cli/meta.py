@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hogn.cli.common import UserError, check_output
+from hogn.cli.common import (
+    NONNEG_FLOAT,
+    NONNEG_INT,
+    POS_FLOAT,
+    POS_INT,
+    UserError,
+    check_output,
+)
 from hogn.io import save_archive
 from hogn.report import format_table, write_json
 from meta import plots, protocol
@@ -230,9 +237,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     arch = mt.add_argument_group("model")
     arch.add_argument("--model", choices=tuple(protocol.MODEL_LAYOUTS), help="hnn (default, the "
                       "paper's: 3 padded particles), mlp (predicts dq, dp) or hogn (graphs)")
-    arch.add_argument("--hidden", type=int, help="hidden width (default 200 for hnn/mlp, "
+    arch.add_argument("--hidden", type=POS_INT, help="hidden width (default 200 for hnn/mlp, "
                       "128 for hogn)")
-    arch.add_argument("--layers", type=int, help="linear layers per MLP (default 3 for "
+    arch.add_argument("--layers", type=POS_INT, help="linear layers per MLP (default 3 for "
                       "hnn/mlp)")
     arch.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     opt = mt.add_argument_group("meta-training")
@@ -241,11 +248,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "reptile")
     opt.add_argument("--iterations", type=int, help="outer steps (default 2000); the "
                      "pretrained baseline takes as many")
-    opt.add_argument("--trajectories", type=int, help="trajectories per training system "
+    opt.add_argument("--trajectories", type=POS_INT, help="trajectories per training system "
                      "(default 200; the paper: 10,000)")
-    opt.add_argument("--shots", type=int, help="support points per task K (default 50)")
-    opt.add_argument("--inner-steps", type=int, help="inner SGD steps (default 1)")
-    opt.add_argument("--inner-lr", type=float, help="inner step size, also used to adapt "
+    opt.add_argument("--shots", type=POS_INT, help="support points per task K (default 50)")
+    opt.add_argument("--inner-steps", type=POS_INT, help="inner SGD steps (default 1)")
+    opt.add_argument("--inner-lr", type=POS_FLOAT, help="inner step size, also used to adapt "
                      "(default 0.1; with --meta-sgd the learned rates' initial value)")
     opt.add_argument("--meta-sgd", action="store_true", help="Meta-SGD: learn one inner "
                      "rate per parameter element (maml, fomaml); 'hogn adapt' adapts the "
@@ -253,15 +260,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--anil", action="store_true", help="ANIL: the inner loop adapts only "
                      "the decoder (the readout layer of hnn/mlp, the node decoder of hogn); "
                      "the outer loop trains all weights (maml, fomaml)")
-    opt.add_argument("--outer-lr", type=float, help="Adam learning rate (default 1e-3)")
-    opt.add_argument("--meta-batch", type=int, help="tasks per outer step (default 8)")
+    opt.add_argument("--outer-lr", type=POS_FLOAT, help="Adam learning rate (default 1e-3)")
+    opt.add_argument("--meta-batch", type=POS_INT, help="tasks per outer step (default 8)")
     opt.add_argument("--loss", choices=("logcosh", "mse"), help="default logcosh")
-    opt.add_argument("--grad-clip", type=float, help="meta-gradient norm clip (default off)")
-    opt.add_argument("--checkpoint-every", type=int, help="outer steps between "
+    opt.add_argument("--grad-clip", type=NONNEG_FLOAT, help="meta-gradient norm clip (default off)")
+    opt.add_argument("--checkpoint-every", type=POS_INT, help="outer steps between "
                      "checkpoints (default 100)")
     opt.add_argument("--no-pretrain", action="store_true", help="skip the pretrained "
                      "baseline")
-    opt.add_argument("--seed", type=int, help="seed of data, weights and tasks (default 0)")
+    opt.add_argument("--seed", type=NONNEG_INT, help="seed of data, weights and tasks (default 0)")
     opt.add_argument("--quiet", action="store_true", help="no progress bars")
     mt.set_defaults(func=cmd_meta_train)
 
@@ -285,15 +292,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("run", metavar="RUN", help="run folder from 'hogn meta-train'")
     ad.add_argument("--system", metavar="SYSTEM", help=f"one of {systems_list} (default: "
                     "the held-out one)")
-    ad.add_argument("--shots", type=int, help="points K per trajectory (default: the run's)")
-    ad.add_argument("--steps", type=int, default=100, help="adaptation steps S (default 100)")
-    ad.add_argument("--trajectories", type=int, default=20, help="trajectories M (default 20; "
+    ad.add_argument("--shots", type=POS_INT, help="points K per trajectory (default: the run's)")
+    ad.add_argument("--steps", type=int, default=100,
+                    help="adaptation steps S (default 100)")
+    ad.add_argument("--trajectories", type=POS_INT, default=20, help="trajectories M (default 20; "
                     "the paper: 100)")
-    ad.add_argument("--eval-steps", type=int, nargs="+", metavar="N", help="steps after which "
-                    "to roll out (default 0 1 2 5 10 15 25 50 100, up to S)")
-    ad.add_argument("--inner-lr", type=float, help="step size (default: the run's; of "
+    ad.add_argument("--eval-steps", type=NONNEG_INT, nargs="+", metavar="N",
+                    help="steps after which to roll out (default 0 1 2 5 10 15 25 50 100, up to S)")
+    ad.add_argument("--inner-lr", type=POS_FLOAT, help="step size (default: the run's; of "
                     "the baselines only for a --meta-sgd run)")
-    ad.add_argument("--seed", type=int, default=0, help="seed of trajectories and points")
+    ad.add_argument("--seed", type=NONNEG_INT, default=0, help="seed of trajectories and points")
     ad.add_argument("--json", metavar="FILE", help="write the per-step statistics, the "
                     "per-trajectory MSEs and normalised errors, and the paired verdicts")
     ad.add_argument("--plot", action="store_true", help="save adapt-SYSTEM-curves.png and "

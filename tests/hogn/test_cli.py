@@ -126,3 +126,100 @@ def test_every_command_has_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert "example" in capsys.readouterr().out or command in ("info", "demo")
+
+
+# ------------------------------------------------- no silent defaults, no hangs
+def _refused_by_parser(capsys, argv, match):
+    """The value is refused where it is parsed: one line naming the flag, exit 2."""
+    err = _error(capsys, argv, match)
+    assert "--help" in err
+    return err
+
+
+GEN = ["generate", "pendulum", "--quiet"]
+
+
+@pytest.mark.parametrize("flag", ["--dt", "--steps", "--trajectories"])
+def test_generate_refuses_zero_sizes_instead_of_using_defaults(capsys, tmp_path, flag):
+    out = tmp_path / "d.pt"
+    _refused_by_parser(capsys, [*GEN, flag, "0", "-o", str(out)], f"argument {flag}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("rtol", ["-1", "0", "nan", "inf", "1e-300", "x"])
+def test_generate_refuses_tolerances_it_could_never_meet(capsys, tmp_path, rtol):
+    # 0, nan and 1e-300 used to run for minutes without a word
+    out = tmp_path / "d.pt"
+    err = _refused_by_parser(capsys, [*GEN, "--rtol", rtol, "-o", str(out)], "--rtol")
+    assert "1e-14" in err or "a number" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["true", "false", "null", "\"heavy\"", "[1, 2, 3]"])
+def test_generate_refuses_a_parameter_of_the_wrong_kind(capsys, tmp_path, value):
+    out = tmp_path / "d.pt"
+    _error(capsys, [*GEN, "--param", f"mass={value}", "-o", str(out)], "--param mass")
+    assert not out.exists()
+
+
+def test_generate_refuses_a_span_it_would_take_hours_to_simulate(capsys, tmp_path):
+    # --dt 1e9 --steps 1 used to run for minutes without a word
+    out = tmp_path / "d.pt"
+    err = _error(capsys, [*GEN, "--dt", "1e9", "--steps", "1", "-o", str(out)],
+                 "integrator steps")
+    assert "HOGN_MAX_STEPS" in err and not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "spring-nbody", "--n-particles", "10000000", "--trajectories", "1"],
+    ["generate", "pendulum", "--trajectories", "100000000"],
+    ["generate", "hnn-two-body", "--trajectories", "100000000"],
+])
+def test_generate_refuses_sizes_that_cannot_fit_up_front(capsys, tmp_path, argv):
+    out = tmp_path / "d.pt"
+    err = _error(capsys, [*argv, "--quiet", "-o", str(out)], "of memory, over the limit")
+    assert "HOGN_MAX_MEMORY" in err and not out.exists()
+
+
+def test_the_memory_limit_can_be_set(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "1M")
+    _error(capsys, [*GEN, "--trajectories", "1000", "-o", str(tmp_path / "d.pt")],
+           "HOGN_MAX_MEMORY=1M")
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "lots")
+    _error(capsys, [*GEN, "-o", str(tmp_path / "d.pt")], "must be a size like 8G")
+
+
+@pytest.mark.parametrize("device", ["nosuch", "cuda:x", "cpu:1", ""])
+def test_an_unknown_device_is_refused(capsys, tmp_path, device):
+    _refused_by_parser(capsys, [*GEN, "--device", device, "-o", str(tmp_path / "d.pt")],
+                       "--device")
+
+
+def test_cuda_is_refused_where_there_is_none(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    err = _refused_by_parser(capsys, [*GEN, "--device", "cuda", "-o", str(tmp_path / "d.pt")],
+                             "no CUDA device")
+    assert "use cpu" in err
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--grad-clip", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--weight-decay", "-1e-3"),
+    ("--val-fraction", "1"), ("--val-fraction", "-0.1"), ("--epochs", "0"),
+    ("--epochs", "2.5"), ("--batch-size", "0"), ("--max-samples", "-1"),
+    ("--checkpoint-seconds", "inf"), ("--seed", "-1"), ("--hidden", "0"),
+])
+def test_train_refuses_bad_values(files, capsys, tmp_path, flag, value):
+    _, data, _ = files
+    out = tmp_path / "r"
+    _refused_by_parser(capsys, ["train", "hogn", str(data), flag, value, "-o", str(out)], flag)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("threshold", ["nan", "-0.1", "0", "inf"])
+def test_evaluate_refuses_a_bad_threshold(files, capsys, threshold):
+    _, data, run = files
+    _refused_by_parser(capsys, ["evaluate", str(run), str(data), "--threshold", threshold],
+                       "--threshold")

@@ -1,0 +1,286 @@
+"""A hostile user: damaged, foreign and missing files, full disks, signals at any time,
+data without node constants, the best weights without validation data.
+
+Every case ends in the documented way: exit 0, or one line on stderr with exit 2
+(130/143 after SIGINT/SIGTERM), never a traceback, and the files on disk intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import importlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import hogn
+import systems
+from hogn import io as hio
+from hogn.cli import main
+
+training = importlib.import_module("hogn.train")
+TRAIN = ["--hidden", "8", "--max-samples", "32", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    data = root / "data.pt"
+    assert main(["generate", "spring-nbody", "--n-particles", "3", "--trajectories", "6",
+                 "--steps", "8", "--dt", "0.05", "--quiet", "-o", str(data)]) == 0
+    run = root / "run"
+    assert main(["train", "hogn", str(data), "--epochs", "1", *TRAIN, "-o", str(run)]) == 0
+    return root, data, run
+
+
+def _error(capsys, argv, match, status=2):
+    assert main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert match in err, err
+    return err
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    to.mkdir()
+    for f in run.iterdir():
+        (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
+# ------------------------------------------------------------------ damaged files
+def test_a_folder_given_as_a_file_is_named_as_such(files, capsys):
+    root, _, run = files
+    _error(capsys, ["info", str(root)], "is a folder, not a hogn-dataset file")
+    _error(capsys, ["evaluate", str(run), str(root)], "is a folder")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "list", "no-keys", "version"])
+def test_a_damaged_checkpoint_is_named_on_resume(files, capsys, tmp_path, damage):
+    _, data, run = files
+    copy = _copy_run(run, tmp_path / "run")
+    ckpt = copy / "checkpoint.pt"
+    raw = ckpt.read_bytes()
+    if damage == "truncate":
+        ckpt.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        ckpt.write_bytes(bytes(b ^ 0x5A for b in raw[:4096]) + raw[4096:])
+    elif damage == "list":
+        torch.save([1, 2, 3], ckpt)
+    elif damage == "no-keys":
+        torch.save({"version": 2, "epoch": 1}, ckpt)
+    else:
+        torch.save({"version": 99}, ckpt)
+    before = {f.name: f.read_bytes() for f in copy.iterdir()}
+    err = _error(capsys, ["train", "hogn", str(data), "--epochs", "2", *TRAIN, "-o",
+                          str(copy)], "checkpoint.pt")
+    assert "train into a new run folder" in err or "version" in err
+    assert {f.name: f.read_bytes() for f in copy.iterdir()} == before  # nothing changed
+
+
+def test_a_damaged_config_or_metrics_file_is_named(files, capsys, tmp_path):
+    _, data, run = files
+    copy = _copy_run(run, tmp_path / "a")
+    (copy / "config.json").write_text('{"model": "hogn", ')
+    _error(capsys, ["train", "hogn", str(data), "--epochs", "2", *TRAIN, "-o", str(copy)],
+           "config.json: not valid JSON")
+    _error(capsys, ["evaluate", str(copy), str(data)], "config.json")
+    (copy / "config.json").write_text("[1, 2]")
+    _error(capsys, ["train", "hogn", str(data), "--epochs", "2", *TRAIN, "-o", str(copy)],
+           "config.json: not a hogn run record")
+    copy = _copy_run(run, tmp_path / "b")
+    metrics = copy / "metrics.jsonl"
+    metrics.write_bytes(b"{not json" + metrics.read_bytes()[9:])
+    _error(capsys, ["train", "hogn", str(data), "--epochs", "2", *TRAIN, "-o", str(copy)],
+           "metrics.jsonl: line 1 is not valid JSON")
+
+
+def test_a_file_given_as_the_run_folder_is_named(files, capsys):
+    _, data, _ = files
+    _error(capsys, ["train", "hogn", str(data), "--epochs", "1", *TRAIN, "-o", str(data)],
+           "is a file, not a run folder")
+
+
+def test_resuming_with_another_spelling_of_the_data_path(files, tmp_path, monkeypatch):
+    _, data, _ = files
+    monkeypatch.chdir(data.parent)
+    run = tmp_path / "r"
+    assert main(["train", "hogn", "data.pt", "--epochs", "1", *TRAIN, "-o", str(run)]) == 0
+    assert main(["train", "hogn", "./data.pt", "--epochs", "2", *TRAIN, "-o", str(run)]) == 0
+    assert main(["train", "hogn", str(data), "--epochs", "3", *TRAIN, "-o", str(run)]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+# ------------------------------------------------------------------ full disk
+def _fill_disk_after(monkeypatch, limit: int) -> None:
+    """Every file atomic_write opens fails with ENOSPC after ``limit`` bytes."""
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fh):
+            self.fh, self.written = fh, 0
+
+        def write(self, b):
+            self.written += len(b)
+            if self.written > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(hio.os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+
+
+@pytest.mark.parametrize("limit", [0, 100, 1000])
+def test_a_save_into_a_full_disk_keeps_the_previous_file(files, capsys, tmp_path, monkeypatch,
+                                                         limit):
+    _, data, _ = files
+    target = tmp_path / "d.pt"
+    target.write_bytes(data.read_bytes())
+    _fill_disk_after(monkeypatch, limit)
+    err = _error(capsys, ["generate", "pendulum", "--trajectories", "4", "--steps", "5",
+                          "--quiet", "--force", "-o", str(target)], "No space left on device")
+    assert str(target) in err and "previous file is kept unchanged" in err
+    assert target.read_bytes() == data.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pt"]  # no temporary file left
+    # the API says the same
+    with pytest.raises(OSError, match="previous file is kept unchanged") as info:
+        hio.save_archive(target, "k", 1, {}, {"a": torch.zeros(10_000)})
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError, match="no file was written"):
+        hio.save_archive(tmp_path / "new.pt", "k", 1, {}, {"a": torch.zeros(10_000)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pt"]
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_generate_writes(files, capsys, tmp_path, monkeypatch, signum, status):
+    _, data, _ = files
+    target = tmp_path / "d.pt"
+    target.write_bytes(data.read_bytes())
+    real = torch.save
+
+    def save(obj, fh, *args, **kwargs):
+        fh.write(b"partial")
+        os.kill(os.getpid(), signum)
+        time.sleep(1)  # the handler raises here
+        return real(obj, fh, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    assert main(["generate", "pendulum", "--trajectories", "4", "--steps", "5", "--quiet",
+                 "--force", "-o", str(target)]) == status
+    assert capsys.readouterr().err.strip() == "hogn: interrupted"
+    assert target.read_bytes() == data.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pt"]
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # handlers restored
+
+
+def test_sigint_during_training_keeps_a_checkpoint(files, capsys, tmp_path, monkeypatch):
+    _, data, _ = files
+    real = training._epoch
+    calls = []
+
+    def epoch(model, loader, cfg, dt, optimizer, number, progress):
+        calls.append(number)
+        if number == 3 and optimizer is not None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        return real(model, loader, cfg, dt, optimizer, number, progress)
+
+    monkeypatch.setattr(training, "_epoch", epoch)
+    run = tmp_path / "r"
+    assert main(["train", "hogn", str(data), "--epochs", "5", *TRAIN,
+                 "--checkpoint-every", "1", "-o", str(run)]) == 130
+    assert capsys.readouterr().err.strip() == "hogn: interrupted"
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 2 and len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    monkeypatch.setattr(training, "_epoch", real)
+    assert main(["train", "hogn", str(data), "--epochs", "5", *TRAIN,
+                 "--checkpoint-every", "1", "-o", str(run)]) == 0
+
+
+def test_ctrl_c_at_start_up_is_one_line(tmp_path):
+    """SIGINT while the command imports torch (seconds): 'hogn: interrupted', exit 130."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hogn", "generate", "pendulum", "-o",
+                             str(tmp_path / "d.pt")], stderr=subprocess.PIPE, env=env)
+    time.sleep(0.7)  # past the interpreter's own start-up, inside the imports
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.decode().strip() == "hogn: interrupted"
+    assert not (tmp_path / "d.pt").exists()
+
+
+# ------------------------------------------------------------------ messages
+def test_a_diverged_run_says_whether_a_checkpoint_exists(files, capsys, tmp_path,
+                                                         monkeypatch):
+    _, data, _ = files
+    err = _error(capsys, ["train", "ogn", str(data), "--epochs", "3", "--lr", "1e30",
+                          *TRAIN, "-o", str(tmp_path / "a")], "non-finite")
+    assert "holds no checkpoint" in err and "is kept" not in err
+    real = training._batch_loss
+    calls = []
+
+    def loss(model, batch, cfg, dt):
+        calls.append(1)
+        value = real(model, batch, cfg, dt)
+        return value * math.nan if len(calls) > 4 else value  # epoch 1: 2 + 2 batches
+
+    monkeypatch.setattr(training, "_batch_loss", loss)
+    err = _error(capsys, ["train", "hogn", str(data), "--epochs", "3", *TRAIN,
+                          "--checkpoint-every", "1", "-o", str(tmp_path / "b")],
+                 "non-finite")
+    assert f"the checkpoint of epoch 1 is kept in {tmp_path / 'b'}" in err
+
+
+# ------------------------------------------------------------------ data and best
+def test_data_without_node_constants(files, capsys, tmp_path):
+    _, data, _ = files
+    plain = tmp_path / "plain.pt"
+    d = systems.load(data)
+    dataclasses.replace(d, c=d.c[:, :0]).save(plain)
+    assert main(["info", str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert "not available" in out and "node constants  0" in out.replace("   ", "  ")
+    run = tmp_path / "run"
+    assert main(["train", "hogn", str(plain), "--epochs", "1", *TRAIN, "-o", str(run)]) == 0
+    assert main(["evaluate", str(run), str(plain), "--quiet", "--json",
+                 str(tmp_path / "e.json")]) == 0
+    summary = json.loads((tmp_path / "e.json").read_text())["summary"]
+    assert summary["energy_drift"] is None or math.isnan(summary["energy_drift"])
+    assert 0 <= summary["rel_error"] < 1
+
+
+def test_without_validation_best_weights_are_ranked_by_their_own_loss():
+    data = systems.generate("spring-nbody", trajectories=6, steps=6, dt=0.05, n_particles=3,
+                            seed=1, test_fraction=0.0, progress=False)
+    torch.manual_seed(0)
+    model = hogn.models.get("hogn", dim=2, node_constants=1, edge_features=2,
+                            hidden=8).double()
+    result = hogn.train(model, data, epochs=4, batch_size=64, lr=3e-3, val_fraction=0.0,
+                        progress=False)
+    # the returned (best) weights' loss on all training samples is the recorded best
+    cfg = training.TrainConfig(target="derivative")
+    samples = training.Samples(data, torch.arange(data.num_graphs), 1, "derivative")
+    loss = training._epoch(model, training._loader(samples, 1000), cfg, data.dt, None, 0,
+                           False)
+    assert loss == pytest.approx(result.best_val, rel=1e-9)
+    # and no epoch's final weights did better than the best
+    assert result.best_val == min(r["val_loss"] for r in result.history)
