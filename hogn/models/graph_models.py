@@ -64,6 +64,11 @@ class _EnergyGraphNetwork(HamiltonianModel):
         where the networks cannot run that way (then autograd takes the gradient)."""
         return None
 
+    def _own_energy(self, cls: type, *methods: str) -> bool:
+        """Whether ``methods`` are ``cls``'s own (a subclass that redefines the energy
+        gets autograd of *its* energy, not the written gradient of ``cls``'s)."""
+        return all(getattr(type(self), m) is getattr(cls, m) for m in methods)
+
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
         if create_graph is None:
@@ -117,7 +122,7 @@ class HOGN(_EnergyGraphNetwork):
 
     def _energy_gradient(self, q: Tensor, p: Tensor, graph: GraphBatch
                          ) -> tuple[Tensor, Tensor] | None:
-        if not energy_gradient.supports(self.gn):
+        if not (self._own_energy(HOGN, "energy") and energy_gradient.supports(self.gn)):
             return None
         _, _, dh_dq, dh_dp = energy_gradient.energy_and_gradient(
             self.gn, q, p, graph.c, graph.edge_index, graph.edge_attr)
@@ -159,7 +164,8 @@ class SeparableHOGN(_EnergyGraphNetwork):
 
     def _energy_gradient(self, q: Tensor, p: Tensor, graph: GraphBatch
                          ) -> tuple[Tensor, Tensor] | None:
-        if not (energy_gradient.supports(self.kinetic)
+        if not (self._own_energy(SeparableHOGN, "energy", "kinetic_energy", "potential_energy")
+                and energy_gradient.supports(self.kinetic)
                 and energy_gradient.supports(self.potential)):
             return None
         _, dt = energy_gradient.mlp_input_gradient(self.kinetic, torch.cat([p, graph.c], -1))

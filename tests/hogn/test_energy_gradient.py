@@ -155,3 +155,17 @@ def test_unknown_activation_falls_back_to_autograd(springs):
     fast, _ = derivative_and_grads(model, springs, written=True)
     slow, _ = derivative_and_grads(model, springs, written=False)
     assert torch.equal(fast, slow)  # the same (autograd) path
+
+
+def test_a_subclass_with_its_own_energy_is_differentiated_by_autograd(springs):
+    class Doubled(models.HOGN):
+        def energy(self, q, p, graph):
+            return 2 * super().energy(q, p, graph)
+
+    torch.manual_seed(0)
+    base = make("hogn", torch.float64)
+    doubled = Doubled(dim=2, node_constants=1, edge_features=2, hidden=12).double()
+    doubled.load_state_dict(base.state_dict())
+    for a, b in zip(doubled.time_derivative(springs), base.time_derivative(springs),
+                    strict=True):
+        assert rel(a.detach(), 2 * b.detach()) < 1e-12
