@@ -30,20 +30,22 @@ targets; ``--sections`` picks some):
    particles, and ``cells`` takes at most 3× cKDTree's time at 16,384.
 
    *Peak memory.* ``tracemalloc`` does not see torch's allocations, and torch tracks
-   peak memory only on CUDA, so each (method, size) runs once in a fresh subprocess
-   that builds its input, then resets the kernel's peak-RSS mark (``echo 5 >
-   /proc/self/clear_refs``) and reads ``VmHWM − VmRSS`` after the call: the extra
-   resident memory at the call's peak, whatever allocated it (torch, numpy, scipy's
-   C++). Where that reset is not allowed, it falls back to the growth of
-   ``getrusage(RUSAGE_SELF).ru_maxrss`` over the call (which misses memory already
-   touched by the imports, so reads low for small calls). A fresh process per
-   measurement keeps freed-but-cached heap pages of one method from hiding the
-   next one's. ``--quick`` measures in its own process instead (``--memory``), to
-   stay fast; its memory column is only indicative.
+   peak memory only on CUDA, so each size runs once in a fresh subprocess that
+   builds its input and then, method by method (the largest last), returns freed
+   heap pages to the kernel (``malloc_trim``), resets the kernel's peak-RSS mark
+   (``echo 5 > /proc/self/clear_refs``) and reads ``VmHWM − VmRSS`` after one
+   call: the extra resident memory at the call's peak, whatever allocated it
+   (torch, numpy, scipy's C++). Where that reset is not allowed, it falls back to
+   the growth of ``getrusage(RUSAGE_SELF).ru_maxrss`` over the call (which reads
+   low for a call smaller than an earlier one). The fresh process keeps the
+   timing runs' heap out of the measurement. ``--quick`` measures in its own
+   process instead (``--memory``), to stay fast; its memory column is indicative.
 
 2. Later rows (ground-truth step, HOGN evaluation cost per particle): add a
-   function ``(args) -> dict`` with the same keys and register it in
-   :data:`SECTIONS`; :func:`main` prints and records every section it runs.
+   function ``(args, progress) -> dict`` with the same keys (``rows``, ``summary``,
+   ``checks``, ``targets``, ``complete``, ``columns``; ``progress(partial)`` after
+   each size writes the JSON so far) and register it in :data:`SECTIONS`;
+   :func:`main` prints and records every section it runs.
 
 Prints markdown tables and writes JSON (atomically) to
 ``benchmarks/results/bench_scaling.json``::
@@ -55,6 +57,8 @@ Prints markdown tables and writes JSON (atomically) to
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import math
 import re
@@ -130,9 +134,19 @@ def _status_kib(field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
 
 
+def _trim_heap() -> None:
+    """Give freed heap pages back to the kernel (glibc), so the next peak starts low."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measure_peak(method: str, n: int, d: int) -> dict[str, Any]:
     """Run one call in this process and return its peak extra memory (see the module doc)."""
     call = make_call(method, positions(n, d))
+    _trim_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_kib("VmRSS")
@@ -147,38 +161,49 @@ def measure_peak(method: str, n: int, d: int) -> dict[str, Any]:
     return {"peak_mib": peak / 1024, "edges": edges, "how": how}
 
 
-def peak_in_subprocess(method: str, n: int, d: int, threads: int) -> dict[str, Any]:
-    """:func:`measure_peak` in a fresh interpreter (``--child``)."""
+def peaks_in_subprocess(methods: list[str], n: int, d: int, threads: int
+                        ) -> dict[str, dict[str, Any]]:
+    """:func:`measure_peak` of each method, in order, in one fresh interpreter
+    (``--child``)."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", method, str(n), str(d), "--threads",
-         str(threads)], capture_output=True, text=True, timeout=1200, check=False)
+        [sys.executable, __file__, "--child", ",".join(methods), str(n), str(d), "--threads",
+         str(threads)], capture_output=True, text=True, timeout=3600, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"memory run of {method} at N = {n} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"memory run at N = {n} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def neighbours(args: argparse.Namespace) -> dict[str, Any]:
+def neighbours(args: argparse.Namespace, progress: Callable[[dict[str, Any]], None]
+               ) -> dict[str, Any]:
     """Time, memory and edges of each neighbour search, per dimension and size."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for d in args.dims:
         for n in args.sizes:
             q = positions(n, d)
             methods = [m for m in METHODS if m != "dense" or n <= args.dense_max]
             calls = {m: make_call(m, q) for m in methods}
-            edges = {m: calls[m]() for m in methods}  # also warms up
+            edges, warm = {}, {}
+            for m in methods:  # also warms up
+                start = time.process_time()
+                edges[m] = calls[m]()
+                warm[m] = time.process_time() - start
             repeats = max(args.repeats, int(args.repeats * 16384 / n)) if not args.quick \
                 else args.repeats
             wall: dict[str, list[float]] = {m: [] for m in methods}
             cpu: dict[str, list[float]] = {m: [] for m in methods}
-            for _ in range(repeats):  # interleaved: the same load for every method
+            for rep in range(repeats):  # interleaved: the same load for every method
                 for m in methods:
+                    if rep >= 2 and warm[m] > 0.5:  # slow calls (dense): 2 are enough
+                        continue
                     start, start_cpu = time.perf_counter(), time.process_time()
                     calls[m]()
                     cpu[m].append(time.process_time() - start_cpu)
                     wall[m].append(time.perf_counter() - start)
+            order = sorted(methods, key=lambda m: m == "dense")  # the largest last
+            peaks = ({m: measure_peak(m, n, d) for m in order} if args.memory == "inprocess"
+                     else peaks_in_subprocess(order, n, d, args.threads))
             for m in methods:
-                peak = (measure_peak(m, n, d) if args.memory == "inprocess"
-                        else peak_in_subprocess(m, n, d, args.threads))
+                peak = peaks[m]
                 best = min(cpu[m])
                 reference = "ckdtree pbc" if m.endswith("pbc") else "ckdtree"
                 rows.append({"d": d, "N": n, "method": m, "edges": edges[m],
@@ -187,17 +212,25 @@ def neighbours(args: argparse.Namespace) -> dict[str, Any]:
                                  cpu[m]), "wall ms": 1e3 * min(wall[m]),
                              "wall ms median": 1e3 * statistics.median(wall[m]),
                              "us/particle": 1e6 * best / n, "peak MiB": peak["peak_mib"],
-                             "memory how": peak["how"], "repeats": repeats})
+                             "memory how": peak["how"], "repeats": len(cpu[m])})
             print(f"  d = {d}, N = {n}: " + ", ".join(
-                f"{r['method']} {r['cpu ms']:.1f} ms" for r in rows if r["N"] == n
-                and r["d"] == d), flush=True)
+                f"{r['method']} {r['cpu ms']:.1f} ms, {r['peak MiB']:.1f} MiB" for r in rows
+                if r["N"] == n and r["d"] == d), flush=True)
+            progress(_neighbour_result(args, rows))
+    return _neighbour_result(args, rows)
+
+
+def _neighbour_result(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows with their summary, checks and targets (of the dimensions done so far)."""
     summary: dict[str, Any] = {}
     small, large = min(args.sizes), (16384 if 16384 in args.sizes else max(args.sizes))
 
     def row(d: int, n: int, m: str) -> dict[str, Any]:
         return next(r for r in rows if r["d"] == d and r["N"] == n and r["method"] == m)
 
-    for d in args.dims:
+    done = [d for d in args.dims if {(d, n) for n in args.sizes} <= {
+        (r["d"], r["N"]) for r in rows}]
+    for d in done:
         for m in ("cells", "cells pbc"):
             summary[f"d{d} {m} per-particle growth {small}->{large}"] = (
                 row(d, large, m)["us/particle"] / row(d, small, m)["us/particle"])
@@ -209,17 +242,19 @@ def neighbours(args: argparse.Namespace) -> dict[str, Any]:
         r["edges"] == r["ckdtree pairs x 2"] for r in rows)}
     targets = {}
     if not args.quick:
-        for d in args.dims:
+        for d in done:
             targets[f"d{d}_cells_growth_1k_to_16k_below_1.5"] = (
                 summary[f"d{d} cells per-particle growth {small}->{large}"] < 1.5)
             targets[f"d{d}_cells_within_3x_ckdtree_at_16k"] = (
                 summary[f"d{d} cells / ckdtree at {large}"] <= 3.0)
     return {"rows": rows, "summary": summary, "checks": checks, "targets": targets,
+            "complete": len(done) == len(args.dims),
             "columns": ["d", "N", "method", "edges", "cpu ms", "cpu ms median", "wall ms",
                         "us/particle", "peak MiB"]}
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+Section = Callable[[argparse.Namespace, Callable[[dict[str, Any]], None]], dict[str, Any]]
+SECTIONS: dict[str, Section] = {
     "neighbours": neighbours,
     # "ground_truth_step": ..., "hogn_evaluation": ...  (cost per particle; to be added)
 }
@@ -251,13 +286,13 @@ def main(argv: list[str] | None = None) -> int:
                         "one (--quick's default: fast, but reads low after earlier calls)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    parser.add_argument("--child", nargs=3, metavar=("METHOD", "N", "D"),
+    parser.add_argument("--child", nargs=3, metavar=("METHODS", "N", "D"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.child:
-        method, n, d = args.child
-        print(json.dumps(measure_peak(method, int(n), int(d))))
+        methods, n, d = args.child
+        print(json.dumps({m: measure_peak(m, int(n), int(d)) for m in methods.split(",")}))
         return 0
     if args.sizes is None:
         args.sizes = QUICK_SIZES if args.quick else SIZES
@@ -269,9 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"benchmark": "scaling", "config": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
         if k != "child"}, "sections": {}}
+    machine_start = machine_info(load_start)
+
+    def progress(name: str) -> Callable[[dict[str, Any]], None]:
+        def save(partial: dict[str, Any]) -> None:  # the JSON so far, after every size
+            report["sections"][name] = partial
+            write_json(args.out, {**report, "complete": False, "machine": machine_start})
+        return save
+
     for name in args.sections:
         print(f"{name}:", flush=True)
-        result = SECTIONS[name](args)
+        result = SECTIONS[name](args, progress(name))
         report["sections"][name] = result
         print()
         print(markdown_table(result["rows"], result["columns"]))
@@ -283,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                for k, v in r["targets"].items()}
     for key, ok in {**checks, **targets}.items():
         print(f"{'PASS' if ok else 'FAIL'}: {key}")
-    report.update(checks=checks, targets=targets, machine=machine_info(load_start),
-                  code=code_version(("hogn",)))
+    report.update(checks=checks, targets=targets, complete=True,
+                  machine=machine_info(load_start), code=code_version(("hogn",)))
     write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0 if all(checks.values()) else 1

@@ -158,9 +158,13 @@ def radius_graph(q: Tensor, ptr: Tensor, radius: float, *,
     - ``"cells"``: a cell list in torch, for any ``d``, on any device. Particles are
       binned into cells of side at least ``radius`` (per graph; per dimension
       ``floor(L / radius)`` cells across a periodic box), sorted by cell, and each
-      particle's candidates are the particles of the ``3^d`` cells around its own.
-      Time ``O(N log N + E)``, memory ``O(3^d N + E)`` (candidate pairs are expanded
-      in chunks of ~2M); no ``O(N²)`` step.
+      pair of neighbouring cells (the ``3^d`` around each) is searched once; each
+      close pair is found once, then written in both directions. Time
+      ``O(N log N + E log E)`` (two sorts; the rest linear), memory ``O(N + E)``:
+      particles are taken in blocks (sized for the CPU caches; one block on a GPU)
+      and candidates expanded at most ~2M at a time, and empty cells cost nothing
+      (a grid with more than ``4 N`` cells is searched by key instead of a table).
+      Vectorised: the only Python loops run over blocks, coordinates and offsets.
     - ``"brute"``: every pair of each graph, ``O(Σ n_g²)`` time and memory: for small
       graphs and as the reference in tests.
     - ``"torch_cluster"``: ``torch_cluster.radius_graph`` (needs the optional
@@ -461,12 +465,14 @@ def _cell_pairs(q: Tensor, ptr: Tensor, batch: Tensor, r: float, box: Tensor | N
     Cells are boxes of side at least ``r`` (plus a margin for rounding) in a grid per
     graph, keyed by one int64 (graph offset + mixed-radix cell index). Particles are
     sorted by key (then by index); a particle's candidates are the particles after it
-    in its own cell and all particles of those of the ``3^d − 1`` cells around its
-    own (wrapped across a periodic box; where a grid has under 3 cells, offsets that
-    would repeat a cell are dropped) whose key is larger than its own, so every pair
-    of neighbouring cells is visited once. Everything runs on the cell-sorted copy
-    (contiguous gathers); memory ``O(3^d N)`` plus a chunk of candidates, whatever
-    the number of (empty) cells.
+    in its own cell and all particles of half of the ``3^d − 1`` cells around its own:
+    those reached by an offset whose last non-zero component is +1 (wrapped across a
+    periodic box), or, where a periodic grid has under 3 cells in some dimension, all
+    distinct neighbouring cells with a larger key. So every pair of neighbouring
+    cells is visited once. Everything runs on the cell-sorted copy
+    (contiguous gathers), a block of particles at a time; memory ``O(N)`` plus a
+    block's ``[B, 3^d]`` tables and a chunk of candidates, whatever the number of
+    (empty) cells.
     """
     n, d = q.shape
     g = ptr.numel() - 1

@@ -24,6 +24,7 @@ def test_quick_scaling_benchmark(tmp_path):
     assert "| d | N | method | edges |" in proc.stdout  # the markdown table was printed
     report = json.loads(out.read_text())
     assert report["benchmark"] == "scaling" and report["config"]["quick"] is True
+    assert report["complete"] is True and report["sections"]["neighbours"]["complete"]
     assert report["checks"] == {"neighbours.edges_equal_ckdtree_pairs_x2": True}
     assert report["targets"] == {}  # timing targets only in the full run
     section = report["sections"]["neighbours"]
@@ -46,10 +47,13 @@ def test_quick_scaling_benchmark(tmp_path):
 
 
 def test_peak_memory_child_run():
-    proc = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--child", "cells",
-                           "2048", "3"], cwd=ROOT, capture_output=True, text=True, env=ENV,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--child",
+                           "cells,ckdtree", "2048", "3"], cwd=ROOT, capture_output=True,
+                          text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["edges"] > 6 * 2048 and result["peak_mib"] > 0
-    assert result["how"] in ("VmHWM - VmRSS after clear_refs", "ru_maxrss growth")
+    assert set(result) == {"cells", "ckdtree"}
+    assert result["cells"]["edges"] == result["ckdtree"]["edges"] > 6 * 2048
+    for peak in result.values():
+        assert peak["peak_mib"] > 0
+        assert peak["how"] in ("VmHWM - VmRSS after clear_refs", "ru_maxrss growth")
