@@ -140,9 +140,14 @@ def run_record(run: Path) -> dict[str, Any]:
         raise UserError(f"{run} is not a hogn run folder (no config.json); train one with "
                         "'hogn train MODEL DATA -o RUN'")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); the run folder is damaged") \
+            from None
+    if not isinstance(record, dict) or not isinstance(record.get("train", {}), dict):
+        raise UserError(f"{path} is not a hogn run record (expected a JSON object with "
+                        "'model' and 'train')")
+    return record
 
 
 def load_run(run: str | Path, which: str = "best", device: str | None = None

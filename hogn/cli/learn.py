@@ -195,7 +195,12 @@ def _integrator(name: str | None, model: models.DynamicsModel, record: dict[str,
             raise UserError(f"{model.name} is a stepper with its own dt; it takes no "
                             f"--integrator (got {name!r})")
         return None
-    name = name or record.get("train", {}).get("integrator") or "rk4"
+    if name is None:
+        name = record.get("train", {}).get("integrator") or "rk4"
+        if name not in integrators.names():
+            raise UserError(f"the run's config.json records an unknown integrator {name!r} "
+                            f"(damaged?); pass --integrator, one of "
+                            f"{', '.join(integrators.names())}")
     model.check_integrator(name)
     return name
 
