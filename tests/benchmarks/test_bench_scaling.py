@@ -19,7 +19,7 @@ def test_quick_scaling_benchmark(tmp_path):
     out = tmp_path / "bench_scaling.json"
     proc = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--quick",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          env=ENV, timeout=900)
+                          env=ENV, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "| d | N | method | edges |" in proc.stdout  # the markdown table was printed
     report = json.loads(out.read_text())
@@ -49,7 +49,7 @@ def test_quick_scaling_benchmark(tmp_path):
 def test_peak_memory_child_run():
     proc = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--child",
                            "cells,ckdtree", "2048", "3"], cwd=ROOT, capture_output=True,
-                          text=True, env=ENV, timeout=300)
+                          text=True, env=ENV, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) == {"cells", "ckdtree"}
