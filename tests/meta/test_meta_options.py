@@ -419,7 +419,7 @@ def test_cli_options_round_trip_and_a_resume_with_other_options_is_refused(
                          "--meta-sgd needs --algorithm maml or fomaml"),
                         (["--algorithm", "reptile", "--anil"],
                          "--anil needs --algorithm maml or fomaml"),
-                        (["--inner-steps", "0"], "--inner-steps must be at least 1")):
+                        (["--inner-steps", "0"], "--inner-steps: must be an int >= 1, got 0")):
         _error(capsys, ["meta-train", "--holdout", "pendulum", *CLI, *argv, "-o",
                         str(tmp_path / "other")], match)
     assert not (tmp_path / "other").exists()
