@@ -468,11 +468,16 @@ class HamiltonianModel(DynamicsModel):
 
     rollout_field.__doc__ = DynamicsModel.rollout_field.__doc__
 
+    def _create_graph(self, q: Tensor, p: Tensor, create_graph: bool | None) -> bool:
+        """``create_graph`` as given, or (``None``) whether the derivative will be
+        differentiated: grad enabled and training, or the state itself requires grad."""
+        if create_graph is not None:
+            return create_graph
+        return torch.is_grad_enabled() and (self.training or q.requires_grad or p.requires_grad)
+
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        if create_graph is None:
-            create_graph = torch.is_grad_enabled() and (
-                self.training or q.requires_grad or p.requires_grad)
+        create_graph = self._create_graph(q, p, create_graph)
         with torch.enable_grad():
             if not create_graph or not q.requires_grad:
                 q = q.detach().requires_grad_(True)

@@ -71,9 +71,7 @@ class _EnergyGraphNetwork(HamiltonianModel):
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        if create_graph is None:
-            create_graph = torch.is_grad_enabled() and (
-                self.training or q.requires_grad or p.requires_grad)
+        create_graph = self._create_graph(q, p, create_graph)
         with torch.set_grad_enabled(create_graph):
             grads = self._energy_gradient(q, p, graph)
         if grads is None:
