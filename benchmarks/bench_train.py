@@ -196,7 +196,7 @@ def agreement(ours: nn.Module, ref: nn.Module, graph: GraphBatch, target: Tensor
         loss.backward()
         grads.append({n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
                       for n, p in model.named_parameters()})  # H's constant: no grad
-        out.setdefault("loss", []).append(float(loss))
+        out.setdefault("loss", []).append(loss.item())
         model.zero_grad(set_to_none=True)
     loss_a, loss_b = out["loss"]
     grad_rel = max(float((grads[0][n] - grads[1][n]).abs().max()
