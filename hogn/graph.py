@@ -654,6 +654,11 @@ class GraphBatch:
         edge_index: Directed edges ``[2, E]`` with global node indices, grouped by graph.
         ptr: Node offsets ``[G + 1]``.
         edge_attr: Edge constants ``[E, a]`` or ``None``.
+        box: Periodic box lengths ``[G, d]``, one box per graph (floating, finite,
+            ``> 0``; ``d`` is ``q``'s last axis), or ``None`` (open boundaries). With a
+            box, an edge's vector is the minimum image: take it from
+            :meth:`edge_vectors`, not ``q[receiver] − q[sender]``. Batches with and
+            without a box do not mix (:meth:`cat` refuses).
     """
 
     q: Tensor
@@ -662,6 +667,7 @@ class GraphBatch:
     edge_index: Tensor
     ptr: Tensor
     edge_attr: Tensor | None = None
+    box: Tensor | None = None
 
     def __post_init__(self) -> None:
         n = int(self.ptr[-1])
@@ -675,6 +681,8 @@ class GraphBatch:
         if self.edge_attr is not None and self.edge_attr.shape[0] != self.edge_index.shape[1]:
             raise ValueError(f"edge_attr must be [{self.edge_index.shape[1]}, a], got "
                              f"{tuple(self.edge_attr.shape)}")
+        if self.box is not None:
+            _check_graph_box(self.box, self.num_graphs, self.q.shape[-1])
 
     @property
     def num_graphs(self) -> int:
@@ -725,7 +733,7 @@ class GraphBatch:
                 return None
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
         return GraphBatch(mv(self.q), mv(self.p), mv(self.c), mv(self.edge_index),
-                          mv(self.ptr), mv(self.edge_attr))
+                          mv(self.ptr), mv(self.edge_attr), mv(self.box))
 
     def select(self, graphs: Sequence[int] | Tensor) -> GraphBatch:
         """The sub-batch of the given graphs (in the given order), re-indexed."""
@@ -734,7 +742,9 @@ class GraphBatch:
             self.q.index_select(-2, nodes.to(self.q.device)),
             self.p.index_select(-2, nodes.to(self.p.device)),
             self.c[nodes.to(self.c.device)], edge_index, ptr,
-            None if self.edge_attr is None else self.edge_attr[edges.to(self.edge_attr.device)])
+            None if self.edge_attr is None else self.edge_attr[edges.to(self.edge_attr.device)],
+            None if self.box is None else self.box[
+                torch.as_tensor(graphs, dtype=torch.long).reshape(-1).to(self.box.device)])
 
     @staticmethod
     def cat(batches: Sequence[GraphBatch]) -> GraphBatch:
@@ -747,15 +757,21 @@ class GraphBatch:
         attrs = [b.edge_attr for b in batches]
         if any(a is None for a in attrs) and not all(a is None for a in attrs):
             raise ValueError("cannot concatenate batches with and without edge_attr")
+        boxes = [b.box for b in batches]
+        if any(x is None for x in boxes) and not all(x is None for x in boxes):
+            raise ValueError("cannot concatenate batches with and without a periodic box "
+                             "(box [G, d] on some, None on others)")
         return GraphBatch(
             torch.cat([b.q for b in batches], -2), torch.cat([b.p for b in batches], -2),
             torch.cat([b.c for b in batches]),
             torch.cat([b.edge_index + o for b, o in zip(batches, offsets, strict=True)], 1),
             ptr_from_sizes(torch.cat([b.sizes.cpu() for b in batches])).to(batches[0].ptr),
-            None if attrs[0] is None else torch.cat(attrs))
+            None if attrs[0] is None else torch.cat(attrs),
+            None if boxes[0] is None else torch.cat(boxes))
 
     def to_pyg(self) -> Batch:
-        """Convert to a PyG ``Batch`` of ``Data(q, p, c, edge_index, edge_attr)`` graphs."""
+        """Convert to a PyG ``Batch`` of ``Data(q, p, c, edge_index, edge_attr, box)``
+        graphs (``box [1, d]`` per graph, so the batch holds ``box [G, d]``)."""
         if self.q.dim() != 2:
             raise ValueError("to_pyg needs a single state q [N, d], not a trajectory")
         ptr, eptr = self.ptr.tolist(), self.edge_ptr.tolist()
@@ -763,15 +779,56 @@ class GraphBatch:
         for g in range(self.num_graphs):
             a, b, ea, eb = ptr[g], ptr[g + 1], eptr[g], eptr[g + 1]
             kw = {} if self.edge_attr is None else {"edge_attr": self.edge_attr[ea:eb]}
+            if self.box is not None:
+                kw["box"] = self.box[g:g + 1]
             data.append(Data(q=self.q[a:b], p=self.p[a:b], c=self.c[a:b],
                              edge_index=self.edge_index[:, ea:eb] - a, num_nodes=b - a, **kw))
         return Batch.from_data_list(data)
 
     @classmethod
     def from_pyg(cls, batch: Batch | Data) -> GraphBatch:
-        """Build from a PyG ``Data``/``Batch`` holding ``q, p, c, edge_index``."""
+        """Build from a PyG ``Data``/``Batch`` holding ``q, p, c, edge_index`` (and
+        optionally ``edge_attr`` and ``box``: ``[G, d]``, or ``[d]`` for one graph)."""
         ptr = getattr(batch, "ptr", None)
         if ptr is None:
             ptr = torch.tensor([0, batch.num_nodes], device=batch.q.device)
+        box = getattr(batch, "box", None)
+        if box is not None and box.dim() == 1:
+            box = box[None]
         return cls(batch.q, batch.p, batch.c, batch.edge_index, ptr,
-                   getattr(batch, "edge_attr", None))
+                   getattr(batch, "edge_attr", None), box)
+
+    def edge_vectors(self) -> Tensor:
+        """Every edge's vector ``q[receiver] − q[sender]``, the minimum image in the
+        box when there is one: ``[..., E, d]`` (leading axes of ``q`` kept)."""
+        if self.box is None:
+            return self.q[..., self.edge_index[1], :] - self.q[..., self.edge_index[0], :]
+        rel = self.q[..., self.edge_index[1], :] - self.q[..., self.edge_index[0], :]
+        lengths = self.box.to(self.q)[self.edge_batch.to(self.box.device)]
+        return rel - lengths * torch.round(rel / lengths)
+
+    def with_radius_edges(self, radius: float, *, backend: str = "auto") -> GraphBatch:
+        """A copy whose edges are the pairs closer than ``radius`` now (minimum image in
+        the box, if any; see :func:`radius_graph`), without edge constants.
+
+        For systems whose neighbours change over time (short-range forces in a box):
+        rebuild a state's graph from its positions ``q [N, d]`` before using edges.
+        """
+        if self.q.dim() != 2:
+            raise ValueError("with_radius_edges needs a single state q [N, d], got "
+                             f"{tuple(self.q.shape)}: select one time first")
+        edge_index = radius_graph(self.q, self.ptr, radius, box=self.box, backend=backend)
+        return replace(self, edge_index=edge_index, edge_attr=None)
+
+
+def _check_graph_box(box: Tensor, graphs: int, d: int) -> None:
+    """Validate a :class:`GraphBatch` box: ``[G, d]``, floating, finite, ``> 0``."""
+    if not isinstance(box, Tensor) or box.dim() != 2 or tuple(box.shape) != (graphs, d):
+        shape = tuple(box.shape) if isinstance(box, Tensor) else type(box).__name__
+        raise ValueError(f"box must be periodic box lengths [G, d] = [{graphs}, {d}] (one box "
+                         f"per graph), got {shape}")
+    if not box.is_floating_point():
+        raise ValueError(f"box must be floating point, got {box.dtype}")
+    if box.numel() and not bool((torch.isfinite(box) & (box > 0)).all()):
+        raise ValueError(f"box lengths must be finite and > 0, got {box.tolist()[:4]}")
+

@@ -7,6 +7,10 @@ sampled at the same times, nodes concatenated as in a PyG ``Batch``:
 - ``q_obs, p_obs [T, N, d]`` noisy observations when ``noise > 0`` (else ``None``);
 - ``c [N, k]`` node constants, ``edge_index [2, E]``, ``edge_attr [E, a]`` or ``None``,
   ``ptr [G + 1]`` node offsets, ``test [G]`` the held-out split;
+- ``box [G, d]`` periodic box lengths, one per trajectory, or ``None`` (open
+  boundaries). Systems in a box whose neighbours change over time (Lennard-Jones)
+  store the edges of the initial states only: rebuild a state's edges from its
+  positions (:meth:`hogn.graph.GraphBatch.with_radius_edges`) before using them;
 - ``meta``: system config, dt, seed, noise, integrator, sub-steps, resampling counts.
 
 Saved atomically as a checksummed ``hogn-dataset`` file (:mod:`hogn.io`).
@@ -50,6 +54,7 @@ class Dataset:
     edge_attr: Tensor | None = None
     q_obs: Tensor | None = None
     p_obs: Tensor | None = None
+    box: Tensor | None = None
 
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
@@ -83,7 +88,8 @@ class Dataset:
     @property
     def graph(self) -> GraphBatch:
         """The whole dataset as a graph batch with trajectories ``q, p [T, N, d]``."""
-        return GraphBatch(self.q, self.p, self.c, self.edge_index, self.ptr, self.edge_attr)
+        return GraphBatch(self.q, self.p, self.c, self.edge_index, self.ptr, self.edge_attr,
+                          self.box)
 
     def state(self, index: int = 0, observed: bool = False) -> GraphBatch:
         """All graphs at saved time ``index`` as a batch with ``q, p [N, d]``.
@@ -95,7 +101,7 @@ class Dataset:
         q, p = (self.q_obs, self.p_obs) if observed and self.q_obs is not None else (self.q,
                                                                                      self.p)
         return GraphBatch(q[index], p[index], self.c, self.edge_index, self.ptr,
-                          self.edge_attr)
+                          self.edge_attr, self.box)
 
     def select(self, graphs: Any) -> Dataset:
         """The trajectories with the given indices (or boolean mask), re-indexed."""
@@ -108,7 +114,9 @@ class Dataset:
                   for name in _NODE_SERIES}
         return replace(self, c=self.c[nodes], edge_index=edge_index, ptr=ptr,
                        edge_attr=None if self.edge_attr is None else self.edge_attr[edges],
-                       test=self.test[graphs], **series)
+                       test=self.test[graphs],
+                       box=None if self.box is None else self.box[graphs.to(self.box.device)],
+                       **series)
 
     def __getitem__(self, index: int | slice | Tensor) -> Dataset:
         if isinstance(index, int):
@@ -166,7 +174,7 @@ class Dataset:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as a checksummed ``hogn-dataset`` file."""
         arrays = {name: getattr(self, name) for name in
-                  ("t", "c", "edge_index", "ptr", "test", *_NODE_SERIES, "edge_attr")
+                  ("t", "c", "edge_index", "ptr", "test", *_NODE_SERIES, "edge_attr", "box")
                   if getattr(self, name) is not None}
         return save_archive(path, FORMAT, VERSION, self.meta, arrays)
 
@@ -183,7 +191,7 @@ class Dataset:
         missing = {"t", "q", "p", "dq", "dp", "c", "edge_index", "ptr", "test"} - set(arrays)
         if missing or "system" not in meta or "dt" not in meta:
             raise FileFormatError(f"{path}: dataset lacks {sorted(missing) or 'metadata'}")
-        unknown = set(arrays) - {"t", "c", "edge_index", "ptr", "test", "edge_attr",
+        unknown = set(arrays) - {"t", "c", "edge_index", "ptr", "test", "edge_attr", "box",
                                  *_NODE_SERIES}
         if unknown:
             raise FileFormatError(f"{path}: dataset holds unknown arrays {sorted(unknown)}")
@@ -216,6 +224,11 @@ class Dataset:
             return f"edge_attr must have one row per edge ({self.edge_index.shape[-1]})"
         if self.test.dtype != torch.bool or self.test.shape != (len(self),):
             return f"test must be a bool mask over {len(self)} trajectories"
+        box = self.box
+        if box is not None and (box.shape != (len(self), q.shape[-1]) or not box.is_floating_point()
+                                or not bool((torch.isfinite(box) & (box > 0)).all())):
+            return (f"box must hold finite lengths > 0, [G, d] = [{len(self)}, {q.shape[-1]}], "
+                    f"got {tuple(box.shape)} {box.dtype}")
         return None
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -226,7 +239,7 @@ class Dataset:
                 return None
             return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
         changes = {f: mv(getattr(self, f)) for f in
-                   ("t", "c", "edge_index", "ptr", "test", "edge_attr", *_NODE_SERIES)}
+                   ("t", "c", "edge_index", "ptr", "test", "edge_attr", "box", *_NODE_SERIES)}
         return replace(self, **changes)
 
     def __repr__(self) -> str:
