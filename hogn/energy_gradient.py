@@ -26,7 +26,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from hogn.nn import MLP, GraphNetwork, Softplus, blocked_linear, blocked_matmul, scatter_sum
+from hogn.nn import (
+    MLP,
+    GraphNetwork,
+    Softplus,
+    blocked_linear,
+    blocked_matmul,
+    minimum_image,
+    scatter_sum,
+)
 
 __all__ = ["energy_and_gradient", "mlp_input_gradient", "supports"]
 
@@ -64,11 +72,14 @@ def _mlp_supported(mlp: nn.Module) -> bool:
 def supports(net: GraphNetwork | MLP) -> bool:
     """Whether :func:`energy_and_gradient` (a graph network) or
     :func:`mlp_input_gradient` (an MLP) can run ``net``: every activation has a written
-    derivative. (Weights may be plain or stacked per block of rows, as
-    :mod:`meta.batched` gives them; see :func:`hogn.nn.blocked_linear`.)"""
+    derivative and (a graph network) no cutoff envelope. (Weights may be plain or
+    stacked per block of rows, as :mod:`meta.batched` gives them; see
+    :func:`hogn.nn.blocked_linear`.)"""
     if isinstance(net, MLP):
         return _mlp_supported(net)
     gn = net
+    if getattr(gn, "cutoff", None) is not None:
+        return False
     mlps = [gn.node_encoder, gn.edge_encoder, gn.node_decoder]
     mlps += [m for block in gn.blocks for m in (block.edge_mlp, block.node_mlp)]
     if gn.edge_decoder is not None:
@@ -163,7 +174,8 @@ def mlp_input_gradient(mlp: MLP, u: Tensor, grad_out: Tensor | None = None
 
 
 def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor,
-                        edge_index: Tensor, edge_attr: Tensor | None
+                        edge_index: Tensor, edge_attr: Tensor | None,
+                        box: Tensor | None = None
                         ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """Per-node (and per-edge) energies of a one-output graph network and the gradient
     of their total in ``q`` and ``p``.
@@ -181,6 +193,8 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
         c: Node constants ``[N, k]``.
         edge_index: ``[2, E]`` (senders, receivers).
         edge_attr: Edge constants ``[E, a]`` or ``None``.
+        box: Periodic box lengths of each edge's graph ``[E, d]`` (minimum-image edge
+            vectors), or ``None``.
 
     Returns:
         ``(node_energy [N], edge_energy [E] or None, dE/dq [N, d], dE/dp [N, d] or None)``
@@ -191,7 +205,7 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
     src, dst = edge_index[0], edge_index[1]
 
     # Forward, keeping what the reverse pass needs.
-    rel = q.index_select(0, dst) - q.index_select(0, src)
+    rel = minimum_image(q.index_select(0, dst) - q.index_select(0, src), box)
     dist = (rel.square().sum(-1, keepdim=True) + gn.distance_eps).sqrt()
     g = torch.cat([rel, dist] + ([edge_attr] if gn.edge_features else []), -1)
     parts = ([p] if gn.use_momenta else []) + [c] + ([q] if gn.absolute_positions else [])

@@ -24,6 +24,7 @@ Edges follow the ``hogn.graph`` convention: ``edge_index [2, E]`` with senders
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -45,7 +46,9 @@ __all__ = [
     "activation_names",
     "blocked_linear",
     "blocked_matmul",
+    "cutoff_envelope",
     "edge_geometry",
+    "minimum_image",
     "resolve_scatter",
     "scatter_sum",
 ]
@@ -270,7 +273,15 @@ class MLP(nn.Sequential):
         self.rows = rows
 
 
-def edge_geometry(q: Tensor, edge_index: Tensor, eps: float) -> Tensor:
+def minimum_image(rel: Tensor, box: Tensor | None) -> Tensor:
+    """Edge vectors ``[E, d]`` as minimum images in per-edge periodic box lengths
+    ``box [E, d]`` (``None``: no box, ``rel`` unchanged). ``round`` is piecewise
+    constant, so the gradient is that of ``rel``."""
+    return rel if box is None else rel - box * torch.round(rel / box)
+
+
+def edge_geometry(q: Tensor, edge_index: Tensor, eps: float, box: Tensor | None = None
+                  ) -> Tensor:
     """Relative geometry of every edge, ``[q_i − q_j, sqrt(|q_i − q_j|² + eps)]``.
 
     The distance is smoothed by ``eps`` so that it is differentiable (twice) even
@@ -280,13 +291,35 @@ def edge_geometry(q: Tensor, edge_index: Tensor, eps: float) -> Tensor:
         q: Positions ``[N, d]``.
         edge_index: ``[2, E]``, senders ``j`` in row 0, receivers ``i`` in row 1.
         eps: Smoothing of the distance (>= 0).
+        box: Periodic box lengths of each edge's graph, ``[E, d]``: ``q_i − q_j`` is
+            then the minimum image (``None``: no box).
 
     Returns:
         ``[E, d + 1]``.
     """
-    rel = q[edge_index[1]] - q[edge_index[0]]
+    rel = minimum_image(q[edge_index[1]] - q[edge_index[0]], box)
     dist = (rel.square().sum(-1, keepdim=True) + eps).sqrt()
     return torch.cat([rel, dist], -1)
+
+
+def cutoff_envelope(dist: Tensor, cutoff: float) -> Tensor:
+    """Smooth weight of an edge of length ``dist``: 1 at 0, 0 from ``cutoff`` on.
+
+    ``w(x) = 1 − 10x³ + 15x⁴ − 6x⁵`` at ``x = dist / cutoff`` (the quintic
+    smoothstep, reversed), ``0`` for ``x ≥ 1``: its first and second derivatives
+    vanish at the cutoff, so an energy gated by it stays twice differentiable as
+    particles cross the cutoff, and edges beyond it (such as those a neighbour list
+    keeps within its skin) contribute nothing.
+
+    Args:
+        dist: Edge lengths ``[E, 1]``.
+        cutoff: The cutoff radius (> 0).
+
+    Returns:
+        ``[E, 1]`` in ``[0, 1]``.
+    """
+    x = (dist / cutoff).clamp(max=1.0)
+    return 1.0 - x.pow(3) * (10.0 - x * (15.0 - 6.0 * x))
 
 
 class GNBlock(MessagePassing):
@@ -314,8 +347,8 @@ class GNBlock(MessagePassing):
                             rows="edges")
         self.node_mlp = MLP(2 * hidden, hidden, hidden, layers, activation, rows="nodes")
 
-    def forward(self, x: Tensor, e: Tensor, g: Tensor, edge_index: Tensor
-                ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, e: Tensor, g: Tensor, edge_index: Tensor,
+                weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Update node and edge latents.
 
         Args:
@@ -323,13 +356,15 @@ class GNBlock(MessagePassing):
             e: Edge latents ``[E, hidden]``.
             g: Raw edge features ``[E, edge_features]``.
             edge_index: ``[2, E]``.
+            weight: Weight of each edge's message in the sum, ``[E, 1]`` (a smooth
+                cutoff, see :func:`cutoff_envelope`; ``None``: 1).
 
         Returns:
             ``(x' [N, hidden], e' [E, hidden])``.
         """
         e = self.edge_updater(edge_index, x=x, e=e, g=g)
         n = x.shape[0]
-        x = self.propagate(edge_index, x=x, e=e, size=(n, n))
+        x = self.propagate(edge_index, x=x, e=e if weight is None else e * weight, size=(n, n))
         return x, e
 
     def edge_update(self, x_i: Tensor, x_j: Tensor, e: Tensor, g: Tensor) -> Tensor:
@@ -377,13 +412,17 @@ class GraphNetwork(nn.Module):
             invariance; needed for external potentials).
         scatter: Scatter backend name.
         distance_eps: Smoothing of ``|q_i − q_j|`` (see :func:`edge_geometry`).
+        cutoff: Edges longer than this carry nothing: each edge's message (and edge
+            output) is weighted by :func:`cutoff_envelope`, smooth at the cutoff, so
+            the outputs do not depend on which edges beyond it a neighbour graph
+            holds (``None``: every edge counts fully, the default).
     """
 
     def __init__(self, dim: int, node_constants: int, hidden: int, node_out: int,
                  edge_out: int = 0, edge_features: int = 0, steps: int = 2, layers: int = 2,
                  activation: str = "softplus", use_momenta: bool = True,
                  absolute_positions: bool = False, scatter: str = "auto",
-                 distance_eps: float = 1e-8) -> None:
+                 distance_eps: float = 1e-8, cutoff: float | None = None) -> None:
         super().__init__()
         for name, value, low in (("dim", dim, 1), ("node_constants", node_constants, 0),
                                  ("edge_features", edge_features, 0), ("steps", steps, 0),
@@ -399,6 +438,11 @@ class GraphNetwork(nn.Module):
         self.dim, self.node_constants, self.edge_features = dim, node_constants, edge_features
         self.use_momenta, self.absolute_positions = use_momenta, absolute_positions
         self.distance_eps = float(distance_eps)
+        if cutoff is not None and not (isinstance(cutoff, (int, float))
+                                       and not isinstance(cutoff, bool)
+                                       and math.isfinite(cutoff) and cutoff > 0):
+            raise ValueError(f"cutoff must be a positive finite number or None, got {cutoff!r}")
+        self.cutoff = None if cutoff is None else float(cutoff)
         self.scatter_backend = resolve_scatter(scatter)
         geometry = dim + 1 + edge_features
         self.node_encoder = MLP(node_in, hidden, hidden, layers, activation, rows="nodes")
@@ -410,7 +454,8 @@ class GraphNetwork(nn.Module):
                              if edge_out else None)
 
     def forward(self, q: Tensor, p: Tensor | None, c: Tensor, edge_index: Tensor,
-                edge_attr: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+                edge_attr: Tensor | None = None, box: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
         """Per-node (and per-edge) outputs.
 
         Args:
@@ -419,6 +464,8 @@ class GraphNetwork(nn.Module):
             c: Node constants ``[N, k]``.
             edge_index: ``[2, E]`` (senders, receivers), no self loops.
             edge_attr: Edge constants ``[E, a]``; ``None`` when ``a = 0``.
+            box: Periodic box lengths of each edge's graph ``[E, d]`` (minimum-image
+                edge vectors), or ``None``.
 
         Returns:
             ``(node_out [N, node_out], edge_out [E, edge_out] or None)``.
@@ -428,13 +475,17 @@ class GraphNetwork(nn.Module):
             parts.insert(0, p)
         if self.absolute_positions:
             parts.append(q)
-        g = edge_geometry(q, edge_index, self.distance_eps)
+        g = edge_geometry(q, edge_index, self.distance_eps, box)
+        weight = (None if self.cutoff is None
+                  else cutoff_envelope(g[:, self.dim:self.dim + 1], self.cutoff))
         if self.edge_features:
             g = torch.cat([g, edge_attr], -1)
         x = self.node_encoder(torch.cat(parts, -1))
         e = self.edge_encoder(g)
         for block in self.blocks:
-            x, e = block(x, e, g, edge_index)
+            x, e = block(x, e, g, edge_index, weight)
         node_out = self.node_decoder(x)
         edge_out = self.edge_decoder(e) if self.edge_decoder is not None else None
+        if edge_out is not None and weight is not None:
+            edge_out = edge_out * weight
         return node_out, edge_out

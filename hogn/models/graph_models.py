@@ -32,6 +32,12 @@ from hogn.nn import MLP, GraphNetwork, scatter_sum
 __all__ = ["HOGN", "OGN", "DeltaGN", "SeparableHOGN"]
 
 
+def _edge_box(graph: GraphBatch) -> Tensor | None:
+    """Periodic box lengths of each edge's graph, ``[E, d]`` (``None`` without a box)."""
+    box = getattr(graph, "box", None)
+    return None if box is None else box.to(graph.q)[graph.edge_batch.to(box.device)]
+
+
 def _graph_sum(node: Tensor, edge: Tensor | None, graph: GraphBatch, backend: str) -> Tensor:
     """Per-graph sum of per-node ``[N]`` and per-edge ``[E]`` values, ``[G]``."""
     total = scatter_sum(node, graph.batch, graph.num_graphs, backend)
@@ -48,11 +54,12 @@ class _EnergyGraphNetwork(HamiltonianModel):
                  steps: int = 2, layers: int = 2, activation: str = "softplus",
                  edge_features: int = 0, edge_energies: bool = False,
                  absolute_positions: bool = False, scatter: str = "auto",
-                 distance_eps: float = 1e-8) -> None:
+                 distance_eps: float = 1e-8, cutoff: float | None = None) -> None:
         super().__init__(dict(
             dim=dim, node_constants=node_constants, hidden=hidden, steps=steps, layers=layers,
             activation=activation, edge_features=edge_features, edge_energies=edge_energies,
-            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps))
+            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps,
+            cutoff=cutoff))
         self._build()
 
     def _build(self) -> None:
@@ -86,7 +93,8 @@ class _EnergyGraphNetwork(HamiltonianModel):
                             edge_features=c["edge_features"], steps=c["steps"],
                             layers=c["layers"], activation=c["activation"],
                             use_momenta=use_momenta, absolute_positions=c["absolute_positions"],
-                            scatter=c["scatter"], distance_eps=c["distance_eps"])
+                            scatter=c["scatter"], distance_eps=c["distance_eps"],
+                            cutoff=c["cutoff"])
 
 
 @register
@@ -106,6 +114,13 @@ class HOGN(_EnergyGraphNetwork):
         absolute_positions: Give ``q`` to the node encoder (external potentials).
         scatter: Scatter backend (``"auto"``, ``"torch"``, ``"torch_scatter"``).
         distance_eps: Smoothing of edge lengths, ``sqrt(r² + eps)``.
+        cutoff: Edges longer than this carry nothing (a smooth envelope, see
+            :func:`hogn.nn.cutoff_envelope`): ``H`` is then local and does not depend
+            on which longer edges a neighbour graph holds, as large systems on radius
+            graphs need. ``None``: every edge of the graph counts (the default).
+
+    Graphs with a periodic ``box`` (:class:`hogn.graph.GraphBatch`) are read with
+    minimum-image edge vectors.
     """
 
     name: ClassVar[str] = "hogn"
@@ -114,7 +129,7 @@ class HOGN(_EnergyGraphNetwork):
         self.gn = self._energy_network(use_momenta=True)
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
-        node, edge = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr)
+        node, edge = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, _edge_box(graph))
         return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
                           self.gn.scatter_backend)
 
@@ -123,7 +138,7 @@ class HOGN(_EnergyGraphNetwork):
         if not (self._own_energy(HOGN, "energy") and energy_gradient.supports(self.gn)):
             return None
         _, _, dh_dq, dh_dp = energy_gradient.energy_and_gradient(
-            self.gn, q, p, graph.c, graph.edge_index, graph.edge_attr)
+            self.gn, q, p, graph.c, graph.edge_index, graph.edge_attr, _edge_box(graph))
         return dh_dq, dh_dp
 
 
@@ -153,7 +168,8 @@ class SeparableHOGN(_EnergyGraphNetwork):
 
     def potential_energy(self, q: Tensor, graph: GraphBatch) -> Tensor:
         """``V [G]`` from positions ``q [N, d]`` and the static graph."""
-        node, edge = self.potential(q, None, graph.c, graph.edge_index, graph.edge_attr)
+        node, edge = self.potential(q, None, graph.c, graph.edge_index, graph.edge_attr,
+                                    _edge_box(graph))
         return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
                           self.potential.scatter_backend)
 
@@ -168,7 +184,8 @@ class SeparableHOGN(_EnergyGraphNetwork):
             return None
         _, dt = energy_gradient.mlp_input_gradient(self.kinetic, torch.cat([p, graph.c], -1))
         _, _, dv_dq, _ = energy_gradient.energy_and_gradient(
-            self.potential, q, None, graph.c, graph.edge_index, graph.edge_attr)
+            self.potential, q, None, graph.c, graph.edge_index, graph.edge_attr,
+            _edge_box(graph))
         return dv_dq, dt[:, : self.dim]
 
 
@@ -184,19 +201,21 @@ class OGN(DynamicsModel):
     def __init__(self, dim: int = 2, node_constants: int = 1, hidden: int = 128,
                  steps: int = 2, layers: int = 2, activation: str = "softplus",
                  edge_features: int = 0, absolute_positions: bool = False,
-                 scatter: str = "auto", distance_eps: float = 1e-8) -> None:
+                 scatter: str = "auto", distance_eps: float = 1e-8,
+                 cutoff: float | None = None) -> None:
         super().__init__(dict(
             dim=dim, node_constants=node_constants, hidden=hidden, steps=steps, layers=layers,
             activation=activation, edge_features=edge_features,
-            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps))
+            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps,
+            cutoff=cutoff))
         self.gn = GraphNetwork(dim, node_constants, hidden, node_out=2 * dim,
                                edge_features=edge_features, steps=steps, layers=layers,
                                activation=activation, absolute_positions=absolute_positions,
-                               scatter=scatter, distance_eps=distance_eps)
+                               scatter=scatter, distance_eps=distance_eps, cutoff=cutoff)
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        out, _ = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr)
+        out, _ = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, _edge_box(graph))
         return out[:, : self.dim], out[:, self.dim:]
 
 
@@ -221,25 +240,27 @@ class DeltaGN(DynamicsModel):
     def __init__(self, dt: float, dim: int = 2, node_constants: int = 1, hidden: int = 128,
                  steps: int = 2, layers: int = 2, activation: str = "softplus",
                  edge_features: int = 0, absolute_positions: bool = False,
-                 scatter: str = "auto", distance_eps: float = 1e-8) -> None:
+                 scatter: str = "auto", distance_eps: float = 1e-8,
+                 cutoff: float | None = None) -> None:
         if not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0
                 and math.isfinite(dt)):
             raise ValueError(f"{self.name}: dt must be a positive finite number, got {dt!r}")
         super().__init__(dict(
             dt=float(dt), dim=dim, node_constants=node_constants, hidden=hidden, steps=steps,
             layers=layers, activation=activation, edge_features=edge_features,
-            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps))
+            absolute_positions=absolute_positions, scatter=scatter, distance_eps=distance_eps,
+            cutoff=cutoff))
         self.dt = float(dt)
         self.gn = GraphNetwork(dim, node_constants, hidden, node_out=2 * dim,
                                edge_features=edge_features, steps=steps, layers=layers,
                                activation=activation, absolute_positions=absolute_positions,
-                               scatter=scatter, distance_eps=distance_eps)
+                               scatter=scatter, distance_eps=distance_eps, cutoff=cutoff)
 
     def delta(self, graph: GraphLike) -> tuple[Tensor, Tensor]:
         """Predicted change of the state over ``dt``: ``(Δq [N, d], Δp [N, d])``."""
         g = as_graph(graph)
         self.check_state(g.q, g.p, g)
-        out, _ = self.gn(g.q, g.p, g.c, g.edge_index, g.edge_attr)
+        out, _ = self.gn(g.q, g.p, g.c, g.edge_index, g.edge_attr, _edge_box(g))
         return out[:, : self.dim], out[:, self.dim:]
 
     def next_state(self, graph: GraphLike, integrator: str | integrators.Integrator | None = None,

@@ -238,6 +238,8 @@ class _GraphNetworkGradient:
         self.eps = gn.distance_eps
         self.recv, self.send = graph.edge_index[1], graph.edge_index[0]
         self.n, self.e = graph.num_nodes, graph.edge_index.shape[1]
+        box = getattr(graph, "box", None)
+        self.box = None if box is None else box.to(graph.c)[graph.edge_batch.to(box.device)]
         c, attr = graph.c, graph.edge_attr if gn.edge_features else None
         geo = d + 1
         # node encoder: input [p?, c, q?]; the c columns fold into a per-node bias
@@ -275,7 +277,7 @@ class _GraphNetworkGradient:
         """``(∂S/∂q [N, d], ∂S/∂p [N, d] or None)`` of the readout sum ``S``."""
         recv, send, n, e_rows, d = self.recv, self.send, self.n, self.e, self.d
         # ---------------------------------------------------------------- forward
-        rel = q.index_select(0, recv) - q.index_select(0, send)
+        rel = hnn.minimum_image(q.index_select(0, recv) - q.index_select(0, send), self.box)
         dist = (rel.square().sum(-1, keepdim=True) + self.eps).sqrt()
         geo = torch.cat([rel, dist], -1)
         parts = [t for t, on in ((p, self.gn.use_momenta), (q, self.gn.absolute_positions)) if on]
@@ -353,7 +355,8 @@ def _first(net: _Net, x: Tensor) -> Tensor:
 
 def _graph_network_nets(gn: nn.Module) -> dict[str, _Net] | None:
     """The frozen MLPs of a plain :class:`hogn.nn.GraphNetwork`, or ``None``."""
-    if type(gn) is not hnn.GraphNetwork or any(type(b) is not hnn.GNBlock for b in gn.blocks):
+    if (type(gn) is not hnn.GraphNetwork or gn.cutoff is not None
+            or any(type(b) is not hnn.GNBlock for b in gn.blocks)):
         return None
     nets: dict[str, _Net | None] = {
         "node_encoder": _Net.of(gn.node_encoder), "edge_encoder": _Net.of(gn.edge_encoder),
