@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from hogn import integrators
-from hogn.graph import GraphBatch
+from hogn.graph import GraphBatch, NeighbourList
 from hogn.models.base import DynamicsModel, as_graph
 
 __all__ = ["initial_state", "rollout"]
@@ -29,8 +29,8 @@ def initial_state(source: Any) -> GraphBatch:
 
 
 def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = None,
-            integrator: str | None = "rk4", substeps: int = 1, progress: bool = False
-            ) -> tuple[Tensor, Tensor]:
+            integrator: str | None = "rk4", substeps: int = 1, progress: bool = False,
+            neighbours: NeighbourList | None = None) -> tuple[Tensor, Tensor]:
     """Simulate with a learned model.
 
     Args:
@@ -48,19 +48,30 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
             stepper.
         substeps: Integrator steps per saved step (derivative models).
         progress: Show a progress bar.
+        neighbours: For systems whose neighbours change (large systems, short-range
+            forces): the graph's edges are taken from this neighbour list before
+            every saved step (a search only when some particle moved more than half
+            its skin), instead of being kept fixed. The model must read edges only
+            up to its ``cutoff`` (smoothly, see :class:`hogn.models.HOGN`), at most
+            the list's ``radius``: then its field does not depend on the extra
+            edges the skin keeps, and the rebuilt graphs give one smooth field.
 
     Returns:
         ``q, p [T + 1, N, d]`` starting at the initial state.
 
     Raises:
         ValueError: for an integrator the model cannot use, a missing or foreign
-            ``dt``, or states that do not fit the model.
+            ``dt``, states that do not fit the model, or a neighbour list with a
+            model without a cutoff within its radius, or with edge constants.
     """
     graph = initial_state(source)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
+            if neighbours is not None:
+                return _roll_neighbours(model, graph, steps, dt, integrator, substeps,
+                                        neighbours, progress)
             if model.is_stepper:
                 return _roll_stepper(model, graph, steps, dt, integrator, progress)
             if dt is None:
@@ -72,6 +83,71 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
                                          separable=model.separable)
     finally:
         model.train(was_training)
+
+
+def _check_neighbours(model: DynamicsModel, graph: GraphBatch,
+                      neighbours: NeighbourList) -> None:
+    cutoff = model.config().get("cutoff")
+    if not isinstance(neighbours, NeighbourList):
+        raise ValueError(f"neighbours must be a hogn.graph.NeighbourList, got "
+                         f"{type(neighbours).__name__}")
+    if cutoff is None or cutoff > neighbours.radius * (1 + 1e-12):
+        raise ValueError(
+            f"a rollout on a neighbour list of radius {neighbours.radius:g} needs a graph model "
+            f"whose edges are cut off smoothly within that radius (model cutoff <= "
+            f"{neighbours.radius:g}); {model.name} has cutoff={cutoff!r}, so its field would "
+            "change with every rebuild of the list")
+    if graph.edge_attr is not None:
+        raise ValueError("a neighbour-list rollout builds its own edges and cannot carry edge "
+                         "constants (edge_attr); the graph has some")
+
+
+def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float | None,
+                     integrator: str | None, substeps: int, neighbours: NeighbourList,
+                     progress: bool) -> tuple[Tensor, Tensor]:
+    """:func:`rollout` with the edges rebuilt from ``neighbours`` before every saved step
+    (the field is rebuilt only when the list is)."""
+    _check_neighbours(model, graph, neighbours)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    if not isinstance(substeps, int) or isinstance(substeps, bool) or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    if model.is_stepper:
+        own_dt = float(model.config()["dt"])
+        if integrator is not None or (dt is not None and abs(dt - own_dt) > 1e-12 * own_dt):
+            raise ValueError(f"{model.name} is a stepper over its own dt={own_dt:g}: pass "
+                             f"integrator=None and no other dt")
+        method = None
+    else:
+        if dt is None:
+            raise ValueError(f"{model.name} needs a dt for rollout")
+        model.check_integrator(integrator)
+        method = integrators.get(integrator)
+    integrators.check_state(graph.q, graph.p)
+    graph = graph.replace(edge_attr=None)
+    qs = graph.q.new_empty((steps + 1, *graph.q.shape))
+    ps = torch.empty_like(qs)
+    qs[0], ps[0] = graph.q, graph.p
+    q, p = graph.q, graph.p
+    field, built = None, -1
+    iterator = range(1, steps + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"rollout {model.name}", leave=False, disable=None)
+    for i in iterator:
+        edges = neighbours.update(q, graph.ptr)
+        current = graph.replace(q=q, p=p, edge_index=edges)
+        if method is None:
+            q, p = model.next_state(current)
+        else:
+            if neighbours.rebuilds != built:
+                field, built = model.rollout_field(current), neighbours.rebuilds
+            h = dt / substeps
+            for _ in range(substeps):
+                q, p = method.step(field, q, p, h)
+        qs[i], ps[i] = q, p
+    return qs, ps
 
 
 def _roll_stepper(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float | None,
