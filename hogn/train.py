@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
-from hogn import checks, integrators
+from hogn import checks, distributed, integrators
 from hogn import io as hio
 from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
 from hogn.models.base import DynamicsModel
@@ -171,12 +171,14 @@ class TrainResult:
         best_val: Lowest ``val_loss``.
         best_epoch: Epoch of ``best_val``.
         run_dir: Run folder, if any.
+        resumed_epoch: The checkpointed epoch this call went on from (0: a new run).
     """
 
     history: list[dict[str, float]]
     best_val: float
     best_epoch: int
     run_dir: Path | None
+    resumed_epoch: int = 0
 
 
 def log_cosh(x: Tensor) -> Tensor:
@@ -187,6 +189,11 @@ def log_cosh(x: Tensor) -> Tensor:
 
 def _loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     return F.mse_loss(pred, target) if kind == "mse" else log_cosh(pred - target).mean()
+
+
+def _penalty(residual: Tensor, kind: str) -> Tensor:
+    """The element-wise loss of ``residual`` (its mean is :func:`_loss`)."""
+    return residual.square() if kind == "mse" else log_cosh(residual)
 
 
 @dataclass
@@ -248,6 +255,8 @@ class Samples(torch.utils.data.Dataset):
                     edge_index=d.edge_index[:, ea:eb] - a, num_nodes=b - a)
         if d.edge_attr is not None:
             item.edge_attr = d.edge_attr[ea:eb]
+        if getattr(d, "box", None) is not None:
+            item.box = d.box[g:g + 1]
         if self.target == "derivative":
             item.y_q, item.y_p = d.dq[t, a:b], d.dp[t, a:b]
         else:  # node-major so PyG concatenates along nodes: [n, k, d]
@@ -271,7 +280,8 @@ class Samples(torch.utils.data.Dataset):
         edge_index = d.edge_index[:, edges_d] + shift.to(dev)
         graph = GraphBatch(self.q[t_d, nodes_d], self.p[t_d, nodes_d], d.c[nodes_d],
                            edge_index, ptr.to(dev),
-                           None if d.edge_attr is None else d.edge_attr[edges_d])
+                           None if d.edge_attr is None else d.edge_attr[edges_d],
+                           None if getattr(d, "box", None) is None else d.box[g.to(dev)])
         if self.target == "derivative":
             return Batch(graph, d.dq[t_d, nodes_d], d.dp[t_d, nodes_d])
         ahead = t_d[:, None] + torch.arange(1, self.k + 1, device=dev)  # [N, k]
@@ -279,12 +289,69 @@ class Samples(torch.utils.data.Dataset):
 
 
 def _loader(samples: Samples, batch_size: int, shuffle: bool = False,
-            sampler: Any = None, generator: torch.Generator | None = None
-            ) -> torch.utils.data.DataLoader:
-    """Batches of sample indices collated by :meth:`Samples.collate`."""
+            sampler: Any = None, generator: torch.Generator | None = None,
+            shards: int = 1) -> torch.utils.data.DataLoader:
+    """Batches of sample indices collated by :meth:`Samples.collate`; with ``shards``
+    processes, each global batch collated as this rank's :class:`_Share` of it (the
+    batches and the random draws are those of one process)."""
+    collate = samples.collate if shards == 1 else _ShardCollate(samples)
     return torch.utils.data.DataLoader(range(len(samples)), batch_size=batch_size,
                                        shuffle=shuffle, sampler=sampler, generator=generator,
-                                       collate_fn=samples.collate)
+                                       collate_fn=collate)
+
+
+@dataclass
+class _Share:
+    """One rank's part of a global batch (training in several processes).
+
+    Attributes:
+        batch: The rank's samples of the global batch; when it has none (a global
+            batch smaller than the world), a stand-in (the batch's first sample) that
+            enters the loss with weight 0, so that every rank takes part in each step.
+        graphs: Graphs of the global batch.
+        nodes: Nodes of the global batch.
+        empty: Whether ``batch`` is the stand-in.
+    """
+
+    batch: Batch
+    graphs: int
+    nodes: int
+    empty: bool
+
+
+class _ShardCollate:
+    """Collates a global batch of sample indices as this rank's :class:`_Share`: rank
+    ``r`` of ``P`` takes positions ``r, r + P, ...`` of it (``DistributedSampler``'s
+    rule, applied to each global batch of the one-process order, so that the union of
+    the shares is the batch one process would take, and an epoch's shares are the
+    epoch's order split as ``DistributedSampler`` splits it, without its padding)."""
+
+    def __init__(self, samples: Samples) -> None:
+        self.samples = samples
+
+    def __call__(self, indices: list[int]) -> _Share:
+        s = self.samples
+        index = torch.as_tensor(indices, dtype=torch.long)
+        g = s.index[index, 0]
+        nodes = int((s.ptr[g + 1] - s.ptr[g]).sum())
+        mine = torch.as_tensor(distributed.shard(index))
+        empty = mine.numel() == 0
+        return _Share(s.collate(index[:1] if empty else mine), index.numel(), nodes, empty)
+
+
+class _SummedLoss(torch.nn.Module):
+    """The module that ``DistributedDataParallel`` wraps: ``forward`` returns the sum
+    of the element-wise loss over a batch (the model's derivative, with its inner
+    ``autograd.grad``, stays inside the forward, so that DDP's reducer sees the one
+    backward of the loss)."""
+
+    def __init__(self, model: DynamicsModel, cfg: TrainConfig, dt: float) -> None:
+        super().__init__()
+        self.model, self.cfg, self.dt = model, cfg, dt
+
+    def forward(self, batch: Batch) -> Tensor:
+        pred, target = _prediction(self.model, batch, self.cfg, self.dt)
+        return _penalty(pred - target, self.cfg.loss).sum()
 
 
 def _split(data: Any, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -298,10 +365,16 @@ def _split(data: Any, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def _batch_loss(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float) -> Tensor:
+    return _loss(*_prediction(model, batch, cfg, dt), cfg.loss)
+
+
+def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
+                ) -> tuple[Tensor, Tensor]:
+    """The prediction and its target, ``[N, 2d]`` (derivative) or ``[N, k, 2d]``."""
     graph = batch.graph
     if cfg.target == "derivative":
         dq, dp = model.time_derivative(graph)
-        return _loss(torch.cat([dq, dp], -1), torch.cat([batch.y_q, batch.y_p], -1), cfg.loss)
+        return torch.cat([dq, dp], -1), torch.cat([batch.y_q, batch.y_p], -1)
     q, p = graph.q, graph.p
     preds_q, preds_p = [], []
     if model.is_stepper:
@@ -317,7 +390,7 @@ def _batch_loss(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float)
             preds_q.append(q)
             preds_p.append(p)
     pred = torch.cat([torch.stack(preds_q, 1), torch.stack(preds_p, 1)], -1)
-    return _loss(pred, torch.cat([batch.y_q, batch.y_p], -1), cfg.loss)
+    return pred, torch.cat([batch.y_q, batch.y_p], -1)
 
 
 def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: TrainConfig, dt: float,
@@ -347,6 +420,59 @@ def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: Train
         total += float(loss.detach()) * batch.num_graphs
         count += batch.num_graphs
     return total / max(count, 1)
+
+
+def _sharded_epoch(ddp: torch.nn.parallel.DistributedDataParallel | None,
+                   model: DynamicsModel, loader: torch.utils.data.DataLoader,
+                   cfg: TrainConfig, dt: float, optimizer: torch.optim.Optimizer | None,
+                   epoch: int, progress: bool) -> float:
+    """:func:`_epoch` in one of several processes (``ddp`` wraps the model to train).
+
+    Each rank's loss is the sum of the element-wise loss over its share of the global
+    batch, times ``P / n`` (``n``: elements of the global batch, known to every rank),
+    so that DDP's average of the gradients is the gradient of the global batch's mean,
+    as in one process, however the graphs' sizes split. The loss value is summed over
+    the ranks before the backward (one small ``all_reduce``), so every rank sees the
+    same value and stops on the same non-finite one. Validation sums each rank's part
+    once at the end of the pass. Returns the same mean as :func:`_epoch`.
+    """
+    world = distributed.world_size()
+    total, count = 0.0, 0
+    part = torch.zeros((), dtype=torch.float64)  # validation: this rank's sum
+    shares: Iterator[Any] = iter(loader)
+    if progress and distributed.is_main():
+        from tqdm.auto import tqdm
+
+        shares = tqdm(shares, total=len(loader), leave=False, disable=None,
+                      desc=f"epoch {epoch}" + ("" if optimizer else " val"))
+    for step, share in enumerate(shares):
+        batch = share.batch.to(_device_of(model))
+        elements = share.nodes * (batch.y_q[0].numel() + batch.y_p[0].numel())
+        if optimizer is None:
+            if not share.empty:
+                value = _penalty(torch.sub(*_prediction(model, batch, cfg, dt)), cfg.loss)
+                part += value.sum().detach().double().cpu() * (share.graphs / elements)
+        else:
+            assert ddp is not None
+            optimizer.zero_grad(set_to_none=True)
+            loss = ddp(batch) * ((0.0 if share.empty else world) / elements)
+            (mean,) = distributed.all_reduce_sum([loss.detach() / world])
+            if not torch.isfinite(mean):
+                raise NonFiniteLossError(f"non-finite training loss ({mean.item()}) at epoch "
+                                         f"{epoch}, step {step}")
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            total += float(mean) * share.graphs
+        count += share.graphs
+    if optimizer is None:
+        total = float(distributed.all_reduce_sum([part])[0])
+    return total / max(count, 1)
+
+
+def _device_of(model: DynamicsModel) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
@@ -541,17 +667,24 @@ def _read_checkpoint(path: Path, run: Path, model: DynamicsModel,
         epoch = snapshot["epoch"]
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
             raise ValueError(f"epoch {epoch!r}")
-        model.load_state_dict(snapshot["model"])
-        optimizer.load_state_dict(snapshot["optimizer"])
-        if scheduler is not None and snapshot["scheduler"] is not None:
-            scheduler.load_state_dict(snapshot["scheduler"])
-        _set_rng_state(snapshot["rng"], gen, device)  # batch order continues as before
+        _apply_checkpoint(snapshot, model, optimizer, scheduler, gen, device)
     except hio.FileFormatError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         raise hio.FileFormatError(f"{path}: damaged or foreign checkpoint "
                                   f"({_first_line(exc)}); {advice}") from None
     return snapshot
+
+
+def _apply_checkpoint(snapshot: dict[str, Any], model: DynamicsModel,
+                      optimizer: torch.optim.Optimizer, scheduler: Any,
+                      gen: torch.Generator, device: torch.device) -> None:
+    """Load a checkpoint's state into the model, optimizer, scheduler and random states."""
+    model.load_state_dict(snapshot["model"])
+    optimizer.load_state_dict(snapshot["optimizer"])
+    if scheduler is not None and snapshot["scheduler"] is not None:
+        scheduler.load_state_dict(snapshot["scheduler"])
+    _set_rng_state(snapshot["rng"], gen, device)  # batch order continues as before
 
 
 class _RunFolder:
@@ -618,12 +751,24 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
         run_dir: Folder for config, metrics, checkpoints (``None``: keep nothing).
         config: Options; ``**options`` override single fields
             (``hogn.train(model, data, target="rollout", epochs=50)``).
-        progress: Show tqdm bars.
+        progress: Show tqdm bars (rank 0 only).
         data_info: JSON-able description of the data stored in ``config.json``.
 
+    Several processes (``torchrun``, or a process group initialised by the caller;
+    see :mod:`hogn.distributed`): every process calls ``train`` with the same
+    arguments. Each global batch (``batch_size`` graphs, the batches one process would
+    take, in the same order) is split among the processes as ``DistributedSampler``
+    splits an epoch (rank ``r`` of ``P`` takes every ``P``-th sample from the
+    ``r``-th); the model is wrapped in ``DistributedDataParallel``, whose average of
+    the gradients, with each rank's loss weighted by its share of the batch's nodes,
+    is the one-process gradient of the global batch. The result equals the
+    one-process run's to rounding, whatever ``P``. Only rank 0 writes the run folder
+    and shows progress; on a resume it reads the checkpoint and hands it to every
+    rank. A device ``cuda`` means ``cuda:LOCAL_RANK`` in each process.
+
     Returns:
-        The :class:`TrainResult`; the model holds the *best* weights (lowest
-        validation loss) when it returns.
+        The :class:`TrainResult` (on every rank); the model holds the *best* weights
+        (lowest validation loss) when it returns.
 
     Raises:
         ValueError: bad options, data that does not fit the model, or a run folder
@@ -631,12 +776,22 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
         NonFiniteLossError: the loss became non-finite (naming epoch and step); the
             run folder keeps the checkpoint of a finished epoch (see the module's
             notes on checkpoints).
+        hogn.distributed.DistributedConfigError: a launch environment that cannot
+            work (a ``ValueError``).
     """
     cfg = TrainConfig(**{**asdict(config or TrainConfig()), **options})
     if cfg.target is None:
         cfg.target = "rollout" if model.is_stepper else "derivative"
     cfg.validate(model)
-    device = torch.device(cfg.device)
+    with distributed.process_group(cfg.device):
+        return _train(model, data, run_dir, cfg, progress, data_info)
+
+
+def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
+           cfg: TrainConfig, progress: bool, data_info: Any) -> TrainResult:
+    """:func:`train` with checked options, in one process or a process group."""
+    shards = distributed.world_size() if distributed.active() else 1
+    device = torch.device(distributed.resolve_device(cfg.device))
     model.to(device)
     dtype = model.param_dtype
     dt = float(data.t[1] - data.t[0]) if data.t.numel() > 1 else float("nan")  # before casting
@@ -655,16 +810,17 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
         sampler = torch.utils.data.RandomSampler(train_set, num_samples=cfg.max_samples,
                                                  generator=gen)
     train_loader = _loader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                           generator=gen if sampler is None else None)
+                           generator=gen if sampler is None else None, shards=shards)
     if val_ids.numel():
-        val_loader = _loader(Samples(data, val_ids, k, cfg.target), cfg.batch_size)
+        val_loader = _loader(Samples(data, val_ids, k, cfg.target), cfg.batch_size,
+                             shards=shards)
     else:  # no held-out trajectories: rank by the training loss *after* each epoch's steps,
         # on a fixed subset of the training samples as large as an epoch (its own generator:
         # the batch order, and so an exact resume, do not depend on it)
         size = min(len(train_set), cfg.max_samples or len(train_set))
         fixed = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
             cfg.seed + 1))[:size].sort().values
-        val_loader = _loader(train_set, cfg.batch_size, sampler=fixed.tolist())
+        val_loader = _loader(train_set, cfg.batch_size, sampler=fixed.tolist(), shards=shards)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
                  if cfg.schedule == "cosine" else None)
@@ -677,25 +833,49 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
     if run is not None:
         record = {"model": model.name, "model_config": model.config(), "train": asdict(cfg),
                   "data": data_info}
-        snapshot = None
-        if _prepare_run(run, record):
-            snapshot = _read_checkpoint(run / "checkpoint.pt", run, model, optimizer,
-                                        scheduler, gen, device)
+        opened: list[Any] = []
+
+        def prepare() -> tuple[dict[str, Any] | None, list[dict[str, float]]]:
+            snapshot = None
+            if _prepare_run(run, record):
+                snapshot = _read_checkpoint(run / "checkpoint.pt", run, model, optimizer,
+                                            scheduler, gen, device)
+            metrics, rows = _open_metrics(
+                run / "metrics.jsonl", snapshot["metrics_length"] if snapshot else 0)
+            opened.append(metrics)
+            return snapshot, rows
+
+        # rank 0 prepares the folder and reads the checkpoint; every rank gets its state
+        snapshot, history = distributed.from_main(prepare)
+        if snapshot is not None:
+            if not distributed.is_main():
+                _apply_checkpoint(snapshot, model, optimizer, scheduler, gen, device)
             start_epoch = snapshot["epoch"] + 1
             best, best_epoch = snapshot["best"], snapshot["best_epoch"]
             best_state = snapshot["best_model"]
-        metrics, history = _open_metrics(
-            run / "metrics.jsonl", snapshot["metrics_length"] if snapshot else 0)
-        folder = _RunFolder(run, model, metrics, snapshot)
+        if opened:
+            folder = _RunFolder(run, model, opened[0], snapshot)
+    resumed = start_epoch - 1
+    ddp = None
+    if shards > 1:  # after a resume: DDP starts every rank from rank 0's weights
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            _SummedLoss(model, cfg, dt), find_unused_parameters=_has_unused(model, train_set,
+                                                                           cfg, dt, device))
+
+    def run_epoch(loader: torch.utils.data.DataLoader, opt: torch.optim.Optimizer | None,
+                  epoch: int) -> float:
+        if shards == 1:
+            return _epoch(model, loader, cfg, dt, opt, epoch, progress)
+        return _sharded_epoch(ddp, model, loader, cfg, dt, opt, epoch, progress)
 
     try:
         last_checkpoint = last_snapshot = time.monotonic()
         for epoch in range(start_epoch, cfg.epochs + 1):
             started = time.perf_counter()
             model.train()
-            train_loss = _epoch(model, train_loader, cfg, dt, optimizer, epoch, progress)
+            train_loss = run_epoch(train_loader, optimizer, epoch)
             model.eval()
-            val_loss = _epoch(model, val_loader, cfg, dt, None, epoch, progress)
+            val_loss = run_epoch(val_loader, None, epoch)
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(f"non-finite validation loss at epoch {epoch}")
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -742,7 +922,21 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
     finally:
         if folder is not None:
             folder.metrics.close()
+    distributed.barrier()  # every rank returns once rank 0 has written the run folder
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(history, best, best_epoch, run)
+    return TrainResult(history, best, best_epoch, run, resumed)
+
+
+def _has_unused(model: DynamicsModel, samples: Samples, cfg: TrainConfig, dt: float,
+                device: torch.device) -> bool:
+    """Whether some trainable parameter gets no gradient from the loss (e.g. the
+    constant offset of a learned ``H``, absent from its derivatives): DDP must then
+    look for unused parameters at each step. Decided on one sample, by every rank
+    alike."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    loss = _batch_loss(model, samples.collate([0]).to(device), cfg, dt)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return any(g is None for g in grads)

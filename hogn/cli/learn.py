@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import systems
-from hogn import checks, integrators, models
+from hogn import checks, distributed, integrators, models
 from hogn.cli.common import (
     DEVICE,
     DTYPES,
@@ -63,7 +63,13 @@ def summary_row(name: str, integrator: str | None, data: systems.Dataset,
 
 # -------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model on a dataset file into a run folder."""
+    """Train a model on a dataset file into a run folder (under ``torchrun``: in each of
+    its processes, which share the work; rank 0 writes and prints)."""
+    with distributed.process_group(args.device or "cpu"):
+        return _train_run(args)
+
+
+def _train_run(args: argparse.Namespace) -> int:
     data = systems.load(args.data)
     if args.n_particles is not None:
         keep = data.sizes == args.n_particles
@@ -78,19 +84,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.mp_steps is not None:
         model_args["steps"] = args.mp_steps
     _check_model_size(args.model, data, model_args, DTYPES[args.dtype])
-    torch.manual_seed(args.seed)  # the same seed gives the same initial weights
+    torch.manual_seed(args.seed)  # the same seed gives the same initial weights (every rank)
     model = models.for_data(args.model, data, **model_args).to(DTYPES[args.dtype])
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                if getattr(args, f.name, None) is not None}
     start = time.perf_counter()
     result = train(model, data, run_dir=args.output, progress=not args.quiet,
                    data_info=describe_data(data, args.data), **options)
+    if not distributed.is_main():
+        return 0
+    processes = distributed.world_size()
     run = Path(args.output)
     png = loss_curves({model.name: result.history}, run / "loss.png",
                       title=f"{model.name} on {data.system_config['name']}")
+    if result.resumed_epoch:
+        print(f"resumed {run} from its checkpoint of epoch {result.resumed_epoch}")
+    where = f" in {processes} processes" if processes > 1 else ""
     print(f"trained {model.name} ({sum(p.numel() for p in model.parameters())} parameters) "
-          f"for {len(result.history)} epoch(s) in {time.perf_counter() - start:.1f} s: best "
-          f"validation loss {result.best_val:.4g} at epoch {result.best_epoch}")
+          f"for {len(result.history)} epoch(s){where} in {time.perf_counter() - start:.1f} s: "
+          f"best validation loss {result.best_val:.4g} at epoch {result.best_epoch}")
     print(f"run folder {run}: config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt, "
           f"{png.name}")
     return 0
@@ -287,7 +299,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "  hogn train hogn spring.pt --hidden 64 --epochs 30 -o runs/hogn\n"
         "  hogn train ogn spring.pt --target rollout --integrator rk4 -o runs/ogn\n"
         "  hogn train deltagn spring.pt -o runs/deltagn          # steps the data's dt\n"
-        "  hogn train mlp spring.pt --n-particles 5 -o runs/mlp  # fixed-size models",
+        "  hogn train mlp spring.pt --n-particles 5 -o runs/mlp  # fixed-size models\n"
+        "  torchrun --nproc-per-node 4 -m hogn train hogn spring.pt -o runs/hogn  # 4 "
+        "processes (README: Scaling out)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("model", metavar="MODEL", help="model name (see below)")
     tr.add_argument("data", metavar="DATA", help="dataset file from 'hogn generate'")
