@@ -7,6 +7,7 @@ function (``hogn`` knows no physical system): ``energy(q, p) -> [T, G]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ __all__ = [
     "energy_drift",
     "energy_error",
     "geometric_mean",
+    "radial_distribution",
     "relative_drift",
     "relative_error",
     "state_mse",
@@ -118,3 +120,53 @@ def time_to_threshold(error: Tensor, t: Tensor, threshold: float) -> Tensor:
     hit = first >= 0
     out[hit] = t[first[hit]]
     return out
+
+
+def radial_distribution(q: Tensor, ptr: Tensor, box: Tensor, r_max: float, bins: int = 50
+                        ) -> tuple[Tensor, Tensor]:
+    """Radial distribution function ``g(r)`` of particles in periodic boxes.
+
+    Pair distances (minimum image, found by :func:`hogn.graph.radius_graph`'s cell
+    lists, ``O(N)``) are histogrammed over ``[0, r_max)`` and divided by the count an
+    ideal gas of the same density would give in each shell: ``g → 1`` at large ``r``
+    for a fluid. Frames and graphs are pooled (each graph normalised by its own
+    density).
+
+    Args:
+        q: Positions ``[N, d]`` or frames ``[T, N, d]`` (``d`` = 2 or 3).
+        ptr: Node offsets ``[G + 1]``.
+        box: Periodic box lengths ``[G, d]`` (each at least ``2 r_max``).
+        r_max: Largest distance (> 0).
+        bins: Number of shells.
+
+    Returns:
+        ``(r [bins], g [bins])``: shell centres and ``g(r)``.
+    """
+    from hogn.graph import batch_vector, radius_graph
+
+    d = q.shape[-1]
+    if d not in (2, 3):
+        raise ValueError(f"radial_distribution needs d = 2 or 3, got positions {tuple(q.shape)}")
+    if not (isinstance(r_max, (int, float)) and math.isfinite(r_max) and r_max > 0):
+        raise ValueError(f"r_max must be a positive finite number, got {r_max!r}")
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    frames = q.reshape(-1, *q.shape[-2:])
+    box = box.to(frames)
+    sizes = (ptr[1:] - ptr[:-1]).to(frames)
+    pairs_density = sizes * (sizes - 1) / box.prod(-1)  # [G]: ordered pairs per volume
+    edges_r = torch.linspace(0.0, float(r_max), bins + 1, dtype=frames.dtype,
+                             device=frames.device)
+    shell = (edges_r[1:] ** d - edges_r[:-1] ** d) * (math.pi if d == 2 else 4 * math.pi / 3)
+    counts = torch.zeros(bins, dtype=frames.dtype, device=frames.device)
+    ideal = torch.zeros(bins, dtype=frames.dtype, device=frames.device)
+    graph_of = batch_vector(ptr.to(frames.device))
+    for x in frames:
+        edge_index = radius_graph(x, ptr, float(r_max), box=box)
+        rel = x[edge_index[1]] - x[edge_index[0]]
+        lengths = box[graph_of[edge_index[0]]]
+        r = (rel - lengths * torch.round(rel / lengths)).norm(dim=-1)
+        counts += torch.histc(r, bins, 0.0, float(r_max))
+        # an ideal gas: each of N particles sees its N − 1 others spread over the volume
+        ideal += pairs_density.sum() * shell
+    return 0.5 * (edges_r[1:] + edges_r[:-1]), counts / ideal
