@@ -8,6 +8,7 @@ stiffness ``k`` and rest length ``L`` are edge constants ``edge_attr [E, 2]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -99,9 +100,20 @@ class SpringNBody(System):
 
     def _native_field(self, graph: GraphBatch) -> VectorField:
         """``dq = p / m``, ``dp_i = −Σ_{j ~ i} k_ij (r_ij − L_ij) (q_i − q_j) / r_ij``
-        (each spring is stored in both directions: one term per direction and node)."""
+        (each spring is stored in both directions: one term per direction and node).
+
+        Batches of graphs of one size with springs between at least a quarter of the
+        ordered pairs (the default complete graphs) and at least 2,048 edges in all
+        take every ``n × n`` pair at once from dense spring matrices built here, once
+        per graph: no index gathers or scatters per evaluation (2-10x faster from
+        that size on). Others (sparse or small) sum over the edge list.
+        """
         inv_m = 1.0 / graph.c[:, 0:1]
         unit = bool((inv_m == 1).all())  # unit masses: dq is p itself (one op fewer)
+        n = graph.uniform_size
+        edges = graph.edge_index.shape[1]
+        if n is not None and edges >= _DENSE_MIN_EDGES and 4 * edges >= graph.num_graphs * n * n:
+            return _dense_field(graph, n, inv_m, unit)
         src, dst = graph.edge_index
         k, rest = graph.edge_attr[:, 0:1], graph.edge_attr[:, 1:2]
         minus_k = -k
@@ -132,3 +144,37 @@ class SpringNBody(System):
             offset += n
         return q, c * torch.cat(parts), c
 
+
+_DENSE_MIN_EDGES = 2048  # smaller edge lists are summed faster edge by edge
+
+
+def _dense_field(graph: GraphBatch, n: int, inv_m: Tensor, unit: bool) -> VectorField:
+    """Field of graphs of one size ``n`` over every ``n × n`` pair, springs as dense
+    matrices ``K [G, n, n]`` (summed stiffness of the springs joining ``i`` and ``j``)
+    and ``KL`` (summed ``k · L``): the pull of ``j`` on ``i`` is
+    ``−(K_ij − KL_ij / r_ij) (q_i − q_j)``, equal to the edge-list sum's (a pair
+    without a spring has ``K = KL = 0``; its distance is offset by 1, and that of
+    ``i = j`` made infinite, so that no ``0 / 0`` arises there)."""
+    g = graph.num_graphs
+    src, dst = graph.edge_index
+    local = graph.ptr[graph.batch[src]].to(src.device)
+    flat = (graph.batch[src].to(src.device) * n + (src - local)) * n + (dst - local)
+    k, rest = graph.edge_attr[:, 0], graph.edge_attr[:, 1]
+    stiff = k.new_zeros(g * n * n).index_add_(0, flat, k).view(g, n, n)
+    pulled = k.new_zeros(g * n * n).index_add_(0, flat, k * rest).view(g, n, n)
+    joined = torch.zeros(g * n * n, dtype=torch.bool, device=k.device)
+    joined[flat] = True
+    offset = (~joined).to(k.dtype).view(g, n, n)
+    offset.diagonal(dim1=-2, dim2=-1).fill_(math.inf)
+    ones_n = torch.ones(n, 1, dtype=k.dtype, device=k.device)
+
+    def dense(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        x = q.reshape(-1, n, q.shape[-1])  # [B, n, d], B = leading axes x G
+        r = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # [B, n, n]
+        r = r.view(-1, g, n, n).add_(offset)
+        w = torch.div(pulled, r).sub_(stiff).view(-1, n, n)  # −(K − KL / r)
+        # Σ_j w_ij (q_i − q_j) = q_i Σ_j w_ij − (W q)_i
+        force = torch.baddbmm(x * torch.matmul(w, ones_n), w, x, alpha=-1)
+        return (p if unit else p * inv_m), force.view(q.shape)
+
+    return dense
