@@ -54,7 +54,12 @@ class System:
         separable: Whether the vector field splits as ``H = T(p) + V(q)`` does
             (``dq`` depends on ``p`` alone, ``dp`` on ``q`` alone): only then may the
             splitting integrators (leapfrog, yoshida4, symplectic_euler) step it.
-        max_step: First trial step of the adaptive ground-truth integrator.
+        max_step: First trial step of the adaptive ground-truth integrator (a
+            fixed-step ground truth's longest step).
+        ground_truth_method: The method :meth:`trajectory` (and
+            :func:`systems.generate`) use when none is named.
+        max_energy_drift: The relative energy drift above which
+            :func:`systems.generate` resamples a trajectory when no bound is named.
         description: One-line summary including the sampled energy/orbit range.
     """
 
@@ -66,6 +71,8 @@ class System:
     dissipative: ClassVar[bool] = False
     separable: ClassVar[bool] = False
     max_step: ClassVar[float] = 0.05
+    ground_truth_method: ClassVar[str] = "adaptive"
+    max_energy_drift: ClassVar[float] = 1e-8
     description: ClassVar[str] = ""
 
     def __init__(self, embed_dim: int | None = None, **params: Any) -> None:
@@ -332,7 +339,7 @@ class System:
             raise ValueError(f"{self.name}: masses (c[:, 0]) must be positive, got min "
                              f"{graph.c[:, 0].min().item():.3g}")
 
-    def trajectory(self, graph: GraphBatch, dt: float, steps: int, method: str = "adaptive",
+    def trajectory(self, graph: GraphBatch, dt: float, steps: int, method: str | None = None,
                    substeps: int = 1, rtol: float = 1e-12, atol: float = 1e-12,
                    stop: bool = False, progress: bool = False
                    ) -> tuple[Tensor, Tensor, Tensor]:
@@ -342,9 +349,10 @@ class System:
             graph: Initial states, ``q, p [N, d]`` (float64 for ground truth).
             dt: Time between saved states (> 0).
             steps: Number of saved steps ``T``.
-            method: ``"adaptive"`` (default: eighth-order Dormand–Prince with a step
-                size per graph, see :func:`hogn.integrators.integrate_adaptive`) or
-                any registered integrator name for fixed steps.
+            method: ``"adaptive"`` (eighth-order Dormand–Prince with a step size per
+                graph, see :func:`hogn.integrators.integrate_adaptive`) or any
+                registered integrator name for fixed steps; ``None``: the system's
+                :attr:`ground_truth_method` (``"adaptive"`` unless it says otherwise).
             substeps: Fixed-step methods: integrator steps per saved step.
             rtol: Adaptive method: relative local tolerance.
             atol: Adaptive method: absolute local tolerance.
@@ -360,6 +368,7 @@ class System:
             ValueError: on a malformed state, non-positive masses or ``dt``, an
                 unknown method, or a splitting method on a non-separable system.
         """
+        method = self.ground_truth_method if method is None else method
         self.check_graph(graph)
         if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
             raise ValueError(f"dt must be a positive finite number, got {dt!r}")
@@ -407,11 +416,11 @@ class System:
         traj = graph.replace(q=q, p=p)
         dq, dp = self.time_derivative(q, p, traj)
         meta = {"system": self.config(), "dt": float(dt), "steps": steps, "seed": None,
-                "noise": 0.0, "method": options.get("method", "adaptive"),
+                "noise": 0.0, "method": options.get("method") or self.ground_truth_method,
                 "resampled": {}}
         return Dataset(t=torch.arange(steps + 1, dtype=q.dtype, device=q.device) * dt,
                        q=q, p=p, dq=dq, dp=dp, c=graph.c, edge_index=graph.edge_index,
-                       ptr=graph.ptr, edge_attr=graph.edge_attr, meta=meta,
+                       ptr=graph.ptr, edge_attr=graph.edge_attr, meta=meta, box=graph.box,
                        test=torch.zeros(graph.num_graphs, dtype=torch.bool,
                                         device=q.device))
 

@@ -33,8 +33,8 @@ def _registry_get(name: str, **params: Any) -> System:
 
 def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
              seed: int = 0, n_particles: int | tuple[int, int] | None = None,
-             noise: float = 0.0, test_fraction: float = 0.2, method: str = "adaptive",
-             substeps: int = 1, rtol: float = 1e-12, max_drift: float = 1e-8,
+             noise: float = 0.0, test_fraction: float = 0.2, method: str | None = None,
+             substeps: int = 1, rtol: float = 1e-12, max_drift: float | None = None,
              max_rounds: int = 50,
              progress: bool = False, device: torch.device | str | None = None,
              preset: str | None = None) -> Dataset:
@@ -50,13 +50,16 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
         noise: Standard deviation of Gaussian noise added to the observed ``q, p``.
         test_fraction: Fraction of trajectories marked as test.
         method: ``"adaptive"`` (eighth-order Dormand–Prince, a step size per
-            trajectory) or a
-            registered fixed-step integrator.
+            trajectory) or a registered fixed-step integrator; ``None``: the
+            system's ``ground_truth_method`` (adaptive, but velocity Verlet for
+            Lennard-Jones).
         substeps: Fixed-step methods: integrator steps per saved step.
         rtol: Adaptive method: local relative (and absolute) tolerance.
         max_drift: Largest accepted relative energy drift of a trajectory; the
             others are resampled (a safety net: with the default tolerance this
-            rejects almost nothing). Not checked for dissipative systems.
+            rejects almost nothing). Not checked for dissipative systems. ``None``:
+            the system's ``max_energy_drift`` (``1e-8``; ``1e-3`` for the
+            fixed-step Lennard-Jones ground truth).
         max_rounds: Resampling rounds before giving up.
         progress: Show progress bars.
         device: Device to simulate on (the result stays there).
@@ -71,6 +74,8 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
     """
     if isinstance(system, str):
         system = _registry_get(system)
+    method = system.ground_truth_method if method is None else method
+    max_drift = system.max_energy_drift if max_drift is None else max_drift
     if not isinstance(trajectories, int) or trajectories < 1:
         raise ValueError(f"trajectories must be a positive int, got {trajectories!r}")
     if not isinstance(steps, int) or steps < 1:
@@ -134,7 +139,8 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
     t = torch.arange(steps + 1, dtype=traj.q.dtype, device=traj.q.device) * dt
     return Dataset(t=t, q=traj.q, p=traj.p, dq=dq, dp=dp, c=traj.c,
                    edge_index=traj.edge_index, ptr=traj.ptr, test=test.to(traj.q.device),
-                   meta=meta, edge_attr=traj.edge_attr, q_obs=q_obs, p_obs=p_obs)
+                   meta=meta, edge_attr=traj.edge_attr, q_obs=q_obs, p_obs=p_obs,
+                   box=traj.box)
 
 
 def true_derivatives(system: System, traj: GraphBatch) -> tuple[Tensor, Tensor]:
@@ -213,6 +219,11 @@ PRESETS: dict[str, Preset] = {
     # The later version adds Hénon–Heiles; points and span as meta-magnetic-mirror (the
     # other 2-D one-particle system; both oscillate at frequencies of order 1).
     "meta-henon-heiles": Preset("henon-heiles", 10_000, 200, 20.0, source=_META_LATER),
+    # A short-range many-body fluid for neighbour-graph models: 16-64 Lennard-Jones
+    # particles in periodic boxes (rho = 0.5, T = 1), 101 points over t = 1 (dt = 0.01:
+    # two velocity-Verlet steps of 0.005 each); edges change: rebuild them per state.
+    "lj-2d": Preset("lennard-jones", 1000, 101, 1.0, params={"dim": 2},
+                    n_particles=(16, 64), source="ours (issue 13)"),
 }
 
 
