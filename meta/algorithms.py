@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from hogn import distributed
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel
 from hogn.train import log_cosh
@@ -582,6 +583,12 @@ def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
     rates) before ``optimizer.step()``; the optimizer must hold those tensors
     (:func:`make_optimizer`). Tasks are moved to the model's device (never cast).
 
+    In a group of several processes (``torchrun``; :mod:`hogn.distributed`) every
+    process passes the same meta-batch: each computes the meta-gradient of its share
+    of the tasks (``tasks[rank::world]``), weighted by the share's size, and one
+    ``all_reduce`` sums the shares' gradients and losses, so that every process
+    applies the one-process meta-gradient of the whole meta-batch (to rounding).
+
     Returns:
         Mean losses of the meta-batch (``support_before``, ``query_after``) and
         ``grad_norm`` (before clipping).
@@ -590,13 +597,17 @@ def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
         FloatingPointError: if the meta-gradient is not finite (nothing is updated).
     """
     device = next(model.parameters()).device
-    tasks = [t.to(device) for t in tasks]
     params = parameters(model)
     from meta import batched  # meta.batched builds on this module
 
     together = batched.supports(model) if config.batched is None else config.batched
     gradient = batched.meta_gradient if together else meta_gradient
-    grads, lr_grads, stats = gradient(model, params, tasks, config, inner_lr)
+    if distributed.active():
+        grads, lr_grads, stats = _shared_gradient(gradient, model, params, tasks, config,
+                                                  inner_lr, device)
+    else:
+        tasks = [t.to(device) for t in tasks]
+        grads, lr_grads, stats = gradient(model, params, tasks, config, inner_lr)
     everything = list(grads.values()) + list(lr_grads.values())
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g)
                                                  for g in everything]))
@@ -614,6 +625,34 @@ def meta_train_step(model: DynamicsModel, optimizer: torch.optim.Optimizer,
         t.grad = g
     optimizer.step()
     return {**stats, "grad_norm": float(norm)}
+
+
+def _shared_gradient(gradient: Callable[..., tuple[Params, Params, dict[str, float]]],
+                     model: DynamicsModel, params: Params, tasks: Sequence[Task],
+                     config: MetaConfig, inner_lr: InnerLR | None, device: torch.device
+                     ) -> tuple[Params, Params, dict[str, float]]:
+    """``gradient`` of the whole meta-batch, computed by the processes together: this
+    rank's share (:func:`hogn.distributed.shard`) weighted by ``len(share) / B``, then
+    summed over the ranks by one ``all_reduce``. A rank without a task (``B`` below the
+    world size) adds zeros."""
+    _check_tasks(tasks)
+    share = [t.to(device) for t in distributed.shard(tasks)]
+    weight = len(share) / len(tasks)
+    if share:
+        grads, lr_grads, stats = gradient(model, params, share, config, inner_lr)
+    else:
+        _, learned = _meta_inputs(config, tasks, inner_lr)
+        grads = {k: torch.zeros_like(v) for k, v in params.items()}
+        lr_grads = {k: torch.zeros_like(v) for k, v in learned.items()}
+        stats = {"support_before": 0.0, "query_after": 0.0}
+    keys = sorted(stats)
+    values = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=device)
+    local = [g * weight for g in (*grads.values(), *lr_grads.values())]
+    summed = distributed.all_reduce_sum([*local, values * weight])
+    n = len(grads)
+    return (dict(zip(grads, summed[:n], strict=True)),
+            dict(zip(lr_grads, summed[n:-1], strict=True)),
+            dict(zip(keys, summed[-1].tolist(), strict=True)))
 
 
 class MetaHistory(list):  # type: ignore[type-arg]

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 import systems
-from hogn import models
+from hogn import distributed, models
 from hogn.io import FileFormatError, atomic_write, load_archive, save_archive
 from hogn.models.base import DynamicsModel
 from meta import batched
@@ -340,13 +340,27 @@ def _save_checkpoint(path: Path, model: DynamicsModel, optimizer: torch.optim.Op
     atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
-def _load_checkpoint(path: Path, model: DynamicsModel, optimizer: torch.optim.Optimizer,
-                     sampler: TaskSampler, rates: Mapping[str, Tensor] | None = None
-                     ) -> tuple[int, list[dict[str, float]]]:
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The payload of the checkpoint ``path`` (``None`` if there is none)."""
+    if not path.exists():
+        return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not a meta-learning checkpoint")
+        return payload
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot resume from this checkpoint ({exc}); delete it to "
+                         "start that phase again") from None
+
+
+def _load_checkpoint(path: Path, payload: Mapping[str, Any], model: DynamicsModel,
+                     optimizer: torch.optim.Optimizer, sampler: TaskSampler,
+                     rates: Mapping[str, Tensor] | None = None
+                     ) -> tuple[int, list[dict[str, float]]]:
+    """Load a checkpoint's payload (read from ``path``) into the model, optimizer,
+    task sampler and learned rates; returns the step and the history."""
+    try:
         saved = payload.get("inner_lr")
         if (saved is None) != (rates is None):
             raise ValueError("it was written " + ("without" if saved is None else "with")
@@ -372,18 +386,37 @@ def _load_checkpoint(path: Path, model: DynamicsModel, optimizer: torch.optim.Op
 def _pretrain_step(model: DynamicsModel, optimizer: torch.optim.Optimizer, tasks: Sequence,
                    loss: str) -> dict[str, float]:
     """One Adam step on all points (support and query) of the tasks, at the weights
-    (all tasks in one call: :func:`meta.batched.task_losses` at shared weights)."""
+    (all tasks in one call: :func:`meta.batched.task_losses` at shared weights).
+
+    In a group of several processes each computes the loss of its share of the tasks
+    (:func:`hogn.distributed.shard`; a rank without one, a stand-in task of weight 0),
+    and one ``all_reduce`` sums the gradients and losses: every process takes the
+    one-process step of the whole batch (to rounding)."""
     params = parameters(model)
-    k = torch.tensor([t.support.num_points for t in tasks], dtype=model.param_dtype,
+    b = len(tasks)
+    share, weight = list(tasks), 1.0
+    if distributed.active():
+        share = list(distributed.shard(tasks))
+        share, weight = (share, 1.0) if share else (list(tasks[:1]), 0.0)
+    k = torch.tensor([t.support.num_points for t in share], dtype=model.param_dtype,
                      device=model.param_device)
-    q = torch.tensor([t.query.num_points for t in tasks], dtype=k.dtype, device=k.device)
+    q = torch.tensor([t.query.num_points for t in share], dtype=k.dtype, device=k.device)
     losses = [batched.task_losses(model, params, batched.stack_points(
-        [getattr(t, part) for t in tasks], (), model.uses_edges), loss, {})
+        [getattr(t, part) for t in share], (), model.uses_edges), loss, {})
         for part in ("support", "query")]
-    value = ((k * losses[0] + q * losses[1]) / ((k + q) * len(tasks))).sum()
+    value = ((k * losses[0] + q * losses[1]) / ((k + q) * b)).sum()
+    if weight != 1.0:
+        value = value * weight
     optimizer.zero_grad(set_to_none=True)
     value.backward()
-    total = float(value.detach())
+    detached = value.detach()
+    if distributed.active():  # the sum over the ranks' shares
+        grads = [p for p in params.values() if p.grad is not None]
+        summed = distributed.all_reduce_sum([*(p.grad for p in grads), detached])
+        for p, g in zip(grads, summed, strict=False):
+            p.grad = g
+        detached = summed[-1]
+    total = float(detached)
     if not math.isfinite(total):
         raise FloatingPointError(f"pretraining loss is not finite ({total}); lower outer_lr")
     optimizer.step()
@@ -411,14 +444,16 @@ def _run_phase(phase: str, run: Path, model: DynamicsModel, sampler: TaskSampler
         optimizer = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
     ckpt = run / f"checkpoint-{phase}.pt"
     start, history = 0, []
-    if ckpt.exists():
-        start, history = _load_checkpoint(ckpt, model, optimizer, sampler, rates)
+    main = distributed.is_main()
+    payload = distributed.from_main(lambda: _read_checkpoint(ckpt))  # the same for every rank
+    if payload is not None:
+        start, history = _load_checkpoint(ckpt, payload, model, optimizer, sampler, rates)
         if start > config.iterations:
             raise ValueError(f"{ckpt} is at step {start}, past the {config.iterations} "
                              "iterations asked for; ask for at least as many")
     steps = range(start, config.iterations)
     bar = None
-    if progress and start < config.iterations:
+    if progress and main and start < config.iterations:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.iterations, initial=start, disable=None,
@@ -435,7 +470,7 @@ def _run_phase(phase: str, run: Path, model: DynamicsModel, sampler: TaskSampler
             bar.update(1)
             key = "query_after" if phase == "meta" else "loss"
             bar.set_postfix({key: f"{stats[key]:.4g}"}, refresh=False)
-        if (it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations:
+        if main and ((it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations):
             _save_checkpoint(ckpt, model, optimizer, sampler, it + 1, history, rates)
             on_checkpoint(history)
     if bar is not None:
@@ -478,6 +513,13 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     Running again with the same options resumes each phase from its last checkpoint
     (or does nothing when finished); more ``iterations`` extend both phases.
 
+    Several processes (``torchrun``; :mod:`hogn.distributed`): every process calls
+    this with the same arguments; each meta-step's (and pretraining step's) tasks are
+    shared among them and their gradients summed (:func:`meta.meta_train_step`), so
+    the run equals the one-process run to rounding. Rank 0 alone generates the data
+    (handed to the others), writes the folder and shows progress; a resume's
+    checkpoint is read by rank 0 and handed to every rank.
+
     Args:
         run: Run folder (created).
         config: Options.
@@ -497,10 +539,23 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     """
     run = Path(run)
     config.validate()
-    _check_folder(run, config)
-    run.mkdir(parents=True, exist_ok=True)
+    with distributed.process_group("cpu"):
+        return _meta_train_run(run, config, progress, data)
+
+
+def _meta_train_run(run: Path, config: ProtocolConfig, progress: bool,
+                    data: Mapping[str, systems.Dataset] | None) -> dict[str, Any]:
+    """:func:`meta_train_run` with checked options, in one process or a process group."""
+    main = distributed.is_main()
+
+    def prepare() -> None:
+        _check_folder(run, config)
+        run.mkdir(parents=True, exist_ok=True)
+
+    distributed.from_main(prepare)
     if data is None:
-        data = load_systems(config.training_systems, config.trajectories, config.seed)
+        data = distributed.from_main(lambda: load_systems(
+            config.training_systems, config.trajectories, config.seed))
     missing = [s for s in config.training_systems if s not in data]
     if missing or config.holdout in data:
         raise ValueError(f"data must hold exactly the training systems "
@@ -511,13 +566,18 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     record = {"format": RUN_FORMAT, "version": 1, "protocol": config.to_dict(),
               "training_systems": config.training_systems, "data": _describe(data),
               "files": files}
-    atomic_write(run / "config.json", lambda fh: fh.write(
-        (json.dumps(record, indent=2) + "\n").encode()))
     model = make_model(config.model, config.torch_dtype, config.seed, **config.model_args)
-    if (run / "init.pt").exists():
-        model.load_state_dict(models.load(run / "init.pt").state_dict())
-    else:
-        model.save(run / "init.pt")
+
+    def initial_weights() -> dict[str, Tensor]:
+        atomic_write(run / "config.json", lambda fh: fh.write(
+            (json.dumps(record, indent=2) + "\n").encode()))
+        if (run / "init.pt").exists():
+            model.load_state_dict(models.load(run / "init.pt").state_dict())
+        else:
+            model.save(run / "init.pt")
+        return model.state_dict()
+
+    model.load_state_dict(distributed.from_main(initial_weights))  # rank 0's on every rank
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     histories: dict[str, list[dict[str, float]]] = {}
@@ -535,10 +595,14 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
                                              written)
         if rates is not None:
             learned = {k: v.detach().clone() for k, v in rates.items()}
-            _save_rates(run / RATES_FILE, learned, config)
-        model.save(run / ("meta.pt" if phase == "meta" else "pretrained.pt"))
-    _write_metrics(run, histories)
-    _loss_plot(histories, run / "loss.png", config)
+            if main:
+                _save_rates(run / RATES_FILE, learned, config)
+        if main:
+            model.save(run / ("meta.pt" if phase == "meta" else "pretrained.pt"))
+    if main:
+        _write_metrics(run, histories)
+        _loss_plot(histories, run / "loss.png", config)
+    distributed.barrier()  # every rank returns once rank 0 has written the folder
     result = {**record, "history": histories}
     if learned is not None:
         result["inner_lr"] = learned

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hogn import distributed
 from hogn.cli.common import (
     NONNEG_FLOAT,
     NONNEG_INT,
@@ -48,7 +49,14 @@ def _variant(config: protocol.ProtocolConfig) -> str:
 
 
 def cmd_meta_train(args: argparse.Namespace) -> int:
-    """Meta-train on six systems (and the pretrained baseline) into a run folder."""
+    """Meta-train on six systems (and the pretrained baseline) into a run folder (under
+    ``torchrun``: in each of its processes, which share every meta-batch's tasks; rank 0
+    writes and prints)."""
+    with distributed.process_group("cpu"):
+        return _meta_train(args)
+
+
+def _meta_train(args: argparse.Namespace) -> int:
     protocol.check_system(args.holdout)
     _check_options(args)
     model_args: dict[str, Any] = {}
@@ -63,11 +71,16 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
                                      pretrain=not args.no_pretrain,
                                      learn_inner_lr=args.meta_sgd, anil=args.anil, **options)
     start = time.perf_counter()
-    if not args.quiet:
+    main = distributed.is_main()
+    if not args.quiet and main:
+        processes = distributed.world_size()
+        where = f" in {processes} processes" if processes > 1 else ""
         print(f"meta-training {config.model} with {_variant(config)} on "
               f"{', '.join(config.training_systems)} ({config.trajectories} trajectories "
-              f"each); {config.holdout} held out", flush=True)
+              f"each); {config.holdout} held out{where}", flush=True)
     record = protocol.meta_train_run(args.output, config, progress=not args.quiet)
+    if not main:
+        return 0
     meta_rows = record["history"]["meta"]
     pre_rows = record["history"].get("pretrain") or []
     tail = max(1, len(meta_rows) // 10)
