@@ -137,6 +137,44 @@ class Dataset:
         """The held-out (test) trajectories."""
         return self.select(self.test)
 
+    def snapshots(self, radius: float | None = None) -> Dataset:
+        """Every saved state as a one-state graph of its own (``T = 1``, ``T · G`` graphs).
+
+        For training on the derivative target when the edges change over time (short-
+        range forces in a box): each state gets the edges of its own positions, the
+        pairs closer than ``radius`` (minimum image with a box; cell lists, ``O(N)``),
+        instead of the initial state's edges for the whole trajectory. The graphs are
+        time-major (all graphs at ``t_0``, then at ``t_1``, ...); a state keeps its
+        trajectory's ``test`` flag, box and constants; the observations, if any, come
+        along; ``t`` keeps the first time only (a snapshot has no time step).
+
+        Args:
+            radius: Cut-off of the rebuilt edges (> 0); ``None`` keeps each
+                trajectory's stored edges (and edge constants) for all its states.
+
+        Returns:
+            The snapshot dataset.
+        """
+        from hogn.graph import ptr_from_sizes, radius_graph
+
+        steps, d = self.t.numel(), self.dim
+        ptr = ptr_from_sizes(self.sizes.repeat(steps).tolist(), self.ptr.device)
+        box = None if self.box is None else self.box.repeat(steps, 1)
+        series = {name: None if getattr(self, name) is None
+                  else getattr(self, name).reshape(1, -1, d) for name in _NODE_SERIES}
+        if radius is None:
+            n, edges = self.q.shape[1], self.edge_index.shape[1]
+            shift = torch.arange(steps, device=self.edge_index.device).repeat_interleave(edges)
+            edge_index = self.edge_index.repeat(1, steps) + n * shift
+            edge_attr = None if self.edge_attr is None else self.edge_attr.repeat(steps, 1)
+        else:
+            edge_index = radius_graph(series["q"][0], ptr, radius, box=box)
+            edge_attr = None
+        return replace(self, t=self.t[:1], c=self.c.repeat(steps, 1), edge_index=edge_index,
+                       ptr=ptr, edge_attr=edge_attr, test=self.test.repeat(steps), box=box,
+                       meta={**self.meta, "snapshots": {"radius": radius, "of_points": steps}},
+                       **series)
+
     # --------------------------------------------------------------- physics
     def system(self) -> Any:
         """Rebuild the :class:`systems.base.System` that generated this dataset."""
