@@ -223,22 +223,10 @@ def pair_potential(q: Tensor, m: Tensor, ptr: Tensor, G: float = 1.0,
 
 def pair_forces(q: Tensor, m: Tensor, ptr: Tensor, G: float = 1.0,
                 softening: float = 0.0, chunk: int | None = None) -> Tensor:
-    """``−∂V/∂q`` of :func:`pair_potential`, by blocks of rows, ``O(N · chunk)`` memory.
-
-    Args:
-        q: Positions ``[..., N, d]``.
-        m: Masses ``[N]``.
-        ptr: Node offsets ``[G + 1]``.
-        G: Gravitational constant.
-        softening: ``ε >= 0``.
-        chunk: Rows per block (``None``: about ``2^18`` pairs per block).
-
-    Returns:
-        ``F_i = −G m_i Σ_j m_j (q_i − q_j) / (|q_i − q_j|² + ε²)^{3/2}``, ``[..., N, d]``.
-
-    Raises:
-        ValueError: On a ``chunk`` that is not a positive int.
-    """
+    """``−∂V/∂q`` of :func:`pair_potential` (same arguments), by blocks of rows, in
+    ``O(N · chunk)`` memory: ``F_i = −G m_i Σ_j m_j (q_i − q_j) / (|q_i − q_j|² + ε²)^{3/2}``,
+    ``[..., N, d]`` like ``q``. Raises ``ValueError`` on a ``chunk`` that is not a
+    positive int."""
     _check_chunk(chunk)
     return (-float(G)) * _row_sums(q, _layout(ptr, q.device), m, float(softening) ** 2,
                                    chunk, _pull, q.shape[-1])

@@ -6,8 +6,6 @@ smoke run, and the springs' dense field against autograd of the edge-list ``H``.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -15,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import systems
 from hogn.graph import GraphBatch, fully_connected, ptr_from_sizes
 from systems import gravity
-from systems.base import constant_masses, node_sum, pair_sum, uniform
+from systems.base import node_sum, pair_sum, uniform
 from systems.gravity import AUTO_COMPLETE_MAX, GravityNBody, pair_forces, pair_potential
 
 F64 = torch.float64
@@ -174,48 +172,40 @@ def test_close_passes_by_blocks_equal_the_edge_list(chunk):
 
 
 # ----------------------------------------------------------------------- sampler
-def _old_sample(system, sizes, generator):
-    """The sampler as it was: the virial scaling's ``V`` from ``energy`` on the complete
-    graph's edge list."""
-    d = system.native_dim
-    c = constant_masses(sizes, system.params["mass"], generator)
-    qs, ps, offset = [], [], 0
-    for n in sizes:
-        m = c[offset: offset + n, 0:1]
-        offset += n
-        radius = system.params["radius"] * n ** (1 / d)
-        direction = torch.randn(n, d, generator=generator, dtype=F64)
-        direction = direction / direction.norm(dim=-1, keepdim=True)
-        q = direction * radius * uniform(generator, (n, 1), 0.0, 1.0) ** (1 / d)
-        q = q - (m * q).sum(0) / m.sum()
-        v = torch.randn(n, d, generator=generator, dtype=F64)
-        v = v - (m * v).sum(0) / m.sum()
-        graph = GraphBatch(q, torch.zeros_like(q), m, fully_connected([n]), ptr_from_sizes([n]))
-        src, dst = graph.edge_index  # energy's edge list, as it was written
-        r2 = ((q[..., src, :] - q[..., dst, :]) ** 2).sum(-1) + system.params["softening"] ** 2
-        energy = node_sum((graph.p**2).sum(-1) / (2 * m[:, 0]), graph) + pair_sum(
-            -system.params["G"] * m[src, 0] * m[dst, 0] / torch.sqrt(r2), graph)
-        potential = -energy.item()
-        kinetic = 0.5 * (m * v**2).sum().item()
-        v = v * math.sqrt(system.params["virial"] * potential / max(kinetic, 1e-300))
-        qs.append(q)
-        ps.append(m * v)
-    return torch.cat(qs), torch.cat(ps), c
+def _edge_list_potential(q, m, g, eps2):
+    """The sampler's ``V`` as it was: ``energy`` on the complete graph's edge list."""
+    n = q.shape[0]
+    graph = GraphBatch(q, torch.zeros_like(q), m[:, None], fully_connected([n]),
+                       ptr_from_sizes([n]))
+    src, dst = graph.edge_index
+    r2 = ((q[..., src, :] - q[..., dst, :]) ** 2).sum(-1) + eps2
+    energy = node_sum((graph.p**2).sum(-1) / (2 * m), graph) + pair_sum(
+        -g * m[src] * m[dst] / torch.sqrt(r2), graph)
+    return energy.item()
 
 
 @pytest.mark.parametrize("params, n_particles", [
     ({}, 1), ({}, 2), ({}, 50), ({}, (2, 12)), ({"dim": 3, "mass": (0.5, 2.0)}, (3, 40)),
     ({"softening": 0.0, "G": 2.5, "virial": 0.3}, 17), ({}, 700),
 ])
-def test_sampler_equals_the_complete_graph_computation(params, n_particles):
-    """Bit for bit the states the complete-graph computation drew (same seed)."""
+def test_sampler_equals_the_complete_graph_computation(params, n_particles, monkeypatch):
+    """Bit for bit the states drawn when the virial scaling's ``V`` came from the
+    complete graph's edge list (same seed)."""
     system = GravityNBody(**params)
     new = system.sample(3, seed=11, n_particles=n_particles)
-    gen = torch.Generator().manual_seed(11)
-    sizes = system._sizes(3, n_particles, gen)
-    q, p, c = _old_sample(system, sizes, gen)
-    assert torch.equal(new.q, q) and torch.equal(new.p, p) and torch.equal(new.c, c)
-    assert torch.equal(new.edge_index, fully_connected(sizes))
+    seen, ordered = [], gravity._ordered_potential
+
+    def old(q, m, g, eps2):
+        v = _edge_list_potential(q, m, g, eps2)
+        seen.append(ordered(q, m, g, eps2) == v)  # the new V, bit for bit
+        return v
+
+    monkeypatch.setattr(gravity, "_ordered_potential", old)
+    before = system.sample(3, seed=11, n_particles=n_particles)
+    assert len(seen) == 3 and all(seen)
+    assert torch.equal(new.q, before.q) and torch.equal(new.p, before.p)
+    assert torch.equal(new.c, before.c)
+    assert torch.equal(new.edge_index, fully_connected(new.sizes))
 
 
 def test_edges_parameter():
