@@ -4,7 +4,9 @@ and all trajectories packed into one call.
 Times ``systems.generate`` (sample, simulate the whole batch with the adaptive
 eighth-order Dormand–Prince method and a step size per trajectory, resample the
 trajectories a system rejects, compute the true derivatives) for every registered
-system over the meta-learning paper's span for three-body and pendulum (100 points
+system whose ground truth is that adaptive method (``system.ground_truth_method ==
+"adaptive"``; Lennard-Jones steps velocity Verlet at a fixed step, for which scipy's
+DOP853 is no peer) over the meta-learning paper's span for three-body and pendulum (100 points
 over ``[0, 10]``), and beside it two scipy DOP853 peers on the initial states our
 generator kept, with hand-written vectorised numpy right-hand sides:
 

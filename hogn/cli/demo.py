@@ -55,7 +55,10 @@ def _systems_table(args: argparse.Namespace, out: Path) -> None:
           "every system, float64 ground truth\n")
     for name in systems.names():
         system = systems.get(name)
-        n_particles = None if system.n_particles is not None else (4, 6)
+        # any-N systems: 4-6 particles, or the fewest a system allows (a periodic box
+        # must hold twice its interaction range)
+        low = max(4, getattr(system, "min_particles", lambda: 4)())
+        n_particles = None if system.n_particles is not None else (low, low + 2)
         start = time.perf_counter()
         data = systems.generate(system, args.trajectories, args.steps, args.dt, seed=args.seed,
                                 n_particles=n_particles, progress=not args.quiet)
