@@ -62,7 +62,8 @@ def check_simulation_work(system: Any, trajectories: int, steps: int, dt: float,
                 f"x {d} dims{{edges}})"
         checks.check_memory(node_bytes(n_hint), label.format(n=n_hint, edges=""))
         # the edges of the largest graph, from one small sample (cheap at any size)
-        one = system.sample(1, 0, n_particles=None if hi is None else min(hi, 16))
+        small = max(min(hi, 16), getattr(system, "min_particles", lambda: 1)()) if hi else None
+        one = system.sample(1, 0, n_particles=small)
         m, e = one.q.shape[0], one.edge_index.shape[1]
         n = m if hi is None else hi
         edges = n * (n - 1) if m > 1 and e >= m * (m - 1) else e * n / max(m, 1)

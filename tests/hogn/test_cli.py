@@ -223,3 +223,15 @@ def test_evaluate_refuses_a_bad_threshold(files, capsys, threshold):
     _, data, run = files
     _refused_by_parser(capsys, ["evaluate", str(run), str(data), "--threshold", threshold],
                        "--threshold")
+
+
+def test_generate_a_periodic_3d_lennard_jones_dataset(tmp_path, capsys):
+    """The memory pre-check samples a small system: at least the fewest particles a
+    periodic box allows (88 in 3-D at the default density), not a fixed 16."""
+    import systems
+
+    out = tmp_path / "lj3.pt"
+    assert main(["generate", "lennard-jones", "--param", "dim=3", "--n-particles", "88..90",
+                 "--trajectories", "2", "--steps", "2", "-o", str(out)]) == 0
+    data = systems.Dataset.load(out)
+    assert data.box is not None and data.box.shape == (2, 3) and data.dim == 3
