@@ -1,6 +1,6 @@
 """``benchmarks/bench_nbody.py --quick`` runs and reports what must hold whatever the
 timing: the gravity sampler without edge lists draws bit for bit the states of the
-complete-graph way, both fields agree, and the dense spring field gives the edge-list
+complete-graph way, both fields agree (1e-10), and the dense spring field gives the edge-list
 field's trajectories (no timing is asserted)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_quick_nbody_benchmark(tmp_path):
     assert report["pass"] is True and all(report["checks"].values())
     sizes = report["config"]["sizes"]
     assert {f"gravity.sample_identical_{n}" for n in sizes} <= set(report["checks"])
-    assert {f"gravity.field_equal_{n}" for n in sizes} <= set(report["checks"])
+    assert {f"gravity.field_close_{n}" for n in sizes} <= set(report["checks"])
     rows = report["gravity"]["rows"]
     assert {(r["way"], r["N"]) for r in rows} == {(w, n) for w in ("old", "new") for n in sizes}
     for r in rows:
