@@ -396,13 +396,7 @@ def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
 def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: TrainConfig, dt: float,
            optimizer: torch.optim.Optimizer | None, epoch: int, progress: bool) -> float:
     total, count = 0.0, 0
-    batches: Iterator[Any] = iter(loader)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, total=len(loader), leave=False, disable=None,
-                       desc=f"epoch {epoch}" + ("" if optimizer else " val"))
-    for step, batch in enumerate(batches):
+    for step, batch in enumerate(_batches(loader, epoch, optimizer is not None, progress)):
         batch = batch.to(cfg.device)
         if optimizer is None:
             loss = _batch_loss(model, batch, cfg, dt)
@@ -410,16 +404,35 @@ def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: Train
         else:
             optimizer.zero_grad(set_to_none=True)
             loss = _batch_loss(model, batch, cfg, dt)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at epoch "
-                                         f"{epoch}, step {step}")
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            _step(loss, loss, model, optimizer, cfg, epoch, step)
         total += float(loss.detach()) * batch.num_graphs
         count += batch.num_graphs
     return total / max(count, 1)
+
+
+def _batches(loader: torch.utils.data.DataLoader, epoch: int, training: bool,
+             progress: bool) -> Iterator[Any]:
+    """The loader's batches, behind a tqdm bar when ``progress``."""
+    batches: Iterator[Any] = iter(loader)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=len(loader), leave=False, disable=None,
+                       desc=f"epoch {epoch}" + ("" if training else " val"))
+    return batches
+
+
+def _step(loss: Tensor, value: Tensor, model: DynamicsModel,
+          optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int, step: int) -> None:
+    """Stop on a non-finite batch loss ``value``, else back-propagate ``loss`` (clipping
+    the gradient norm as configured) and take the optimizer step."""
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"non-finite training loss ({value.item()}) at epoch "
+                                 f"{epoch}, step {step}")
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
 
 
 def _sharded_epoch(ddp: torch.nn.parallel.DistributedDataParallel | None,
@@ -439,12 +452,7 @@ def _sharded_epoch(ddp: torch.nn.parallel.DistributedDataParallel | None,
     world = distributed.world_size()
     total, count = 0.0, 0
     part = torch.zeros((), dtype=torch.float64)  # validation: this rank's sum
-    shares: Iterator[Any] = iter(loader)
-    if progress and distributed.is_main():
-        from tqdm.auto import tqdm
-
-        shares = tqdm(shares, total=len(loader), leave=False, disable=None,
-                      desc=f"epoch {epoch}" + ("" if optimizer else " val"))
+    shares = _batches(loader, epoch, optimizer is not None, progress and distributed.is_main())
     for step, share in enumerate(shares):
         batch = share.batch.to(_device_of(model))
         elements = share.nodes * (batch.y_q[0].numel() + batch.y_p[0].numel())
@@ -457,13 +465,7 @@ def _sharded_epoch(ddp: torch.nn.parallel.DistributedDataParallel | None,
             optimizer.zero_grad(set_to_none=True)
             loss = ddp(batch) * ((0.0 if share.empty else world) / elements)
             (mean,) = distributed.all_reduce_sum([loss.detach() / world])
-            if not torch.isfinite(mean):
-                raise NonFiniteLossError(f"non-finite training loss ({mean.item()}) at epoch "
-                                         f"{epoch}, step {step}")
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            _step(loss, mean, model, optimizer, cfg, epoch, step)
             total += float(mean) * share.graphs
         count += share.graphs
     if optimizer is None:
