@@ -32,6 +32,8 @@ from hogn.nn import (
     Softplus,
     blocked_linear,
     blocked_matmul,
+    cutoff_envelope,
+    cutoff_envelope_slope,
     minimum_image,
     scatter_sum,
 )
@@ -72,14 +74,11 @@ def _mlp_supported(mlp: nn.Module) -> bool:
 def supports(net: GraphNetwork | MLP) -> bool:
     """Whether :func:`energy_and_gradient` (a graph network) or
     :func:`mlp_input_gradient` (an MLP) can run ``net``: every activation has a written
-    derivative and (a graph network) no cutoff envelope. (Weights may be plain or
-    stacked per block of rows, as :mod:`meta.batched` gives them; see
-    :func:`hogn.nn.blocked_linear`.)"""
+    derivative. (Weights may be plain or stacked per block of rows, as
+    :mod:`meta.batched` gives them; see :func:`hogn.nn.blocked_linear`.)"""
     if isinstance(net, MLP):
         return _mlp_supported(net)
     gn = net
-    if getattr(gn, "cutoff", None) is not None:
-        return False
     mlps = [gn.node_encoder, gn.edge_encoder, gn.node_decoder]
     mlps += [m for block in gn.blocks for m in (block.edge_mlp, block.node_mlp)]
     if gn.edge_decoder is not None:
@@ -208,6 +207,8 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
     rel = minimum_image(q.index_select(0, dst) - q.index_select(0, src), box)
     dist = (rel.square().sum(-1, keepdim=True) + gn.distance_eps).sqrt()
     g = torch.cat([rel, dist] + ([edge_attr] if gn.edge_features else []), -1)
+    # a smooth cutoff weighs each edge's messages and edge energy by w(|rel|)
+    env = None if gn.cutoff is None else cutoff_envelope(dist, gn.cutoff)  # [E, 1]
     parts = ([p] if gn.use_momenta else []) + [c] + ([q] if gn.absolute_positions else [])
     x, x_slopes = _mlp_rest(gn.node_encoder,
                             _narrow_linear(torch.cat(parts, -1), gn.node_encoder[0].weight,
@@ -235,20 +236,23 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
         if summed_last and k == len(gn.blocks) - 1:
             a, edge_slopes = _mlp_hidden(block.edge_mlp, z)
             last = _linears(block.edge_mlp)[-1]
-            degree = scatter_sum(torch.ones_like(dst, dtype=x.dtype), dst, n, backend)
-            agg = (scatter_sum(e, dst, n, backend)
-                   + nn.functional.linear(scatter_sum(a, dst, n, backend), last.weight)
-                   + degree[:, None] * last.bias)
+            ones = torch.ones_like(dst, dtype=x.dtype) if env is None else env[:, 0]
+            degree = scatter_sum(ones, dst, n, backend)
+            summed_a = scatter_sum(a if env is None else a * env, dst, n, backend)
+            agg = (scatter_sum(e if env is None else e * env, dst, n, backend)
+                   + nn.functional.linear(summed_a, last.weight) + degree[:, None] * last.bias)
+            kept = (e, a)  # the weight's gradient needs the summed latent's parts
         else:
             msg, edge_slopes = _mlp_rest(block.edge_mlp, z)
             e = e + msg
-            agg = scatter_sum(e, dst, n, backend)
+            agg = scatter_sum(e if env is None else e * env, dst, n, backend)
+            kept = (e, None)
         v = block.node_mlp[0].weight
         z = (blocked_linear(x, v[..., :h], block.node_mlp[0].bias)
              + blocked_linear(agg, v[..., h:]))
         upd, node_slopes = _mlp_rest(block.node_mlp, z)
         x = x + upd
-        saved.append((edge_slopes, node_slopes))
+        saved.append((edge_slopes, node_slopes, kept))
     node_energy, dec_slopes = _mlp_rest(
         gn.node_decoder, blocked_linear(x, gn.node_decoder[0].weight, gn.node_decoder[0].bias))
     edge_energy = None
@@ -258,15 +262,21 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
             gn.edge_decoder, blocked_linear(e, gn.edge_decoder[0].weight,
                                             gn.edge_decoder[0].bias))
         grad_e = blocked_matmul(_mlp_back(gn.edge_decoder, edec_slopes,
-                                          torch.ones_like(edge_energy)),
+                                          torch.ones_like(edge_energy) if env is None
+                                          else env.expand_as(edge_energy)),
                                 gn.edge_decoder[0].weight)
+        if env is not None:
+            grad_w = edge_energy.sum(-1, keepdim=True)  # d(Σ w ε_e)/dw
+            edge_energy = edge_energy * env
 
     # Reverse, for the inputs only.
     grad_x = blocked_matmul(_mlp_back(gn.node_decoder, dec_slopes, torch.ones_like(node_energy)),
                             gn.node_decoder[0].weight)
     grad_g = None
+    if env is not None and gn.edge_decoder is None:
+        grad_w = torch.zeros_like(env)
     for k in reversed(range(len(gn.blocks))):
-        block, (edge_slopes, node_slopes) = gn.blocks[k], saved[k]
+        block, (edge_slopes, node_slopes, (e_k, a_k)) = gn.blocks[k], saved[k]
         v = block.node_mlp[0].weight
         dz = _mlp_back(block.node_mlp, node_slopes, grad_x)
         grad_agg = blocked_matmul(dz, v[..., h:])
@@ -274,10 +284,18 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
         if summed_last and k == len(gn.blocks) - 1:
             grad_e = grad_agg.index_select(0, dst)
             last = _linears(block.edge_mlp)[-1]
-            dz = _hidden_back(block.edge_mlp, edge_slopes,
-                              (grad_agg @ last.weight).index_select(0, dst))
+            grad_a = (grad_agg @ last.weight).index_select(0, dst)
+            if env is not None:  # agg = Σ w (e + a Wᵀ + b)
+                grad_w = grad_w + ((grad_e * e_k).sum(-1, keepdim=True)
+                                   + (grad_a * a_k).sum(-1, keepdim=True)
+                                   + (grad_agg @ last.bias[:, None]).index_select(0, dst))
+                grad_e, grad_a = grad_e * env, grad_a * env
+            dz = _hidden_back(block.edge_mlp, edge_slopes, grad_a)
         else:
             grad_agg = grad_agg.index_select(0, dst)
+            if env is not None:  # agg = Σ w e
+                grad_w = grad_w + (grad_agg * e_k).sum(-1, keepdim=True)
+                grad_agg = grad_agg * env
             grad_e = grad_agg if grad_e is None else grad_e + grad_agg
             dz = _mlp_back(block.edge_mlp, edge_slopes, grad_e)
         w = block.edge_mlp[0].weight
@@ -299,7 +317,10 @@ def energy_and_gradient(gn: GraphNetwork, q: Tensor, p: Tensor | None, c: Tensor
                            gn.node_encoder[0].weight)
     dg = _times_narrow(_mlp_back(gn.edge_encoder, e_slopes, grad_e), gn.edge_encoder[0].weight)
     grad_g = dg if grad_g is None else grad_g + dg
-    grad_rel = grad_g[:, :d] + grad_g[:, d:d + 1] * rel / dist
+    grad_dist = grad_g[:, d:d + 1]
+    if env is not None:
+        grad_dist = grad_dist + grad_w * cutoff_envelope_slope(dist, gn.cutoff)
+    grad_rel = grad_g[:, :d] + grad_dist * rel / dist
     grad_q = scatter_sum(grad_rel, dst, n, backend) - scatter_sum(grad_rel, src, n, backend)
     if gn.absolute_positions:
         grad_q = grad_q + grad_u[:, -d:]

@@ -47,6 +47,7 @@ __all__ = [
     "blocked_linear",
     "blocked_matmul",
     "cutoff_envelope",
+    "cutoff_envelope_slope",
     "edge_geometry",
     "minimum_image",
     "resolve_scatter",
@@ -320,6 +321,13 @@ def cutoff_envelope(dist: Tensor, cutoff: float) -> Tensor:
     """
     x = (dist / cutoff).clamp(max=1.0)
     return 1.0 - x.pow(3) * (10.0 - x * (15.0 - 6.0 * x))
+
+
+def cutoff_envelope_slope(dist: Tensor, cutoff: float) -> Tensor:
+    """Derivative of :func:`cutoff_envelope` in ``dist``, ``[E, 1]``:
+    ``w'(x) / cutoff = −30 x² (1 − x)² / cutoff`` (``0`` from the cutoff on)."""
+    x = (dist / cutoff).clamp(max=1.0)
+    return (-30.0 / cutoff) * (x * (1.0 - x)).square()
 
 
 class GNBlock(MessagePassing):
