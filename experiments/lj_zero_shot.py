@@ -7,10 +7,11 @@ truth with neighbour lists). Training trajectories of 16–64 particles; every s
 state becomes a graph of its own with the edges of its own positions
 (``Dataset.snapshots(r_c)``), and the model learns the true derivatives.
 
-Model: a graph Hamiltonian (``--model``, default ``separable-hogn``: ``H = T(p) +
-V(q)`` as for the fluid, so leapfrog is exact-symplectic for it) with a smooth
-``cutoff`` at r_c: its energy only reads pairs closer than r_c, so it is the same on
-any neighbour graph that holds them, in a box of any size.
+Model: a graph Hamiltonian (``--model``, default ``hogn``, rolled out with rk4;
+``separable-hogn``, ``H = T(p) + V(q)``, rolls out with leapfrog, but learned the
+forces ten times worse in a 10-epoch trial: held-out force NMSE 0.57 against 0.054)
+with a smooth ``cutoff`` at r_c: its energy only reads pairs closer than r_c, so it is
+the same on any neighbour graph that holds them, in a box of any size.
 
 Zero-shot test: fresh fluids of ``--sizes`` particles (never seen in training) are
 rolled out with the learned model on a neighbour list (``hogn.rollout(...,
@@ -56,11 +57,11 @@ from hogn.metrics import radial_distribution
 from hogn.report import write_json
 
 NAME = "lj_zero_shot"
-FULL = {"trajectories": 128, "steps": 40, "dt": 0.05, "particles": (16, 64), "epochs": 30,
-        "hidden": 64, "batch_size": 32, "sizes": {4096: 1000, 16384: 100},
+FULL = {"trajectories": 64, "steps": 40, "dt": 0.05, "particles": (16, 64), "epochs": 20,
+        "hidden": 64, "batch_size": 32, "lr": 3e-3, "sizes": {4096: 1000, 16384: 100},
         "rollout_dt": 0.005, "rdf_frames": 10}
 QUICK = {"trajectories": 8, "steps": 4, "dt": 0.05, "particles": (16, 20), "epochs": 1,
-         "hidden": 8, "batch_size": 16, "sizes": {256: 20, 1024: 4},
+         "hidden": 8, "batch_size": 16, "lr": 3e-3, "sizes": {256: 20, 1024: 4},
          "rollout_dt": 0.005, "rdf_frames": 3}
 RDF_BINS = 50
 
@@ -87,7 +88,7 @@ def train_model(cfg: dict[str, Any], model_name: str, work: Path, seed: int, log
                             cutoff=lj.cutoff)
     t0 = time.perf_counter()
     result = hogn.train(model, snaps, work / "run", target="derivative", epochs=cfg["epochs"],
-                        batch_size=cfg["batch_size"], seed=seed, progress=False)
+                        batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed, progress=False)
     seconds = time.perf_counter() - t0
     held = snaps.heldout.to(dtype=torch.float32)
     state = held.state(0)
@@ -191,7 +192,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{info['train_seconds_total']:.0f} s, all pieces {cfg['wall_seconds'] / 60:.1f} min "
         "of wall time over however many runs resumed it). "
         f"A `{cfg['model']}` (hidden {cfg['hidden']}, {info['parameters']} parameters, "
-        f"smooth cutoff at r_c = {cfg['cutoff']}) trained for {cfg['epochs']} epochs on the "
+        f"smooth cutoff at r_c = {cfg['cutoff']}) trained for {cfg['epochs']} epochs (Adam, lr "
+        f"{cfg['lr']:g}, batches of {cfg['batch_size']}) on the "
         f"derivatives of {info['train_graphs']} snapshots of 2-D Lennard-Jones fluids of "
         f"{info['train_particles'][0]}–{info['train_particles'][1]} particles (density 0.5, "
         f"temperature 1, periodic boxes); held-out force NMSE "
@@ -275,7 +277,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = experiment_parser(__doc__, "tiny sizes, seconds (CI)",
                                "redraw the md and png from the JSON only")
-    parser.add_argument("--model", default="separable-hogn", choices=["separable-hogn", "hogn"])
+    parser.add_argument("--model", default="hogn", choices=["hogn", "separable-hogn"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=None,
                         help="folder of resumable pieces (default runs/lj_zero_shot[_quick])")
