@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from hogn import integrators
+from hogn import checks, integrators
 from hogn.graph import GraphBatch, fully_connected, ptr_from_sizes
 
 __all__ = ["System", "node_sum", "pair_sum"]
@@ -80,6 +80,12 @@ class System:
         if unknown:
             raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; expected some of "
                              f"{sorted(self.defaults)} (and embed_dim)")
+        numeric = [k for k, v in params.items() if isinstance(v, bool)
+                   and isinstance(self.defaults.get(k), (int, float))
+                   and not isinstance(self.defaults.get(k), bool)]
+        if numeric:
+            raise ValueError(f"{self.name}: parameter {numeric[0]} must be a number, got "
+                             f"{params[numeric[0]]!r} (a bool is not a number)")
         self.params: dict[str, Any] = {**self.defaults, **params}
         if "dim" in self.defaults:  # any-dimension systems take their d as a parameter
             dim = self.params["dim"]
@@ -370,8 +376,8 @@ class System:
         """
         method = self.ground_truth_method if method is None else method
         self.check_graph(graph)
-        if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+        self._check_run(graph, dt, steps, substeps)
+        rtol, atol = checks.tolerance(rtol, "rtol"), checks.nonnegative_float(atol, "atol")
         f = self.vector_field(graph)
         desc = self.name if progress else False
         check = self.stop_condition if stop else None
@@ -396,6 +402,16 @@ class System:
         if check is not None:
             stopped = check(q, p, graph).any(0)
         return q, p, stopped
+
+    def _check_run(self, graph: GraphBatch, dt: Any, steps: Any, substeps: Any) -> None:
+        """The rules every ground-truth run obeys: a float64 state, ``dt > 0`` finite,
+        ``steps >= 0`` and ``substeps >= 1`` ints (bools are not numbers)."""
+        if graph.q.dtype != torch.float64 or graph.p.dtype != torch.float64:
+            raise ValueError(f"{self.name}: ground truth runs in float64, got a {graph.q.dtype} "
+                             "state (cast it with graph.to(dtype=torch.float64))")
+        checks.positive_float(dt, "dt")
+        checks.nonnegative_int(steps, "steps")
+        checks.positive_int(substeps, "substeps")
 
     def simulate(self, graph: GraphBatch, dt: float, steps: int, **options: Any) -> Any:
         """Simulate initial states into a :class:`~systems.dataset.Dataset`.

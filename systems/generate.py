@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hogn import checks
 from hogn.graph import GraphBatch
 from hogn.metrics import relative_drift
 from systems.base import System
@@ -76,16 +77,16 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
         system = _registry_get(system)
     method = system.ground_truth_method if method is None else method
     max_drift = system.max_energy_drift if max_drift is None else max_drift
-    if not isinstance(trajectories, int) or trajectories < 1:
-        raise ValueError(f"trajectories must be a positive int, got {trajectories!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive finite number, got {dt!r}")
-    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction!r}")
+    # one rule per kind of value, shared with the command line (bools are not numbers)
+    trajectories = checks.positive_int(trajectories, "trajectories")
+    steps = checks.positive_int(steps, "steps")
+    dt = checks.positive_float(dt, "dt")
+    noise = checks.nonnegative_float(noise, "noise")
+    test_fraction = checks.fraction(test_fraction, "test_fraction", upper_open=True)
+    rtol = checks.tolerance(rtol, "rtol")
+    substeps = checks.positive_int(substeps, "substeps")
+    max_rounds = checks.positive_int(max_rounds, "max_rounds")
+    seed = checks.nonnegative_int(seed, "seed")
     gen = torch.Generator().manual_seed(seed)
     kept: list[GraphBatch] = []
     have = 0

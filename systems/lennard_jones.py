@@ -339,16 +339,7 @@ class LennardJones(System):
             return super().trajectory(graph, dt, steps, method=method, substeps=substeps,
                                       progress=progress)
         self.check_graph(graph)
-        # the rules (and words) of hogn.integrators.integrate, which other methods go to
-        for bad, rule, value in (
-                (not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0),
-                 "dt must be a positive finite number", dt),
-                (not isinstance(steps, int) or steps < 0,
-                 "steps must be a non-negative integer", steps),
-                (not isinstance(substeps, int) or substeps < 1,
-                 "substeps must be a positive integer", substeps)):
-            if bad:
-                raise ValueError(f"{rule}, got {value!r}")
+        self._check_run(graph, dt, steps, substeps)
         per_save = substeps * max(1, math.ceil(dt / substeps / self.max_step - 1e-9))
         f = LennardJonesField(self, graph)
         q, p = _verlet(f, graph.q, graph.p, dt / per_save, steps * per_save, per_save,
