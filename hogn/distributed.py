@@ -9,8 +9,10 @@ that share the work; this module holds the plumbing they share:
   :func:`world_from_env` reads and checks ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
   ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``.
 - :func:`process_group` (a context manager) initialises the default process group
-  (``env://``) when launched and nobody did yet, and destroys it on the way out if it
-  made it. The backend is ``gloo`` for CPU and ``nccl`` for CUDA (or the environment
+  (``env://``) when launched and nobody did yet; the group then serves every later
+  call of the process and is destroyed when the process exits (initialising the
+  default group a second time in one launch can meet the first one's keys in the
+  launcher's store). The backend is ``gloo`` for CPU and ``nccl`` for CUDA (or the environment
   variable ``HOGN_DIST_BACKEND``); each process of a CUDA run takes
   ``cuda:LOCAL_RANK`` (:func:`resolve_device`). A world of one process initialises
   nothing: it is the single-process code path, bit for bit.
@@ -32,6 +34,7 @@ the ``hogn`` command) naming the variable, its value and what was expected.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
@@ -259,9 +262,10 @@ def process_group(device: str | torch.device = "cpu", backend: str | None = None
     """The default process group for the duration of the block.
 
     Initialises it (``init_method="env://"``) when this process was launched
-    (:func:`launched`) into a world of several processes and no group exists yet, and
-    destroys it on leaving the block; an existing group is checked against ``device``
-    and left alone; without a launcher nothing happens (one process).
+    (:func:`launched`) into a world of several processes and no group exists yet; it
+    stays for the rest of the process (later blocks use it) and is destroyed at exit.
+    An existing group is checked against ``device``; without a launcher nothing
+    happens (one process).
 
     Args:
         device: The device training runs on (``cpu``, ``cuda``, ``cuda:N``).
@@ -289,11 +293,13 @@ def process_group(device: str | torch.device = "cpu", backend: str | None = None
                                                  rank=world.rank, world_size=world.size)
             made = True
             resolve_device(device)  # one cuda:N for several local processes is refused
-    try:
-        yield made
-    finally:
-        if made and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+            atexit.register(_destroy)
+    yield made
+
+
+def _destroy() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def shard(items: Sequence[T]) -> Sequence[T]:
