@@ -86,13 +86,16 @@ def _layout(ptr: Tensor, device: torch.device) -> _Layout:
     return _Layout(tuple(groups), batch_vector(ptr), sizes.numel())
 
 
-def _blocks(q: Tensor, nodes: Tensor, eps2: float, chunk: int | None
-            ) -> Iterator[tuple[int, int, list[Tensor], Tensor]]:
+def _blocks(q: Tensor, nodes: Tensor, eps2: float, chunk: int | None, reuse: bool = True
+            ) -> Iterator[tuple[int, int, list[Tensor], Tensor, Tensor | None]]:
     """Every pair of the graphs of one size, a block of rows at a time.
 
     Coordinates are taken one at a time (a broadcast over a last axis of 2 or 3 is
     several times slower in torch), the squared distance summed in coordinate order
-    as ``(diff**2).sum(-1)`` sums it.
+    as ``(diff**2).sum(-1)`` sums it. With ``reuse`` (when nothing is being
+    differentiated), every block is written into the same buffers, allocated once
+    per call: fresh megabyte-sized tensors per block cost as much again in page
+    faults.
 
     Args:
         q: Positions ``[..., N, d]``.
@@ -100,32 +103,49 @@ def _blocks(q: Tensor, nodes: Tensor, eps2: float, chunk: int | None
         eps2: Added to every squared distance (softening²).
         chunk: Rows per block (``None``: about ``2^18`` pairs per block, sized for
             the CPU caches).
+        reuse: Write every block into the same buffers (not under autograd).
 
     Yields:
-        ``(a, b, diffs, r2)`` for rows ``a:b``: ``diffs``, one ``[..., Gs, b − a, n]``
-        per coordinate, hold ``q_i − q_j``, and ``r2 [..., Gs, b − a, n]`` holds
-        ``|q_i − q_j|² + eps2``, infinite for ``i = j`` (so that every inverse power
-        of it vanishes there).
+        ``(a, b, diffs, r2, scratch)`` for rows ``a:b``: ``diffs``, one
+        ``[..., Gs, b − a, n]`` per coordinate, hold ``q_i − q_j``; ``r2`` of that
+        shape holds ``|q_i − q_j|² + eps2``, infinite for ``i = j`` (so that every
+        inverse power of it vanishes there); ``scratch``, of that shape too, is a
+        buffer the caller may overwrite, as it may ``r2`` (both are overwritten by
+        the next block), or ``None`` without ``reuse`` (then every block is fresh
+        and must be left unchanged, for autograd).
     """
     lead, d = q.shape[:-2], q.shape[-1]
     gs, n = nodes.shape
     x = q.index_select(-2, nodes.flatten()).reshape(*lead, gs, n, d)
     coords = x.movedim(-1, 0).contiguous()  # [d, ..., Gs, n]
     rows = chunk or max(1, _PAIR_BLOCK // (n * gs * math.prod(lead)))
+    size = math.prod(lead) * gs * min(rows, n) * n
+    buffers = [q.new_empty(size) for _ in range(d + 2)] if reuse else []
     for a in range(0, n, rows):
         b = min(n, a + rows)
-        diffs = [xk[..., a:b, None] - xk[..., None, :] for xk in coords]
-        r2 = diffs[0] * diffs[0]
-        for dk in diffs[1:]:
-            r2.add_(dk * dk)
-        r2.add_(eps2)
+        shape = (*lead, gs, b - a, n)
+        views = [buf[: math.prod(shape)].view(shape) for buf in buffers]
+        if reuse:
+            diffs = [torch.sub(xk[..., a:b, None], xk[..., None, :], out=out)
+                     for xk, out in zip(coords, views, strict=False)]
+            r2, scratch = views[d], views[d + 1]
+            torch.mul(diffs[0], diffs[0], out=r2)
+            for dk in diffs[1:]:
+                r2.add_(torch.mul(dk, dk, out=scratch))
+        else:
+            diffs = [xk[..., a:b, None] - xk[..., None, :] for xk in coords]
+            r2, scratch = diffs[0] * diffs[0], None
+            for dk in diffs[1:]:
+                r2 = r2 + dk * dk
+        r2 = r2.add_(eps2)
         own = torch.arange(b - a, device=q.device)
         r2[..., own, own + a] = math.inf
-        yield a, b, diffs, r2
+        yield a, b, diffs, r2, scratch
 
 
-RowFn = Callable[[list[Tensor], Tensor, Tensor, Tensor], Tensor]
-"""``f(diffs, r2, m_rows [Gs, c], m_all [Gs, n]) -> [..., Gs, c, k]``: a per-row sum."""
+RowFn = Callable[[list[Tensor], Tensor, Tensor | None, Tensor, Tensor], Tensor]
+"""``f(diffs, r2, scratch, m_rows [Gs, c], m_all [Gs, n]) -> [..., Gs, c, k]``: a per-row
+sum over a block of :func:`_blocks` (which says what it may overwrite)."""
 
 
 def _row_sums(q: Tensor, layout: _Layout, m: Tensor, eps2: float, chunk: int | None,
@@ -145,23 +165,32 @@ def _row_sums(q: Tensor, layout: _Layout, m: Tensor, eps2: float, chunk: int | N
         ``[..., N, k]`` in node order.
     """
     out = q.new_zeros(*q.shape[:-1], k)
+    reuse = not (torch.is_grad_enabled() and (q.requires_grad or m.requires_grad))
     for _, nodes in layout.groups:
         mg = m[nodes]
-        rows = [fn(diffs, r2, mg[:, a:b], mg) for a, b, diffs, r2 in _blocks(q, nodes, eps2, chunk)]
+        rows = [fn(diffs, r2, scratch, mg[:, a:b], mg)
+                for a, b, diffs, r2, scratch in _blocks(q, nodes, eps2, chunk, reuse)]
         out = out.index_copy(-2, nodes.flatten(), torch.cat(rows, -2).flatten(-3, -2))
     return out
 
 
-def _inverse_distance_sum(diffs: list[Tensor], r2: Tensor, m_rows: Tensor, m_all: Tensor
-                          ) -> Tensor:
+def _inverse_distance_sum(diffs: list[Tensor], r2: Tensor, scratch: Tensor | None,
+                          m_rows: Tensor, m_all: Tensor) -> Tensor:
     """``φ_i = Σ_j m_j / sqrt(r_ij² + ε²)``, ``[..., Gs, c, 1]``."""
-    return torch.matmul(r2.rsqrt(), m_all.unsqueeze(-1))
+    inverse = r2.rsqrt() if scratch is None else r2.rsqrt_()
+    return torch.matmul(inverse, m_all.unsqueeze(-1))
 
 
-def _pull(diffs: list[Tensor], r2: Tensor, m_rows: Tensor, m_all: Tensor) -> Tensor:
+def _pull(diffs: list[Tensor], r2: Tensor, scratch: Tensor | None, m_rows: Tensor,
+          m_all: Tensor) -> Tensor:
     """``m_i Σ_j m_j (q_i − q_j) / (r_ij² + ε²)^{3/2}``, ``[..., Gs, c, d]``."""
-    s = r2.rsqrt()
-    w = (s * s * s * m_all.unsqueeze(-2)).unsqueeze(-2)  # [..., Gs, c, 1, n]
+    if scratch is None:
+        s = r2.rsqrt()
+        w = s * s * s * m_all.unsqueeze(-2)
+    else:  # the same, in the block's buffers
+        s = r2.rsqrt_()
+        w = torch.mul(s, s, out=scratch).mul_(s).mul_(m_all.unsqueeze(-2))
+    w = w.unsqueeze(-2)  # [..., Gs, c, 1, n]
     pull = torch.cat([torch.matmul(w, dk.unsqueeze(-1)) for dk in diffs], -1)  # row dots
     return m_rows.unsqueeze(-1) * pull.squeeze(-2)
 
@@ -245,11 +274,13 @@ def _ordered_potential(q: Tensor, m: Tensor, g: float, eps2: float) -> float:
     virial scaling, so that samples do not depend on how ``V`` is summed)."""
     total = q.new_zeros(())
     mg = m.unsqueeze(0)
-    for a, b, _, r2 in _blocks(q, torch.arange(q.shape[0], device=q.device)[None], eps2,
-                               None):
-        terms = (-g * mg[:, a:b, None] * mg[:, None, :] / torch.sqrt(r2)).flatten()  # i = j: −0.0
+    nodes = torch.arange(q.shape[0], device=q.device)[None]
+    for a, b, _, r2, scratch in _blocks(q, nodes, eps2, None, reuse=True):
+        # −G m_i m_j / r as the edge list writes it (i = j: −0.0), in the block's buffers
+        terms = torch.mul(-g * mg[:, a:b, None], mg[:, None, :], out=scratch)
+        terms = terms.div_(r2.sqrt_()).view(-1)
         terms[0] = total + terms[0]  # the running sum carried on: (total + t_0) + t_1 ...
-        total = terms.cumsum(0)[-1]
+        total = torch.cumsum(terms, 0, out=r2.view(-1))[-1].clone()
     return (0.5 * total).item()
 
 
@@ -403,7 +434,8 @@ class GravityNBody(System):
             _check_chunk(self.chunk)
             layout = _layout(graph.ptr, q.device)
 
-            def close(diffs: list[Tensor], r2: Tensor, m_rows: Tensor, m_all: Tensor) -> Tensor:
+            def close(diffs: list[Tensor], r2: Tensor, scratch: Tensor | None, m_rows: Tensor,
+                      m_all: Tensor) -> Tensor:
                 return (r2 < limit**2).any(-1, keepdim=True).to(r2.dtype)
 
             near = _row_sums(q, layout, graph.c[:, 0], 0.0, self.chunk, close, 1)[..., 0]
