@@ -451,15 +451,16 @@ def _sharded_epoch(ddp: torch.nn.parallel.DistributedDataParallel | None,
     """
     world = distributed.world_size()
     total, count = 0.0, 0
-    part = torch.zeros((), dtype=torch.float64)  # validation: this rank's sum
+    device = _device_of(model)
+    part = torch.zeros((), dtype=torch.float64, device=device)  # validation: this rank's sum
     shares = _batches(loader, epoch, optimizer is not None, progress and distributed.is_main())
     for step, share in enumerate(shares):
-        batch = share.batch.to(_device_of(model))
+        batch = share.batch.to(device)
         elements = share.nodes * (batch.y_q[0].numel() + batch.y_p[0].numel())
         if optimizer is None:
             if not share.empty:
                 value = _penalty(torch.sub(*_prediction(model, batch, cfg, dt)), cfg.loss)
-                part += value.sum().detach().double().cpu() * (share.graphs / elements)
+                part += value.sum().detach().double() * (share.graphs / elements)
         else:
             assert ddp is not None
             optimizer.zero_grad(set_to_none=True)
