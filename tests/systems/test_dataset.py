@@ -322,14 +322,14 @@ def test_generate_accepts_a_name():
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, message", [
-    ({"dt": 0.0}, "dt must be a positive finite number"),
-    ({"dt": -0.1}, "dt must be a positive finite number"),
-    ({"dt": float("inf")}, "dt must be a positive finite number"),
-    ({"trajectories": 0}, "trajectories must be a positive int"),
-    ({"steps": 0}, "steps must be a positive int"),
+    ({"dt": 0.0}, "dt must be a finite number > 0"),
+    ({"dt": -0.1}, "dt must be a finite number > 0"),
+    ({"dt": float("inf")}, "dt must be a finite number > 0"),
+    ({"trajectories": 0}, "trajectories must be an int >= 1"),
+    ({"steps": 0}, "steps must be an int >= 1"),
     ({"noise": -0.1}, "noise must be a finite number >= 0"),
     ({"noise": float("nan")}, "noise must be a finite number >= 0"),
-    ({"test_fraction": 1.0}, r"test_fraction must lie in \[0, 1\)"),
+    ({"test_fraction": 1.0}, r"test_fraction must be a fraction in \[0, 1\)"),
     ({"method": "nope"}, "unknown method 'nope'"),
     ({"max_drift": 0.0, "max_rounds": 2}, "only 0 of 4 trajectories passed after 2 rounds"),
 ])
@@ -346,5 +346,5 @@ def test_generate_rejects_bad_systems():
         systems.generate("gravity-nbody", trajectories=2, steps=2, dt=0.1)
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         systems.from_preset("nope", trajectories=2)
-    with pytest.raises(ValueError, match="trajectories must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="trajectories must be an int >= 1, got 0"):
         systems.from_preset("hnn-pendulum", trajectories=0)  # not "the paper's 50"
