@@ -61,6 +61,7 @@ from torch_geometric.data import Data
 
 from hogn import checks, distributed, integrators
 from hogn import io as hio
+from hogn.batching import EdgeBudgetBatches
 from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
 from hogn.models.base import DynamicsModel
 
@@ -93,6 +94,11 @@ class TrainConfig:
         loss: ``"mse"`` or ``"logcosh"``.
         epochs: Passes over the training samples.
         batch_size: Graphs (states) per batch.
+        edge_budget: Cut training batches by size instead: each holds graphs, in a
+            shuffled order, until the next would pass this many edges plus nodes
+            (0: off, ``batch_size`` graphs per batch). For graphs of very different
+            sizes, where memory and time follow the edges; a graph above the budget
+            gets a batch of its own (:class:`hogn.batching.EdgeBudgetBatches`).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         schedule: ``"none"`` or ``"cosine"`` (annealed to 0 over the epochs).
@@ -117,6 +123,7 @@ class TrainConfig:
     loss: str = "mse"
     epochs: int = 20
     batch_size: int = 64
+    edge_budget: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "none"
@@ -144,6 +151,7 @@ class TrainConfig:
             model.check_integrator(self.integrator)
         for key, check in (("epochs", checks.positive_int),
                            ("batch_size", checks.positive_int),
+                           ("edge_budget", checks.nonnegative_int),
                            ("rollout_steps", checks.positive_int),
                            ("lr", checks.positive_float),
                            ("weight_decay", checks.nonnegative_float),
@@ -155,6 +163,9 @@ class TrainConfig:
             check(getattr(self, key), key)
         checks.fraction(self.val_fraction, "val_fraction", upper_open=True)
         checks.device(self.device, "device")
+        if self.edge_budget and self.max_samples:
+            raise ValueError("edge_budget and max_samples cannot be combined: an edge budget "
+                             "cuts every training sample of an epoch into batches; set one")
 
 
 @dataclass
@@ -246,6 +257,12 @@ class Samples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.index.shape[0]
 
+    def costs(self) -> Tensor:
+        """Edges plus nodes of every sample's graph, ``[len(self)]`` (the size that
+        :class:`hogn.batching.EdgeBudgetBatches` budgets)."""
+        g = self.index[:, 0]
+        return (self.eptr[g + 1] - self.eptr[g]) + (self.ptr[g + 1] - self.ptr[g])
+
     def __getitem__(self, i: int) -> Data:
         g, t = self.index[i].tolist()
         a, b = int(self.ptr[g]), int(self.ptr[g + 1])
@@ -290,11 +307,15 @@ class Samples(torch.utils.data.Dataset):
 
 def _loader(samples: Samples, batch_size: int, shuffle: bool = False,
             sampler: Any = None, generator: torch.Generator | None = None,
-            shards: int = 1) -> torch.utils.data.DataLoader:
+            shards: int = 1, batch_sampler: Any = None) -> torch.utils.data.DataLoader:
     """Batches of sample indices collated by :meth:`Samples.collate`; with ``shards``
     processes, each global batch collated as this rank's :class:`_Share` of it (the
-    batches and the random draws are those of one process)."""
+    batches and the random draws are those of one process). A ``batch_sampler``
+    (:class:`hogn.batching.EdgeBudgetBatches`) replaces the other batching options."""
     collate = samples.collate if shards == 1 else _ShardCollate(samples)
+    if batch_sampler is not None:
+        return torch.utils.data.DataLoader(range(len(samples)), batch_sampler=batch_sampler,
+                                           collate_fn=collate)
     return torch.utils.data.DataLoader(range(len(samples)), batch_size=batch_size,
                                        shuffle=shuffle, sampler=sampler, generator=generator,
                                        collate_fn=collate)
@@ -497,6 +518,9 @@ def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
             raise hio.FileFormatError(f"{config_path}: not a hogn run record (no 'train' "
                                       "options); restore it, or train into a new run folder")
         new = json.loads(json.dumps(record))
+        defaults = asdict(TrainConfig())  # options added since the folder was written
+        old["train"] = {**defaults, **old["train"]}
+        new["train"] = {**defaults, **new.get("train", {})}
         for rec in (old, new):  # more epochs extend the same run
             for key in _RESUMABLE_CHANGES:
                 rec.get("train", {}).pop(key, None)
@@ -812,8 +836,12 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     if cfg.max_samples and cfg.max_samples < len(train_set):
         sampler = torch.utils.data.RandomSampler(train_set, num_samples=cfg.max_samples,
                                                  generator=gen)
+    budget = None
+    if cfg.edge_budget:  # every rank cuts the same global batches (seeded per epoch)
+        budget = EdgeBudgetBatches(train_set.costs(), cfg.edge_budget, seed=cfg.seed)
     train_loader = _loader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                           generator=gen if sampler is None else None, shards=shards)
+                           generator=gen if sampler is None else None, shards=shards,
+                           batch_sampler=budget)
     if val_ids.numel():
         val_loader = _loader(Samples(data, val_ids, k, cfg.target), cfg.batch_size,
                              shards=shards)
@@ -876,6 +904,8 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
         for epoch in range(start_epoch, cfg.epochs + 1):
             started = time.perf_counter()
             model.train()
+            if budget is not None:
+                budget.set_epoch(epoch)
             train_loss = run_epoch(train_loader, optimizer, epoch)
             model.eval()
             val_loss = run_epoch(val_loader, None, epoch)

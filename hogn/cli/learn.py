@@ -328,6 +328,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--loss", choices=LOSSES, help="default mse")
     opt.add_argument("--epochs", type=POS_INT, help="default 20")
     opt.add_argument("--batch-size", type=POS_INT, help="graphs per batch (default 64)")
+    opt.add_argument("--edge-budget", type=NONNEG_INT, help="cut batches by size instead: "
+                     "graphs until the next would pass this many edges plus nodes (for "
+                     "graphs of very different sizes; default 0: off)")
     opt.add_argument("--lr", type=POS_FLOAT, help="Adam learning rate (default 1e-3)")
     opt.add_argument("--weight-decay", type=NONNEG_FLOAT, help="default 0")
     opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule "

@@ -89,3 +89,65 @@ def test_sampler_bad_input():
         EdgeBudgetBatches([], 5)
     with pytest.raises(ValueError, match="budget"):
         EdgeBudgetBatches([1], -1)
+
+
+def test_training_with_an_edge_budget(tmp_path, monkeypatch):
+    """``hogn.train(edge_budget=...)``: every training sample once per epoch in batches
+    within the budget (the largest graphs alone), reproducible, resumable."""
+    import hogn
+    import systems
+
+    data = systems.generate("spring-nbody", trajectories=10, steps=4, dt=0.05,
+                            n_particles=(3, 12), seed=0)
+    seen: list[list[int]] = []
+
+    def run(folder, epochs):
+        torch.manual_seed(0)
+        model = hogn.models.get("hogn", dim=2, node_constants=1, edge_features=2, hidden=8)
+        result = hogn.train(model, data, folder, epochs=epochs, edge_budget=300,
+                            progress=False)
+        return model, result
+
+    original = EdgeBudgetBatches.__iter__
+
+    def spy(self):
+        for batch in original(self):
+            seen.append(batch)
+            yield batch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EdgeBudgetBatches, "__iter__", spy)
+        model, result = run(tmp_path / "a", 2)
+    assert len(result.history) == 2
+    from hogn.train import Samples, _split
+
+    train_ids, _ = _split(data.to(dtype=torch.float32), 0.1, 0)
+    costs = Samples(data, train_ids, 1, "derivative").costs()
+    per_epoch = len(seen) // 2
+    for epoch in (seen[:per_epoch], seen[per_epoch:]):
+        flat = sorted(i for b in epoch for i in b)
+        assert flat == list(range(len(costs)))  # every sample once
+        assert all(int(costs[b].sum()) <= 300 or len(b) == 1 for b in epoch)
+    assert len({len(b) for b in seen}) > 1  # sizes differ: batches hold different counts
+    assert seen[:per_epoch] != seen[per_epoch:]  # reshuffled each epoch
+    # the same run again, and one stopped after an epoch and resumed, end equal
+    again, _ = run(tmp_path / "b", 2)
+    run(tmp_path / "c", 1)
+    resumed, _ = run(tmp_path / "c", 2)
+    for a, b, c in zip(model.parameters(), again.parameters(), resumed.parameters(),
+                       strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_edge_budget_rules():
+    import hogn
+    import systems
+
+    data = systems.generate("spring-nbody", trajectories=4, steps=2, dt=0.05,
+                            n_particles=(3, 4), seed=0)
+    model = hogn.models.get("hogn", dim=2, node_constants=1, edge_features=2, hidden=8)
+    with pytest.raises(ValueError, match="edge_budget and max_samples cannot be combined"):
+        hogn.train(model, data, None, epochs=1, edge_budget=100, max_samples=5,
+                   progress=False)
+    with pytest.raises(ValueError, match="edge_budget must be an int >= 0"):
+        hogn.train(model, data, None, epochs=1, edge_budget=-1, progress=False)
