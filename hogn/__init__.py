@@ -19,6 +19,8 @@ __all__ = [
     "Evaluation",
     "GraphBatch",
     "TrainConfig",
+    "batching",
+    "distributed",
     "evaluate",
     "graph",
     "integrate",
@@ -35,10 +37,11 @@ __version__ = "0.1.0"
 __getattr__, __dir__ = attach(__name__, {
     "Evaluation": "evaluation", "evaluate": "evaluation", "GraphBatch": "graph",
     "integrate": "integrators", "rollout": "rollout", "TrainConfig": "train",
-    "train": "train"}, submodules=("graph", "integrators", "io", "metrics", "models", "nn"))
+    "train": "train"}, submodules=("batching", "distributed", "graph", "integrators", "io",
+                                   "metrics", "models", "nn"))
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
-    from hogn import graph, integrators, io, metrics, models, nn
+    from hogn import batching, distributed, graph, integrators, io, metrics, models, nn
     from hogn.evaluation import Evaluation, evaluate
     from hogn.graph import GraphBatch
     from hogn.integrators import integrate
