@@ -90,6 +90,16 @@ targets; ``--sections`` picks some):
    by less than 1.5× from 1,024 to 16,384; a rollout step at 16,384 particles peaks
    at most 2 GiB; the rollout runs at 65,536 (above 16,384 each is timed once).
 
+   *Page faults.* The CPU time includes the kernel's: ``time_derivative sys share``
+   is its system part. Each evaluation allocates edge-sized temporaries (``E × 64``
+   floats, 47 MB at 16,384 particles); glibc serves those above its mmap threshold
+   (at most 32 MiB) by fresh ``mmap`` and gives them back on free, and trims the
+   heap's top, so every call faults its pages in (and the kernel zeroes them) anew:
+   a cost per byte that the smaller sizes, whose blocks stay in the heap, do not
+   pay. The columns ``…, heap kept`` time the same calls (:func:`hogn_times`) in a
+   fresh process with ``GLIBC_TUNABLES=`` :data:`KEEP_HEAP` (no mmap, no trim: freed
+   memory is reused), up to 16,384 particles, to show the cost without them.
+
 In sections 2 and 3, sizes above 16,384 are timed once (after an untimed warm-up
 call), smaller ones ``max(2, min(--repeats, 8192 // N + 1))`` times; the minimum CPU
 time counts (see section 1 for why CPU time). To add a section: a
@@ -115,6 +125,7 @@ import functools
 import gc
 import json
 import math
+import os
 import re
 import resource
 import statistics
@@ -426,6 +437,43 @@ def _peaks(args: argparse.Namespace, columns: dict[str, str], n: int) -> dict[st
             "memory how": peaks[methods[0]]["how"]}
 
 
+# glibc malloc told to keep what is freed (never mmap, never trim the heap): the cost
+# of an evaluation without the page faults of fresh allocations (see ``hogn``)
+KEEP_HEAP = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+
+
+def hogn_times(n: int, repeats: int) -> dict[str, float]:
+    """Minimum CPU µs per particle of ``time_derivative`` and of the rollout field at
+    ``n`` particles, with the user and system (kernel) parts of the former."""
+    model = lj_model()
+    listed = lj_state(n).to(dtype=torch.float32).with_radius_edges(LJ_CUTOFF + LJ_SKIN)
+    field = model.rollout_field(listed)
+    out = {"rollout_field": 1e6 * min(cpu_times(lambda: field(listed.q, listed.p),
+                                                repeats)) / n}
+    model.time_derivative(listed)
+    best = (math.inf, 0.0)
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        model.time_derivative(listed)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        split = (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
+        best = min(best, split, key=sum)
+    out.update({"time_derivative": 1e6 * sum(best) / n, "time_derivative user": 1e6 * best[0] / n,
+                "time_derivative sys": 1e6 * best[1] / n})
+    return out
+
+
+def hogn_times_keeping_heap(n: int, repeats: int, threads: int) -> dict[str, float]:
+    """:func:`hogn_times` in a fresh interpreter run with ``GLIBC_TUNABLES=KEEP_HEAP``."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child-times", str(n), str(repeats), "--threads",
+         str(threads)], capture_output=True, text=True, timeout=3600, check=False,
+        env={**os.environ, "GLIBC_TUNABLES": KEEP_HEAP})
+    if proc.returncode != 0:
+        raise RuntimeError(f"heap-keeping run at N = {n} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _relative_error(a: Tensor, b: Tensor) -> float:
     """``max |a − b| / max |b|``."""
     return float((a - b).abs().max() / b.abs().max())
@@ -570,6 +618,15 @@ def hogn_section(args: argparse.Namespace, progress: Callable[[dict[str, Any]], 
             "listed vs cutoff graph error": max(_relative_error(dq, eq),
                                                 _relative_error(dp, ep)),
             "rollout finite": bool(torch.isfinite(qs).all() and torch.isfinite(ps).all())}
+        split = hogn_times(n, repeats)  # this process: user and kernel parts
+        row["time_derivative sys share"] = (split["time_derivative sys"]
+                                            / split["time_derivative"])
+        if n <= 16384:
+            kept = hogn_times_keeping_heap(n, repeats, args.threads)
+            row["time_derivative us/particle, heap kept"] = kept["time_derivative"]
+            row["rollout_field us/particle, heap kept"] = kept["rollout_field"]
+            row["time_derivative sys share, heap kept"] = (kept["time_derivative sys"]
+                                                          / kept["time_derivative"])
         if n <= args.hogn_memory_max:
             row.update(_peaks(args, {"hogn time_derivative": "time_derivative",
                                      "hogn rollout step": "rollout step"}, n))
@@ -587,7 +644,8 @@ def _hogn_result(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[s
     small, large = _scaling_sizes(args)
     summary = {f"{key} growth {small}->{large}": value for key in (
         "time_derivative us/particle", "rollout_field us/particle",
-        "rollout step us/particle", "truth force us/particle")
+        "rollout step us/particle", "truth force us/particle",
+        "time_derivative us/particle, heap kept", "rollout_field us/particle, heap kept")
         if (value := _growth(rows, key, small, large)) is not None}
     by_n = {r["N"]: r for r in rows}
     if large in by_n:
@@ -619,7 +677,9 @@ def _hogn_result(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[s
             "complete": set(by_n) == set(args.sizes),
             "columns": ["N", "listed edges", "time_derivative us/particle",
                         "rollout_field us/particle", "rollout step us/particle",
-                        "truth force us/particle", "time_derivative peak MiB",
+                        "truth force us/particle", "time_derivative sys share",
+                        "time_derivative us/particle, heap kept",
+                        "rollout_field us/particle, heap kept", "time_derivative peak MiB",
                         "rollout step peak MiB"]}
 
 
@@ -686,8 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     parser.add_argument("--child", nargs=3, metavar=("METHODS", "N", "D"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--child-times", nargs=2, type=int, metavar=("N", "REPEATS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.child_times:
+        print(json.dumps(hogn_times(*args.child_times)))
+        return 0
     if args.child:
         methods, n, d = args.child
         print(json.dumps({m: measure_peak(m, int(n), int(d)) for m in methods.split(",")}))
@@ -703,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     report: dict[str, Any] = {"benchmark": "scaling", "config": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-        if k != "child"}, "sections": {}}
+        if k not in ("child", "child_times", "reuse")}, "sections": {}}
     machine_start = machine_info(load_start)
 
     def progress(name: str) -> Callable[[dict[str, Any]], None]:

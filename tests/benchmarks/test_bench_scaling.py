@@ -78,10 +78,17 @@ def test_quick_scaling_benchmark(tmp_path):
         assert r["listed vs cutoff graph error"] < 1e-4
         for key in ("time_derivative", "rollout_field", "rollout step", "truth force"):
             assert r[f"{key} us/particle"] > 0, (key, r)
+        # the same in a process whose malloc keeps freed memory (no page faults)
+        assert r["time_derivative us/particle, heap kept"] > 0
+        assert r["rollout_field us/particle, heap kept"] > 0
+        assert 0 <= r["time_derivative sys share"] <= 1
+        assert 0 <= r["time_derivative sys share, heap kept"] <= 1
         assert r["time_derivative peak MiB"] >= 0 and r["rollout step peak MiB"] >= 0
     assert {f"time_derivative us/particle growth {small}->{large}",
             f"rollout_field us/particle growth {small}->{large}",
-            f"rollout step peak MiB at {large}"} <= model["summary"].keys()
+            f"rollout step peak MiB at {large}",
+            f"time_derivative us/particle, heap kept growth {small}->{large}"
+            } <= model["summary"].keys()
     assert model["targets"] == {}
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
 
