@@ -798,14 +798,20 @@ class GraphBatch:
         return cls(batch.q, batch.p, batch.c, batch.edge_index, ptr,
                    getattr(batch, "edge_attr", None), box)
 
+    @property
+    def edge_box(self) -> Tensor | None:
+        """Periodic box lengths of each edge's graph, ``[E, d]`` in ``q``'s dtype and
+        device (``None`` without a box)."""
+        if self.box is None:
+            return None
+        return self.box.to(self.q)[self.edge_batch.to(self.box.device)]
+
     def edge_vectors(self) -> Tensor:
         """Every edge's vector ``q[receiver] − q[sender]``, the minimum image in the
         box when there is one: ``[..., E, d]`` (leading axes of ``q`` kept)."""
-        if self.box is None:
-            return self.q[..., self.edge_index[1], :] - self.q[..., self.edge_index[0], :]
         rel = self.q[..., self.edge_index[1], :] - self.q[..., self.edge_index[0], :]
-        lengths = self.box.to(self.q)[self.edge_batch.to(self.box.device)]
-        return rel - lengths * torch.round(rel / lengths)
+        lengths = self.edge_box
+        return rel if lengths is None else rel - lengths * torch.round(rel / lengths)
 
     def with_radius_edges(self, radius: float, *, backend: str = "auto") -> GraphBatch:
         """A copy whose edges are the pairs closer than ``radius`` now (minimum image in

@@ -142,7 +142,7 @@ def radial_distribution(q: Tensor, ptr: Tensor, box: Tensor, r_max: float, bins:
     Returns:
         ``(r [bins], g [bins])``: shell centres and ``g(r)``.
     """
-    from hogn.graph import batch_vector, radius_graph
+    from hogn.graph import edge_vectors, radius_graph
 
     d = q.shape[-1]
     if d not in (2, 3):
@@ -160,12 +160,9 @@ def radial_distribution(q: Tensor, ptr: Tensor, box: Tensor, r_max: float, bins:
     shell = (edges_r[1:] ** d - edges_r[:-1] ** d) * (math.pi if d == 2 else 4 * math.pi / 3)
     counts = torch.zeros(bins, dtype=frames.dtype, device=frames.device)
     ideal = torch.zeros(bins, dtype=frames.dtype, device=frames.device)
-    graph_of = batch_vector(ptr.to(frames.device))
     for x in frames:
         edge_index = radius_graph(x, ptr, float(r_max), box=box)
-        rel = x[edge_index[1]] - x[edge_index[0]]
-        lengths = box[graph_of[edge_index[0]]]
-        r = (rel - lengths * torch.round(rel / lengths)).norm(dim=-1)
+        r = edge_vectors(x, edge_index, box=box, ptr=ptr).norm(dim=-1)
         counts += torch.histc(r, bins, 0.0, float(r_max))
         # an ideal gas: each of N particles sees its N − 1 others spread over the volume
         ideal += pairs_density.sum() * shell

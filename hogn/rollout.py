@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hogn import integrators
+from hogn import checks, integrators
 from hogn.graph import GraphBatch, NeighbourList
 from hogn.models.base import DynamicsModel, as_graph
 
@@ -108,10 +108,8 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
     """:func:`rollout` with the edges rebuilt from ``neighbours`` before every saved step
     (the field is rebuilt only when the list is)."""
     _check_neighbours(model, graph, neighbours)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not isinstance(substeps, int) or isinstance(substeps, bool) or substeps < 1:
-        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    steps = checks.nonnegative_int(steps, "steps")
+    substeps = checks.positive_int(substeps, "substeps")
     if model.is_stepper:
         own_dt = float(model.config()["dt"])
         if integrator is not None or (dt is not None and abs(dt - own_dt) > 1e-12 * own_dt):

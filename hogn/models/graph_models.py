@@ -32,12 +32,6 @@ from hogn.nn import MLP, GraphNetwork, scatter_sum
 __all__ = ["HOGN", "OGN", "DeltaGN", "SeparableHOGN"]
 
 
-def _edge_box(graph: GraphBatch) -> Tensor | None:
-    """Periodic box lengths of each edge's graph, ``[E, d]`` (``None`` without a box)."""
-    box = getattr(graph, "box", None)
-    return None if box is None else box.to(graph.q)[graph.edge_batch.to(box.device)]
-
-
 def _graph_sum(node: Tensor, edge: Tensor | None, graph: GraphBatch, backend: str) -> Tensor:
     """Per-graph sum of per-node ``[N]`` and per-edge ``[E]`` values, ``[G]``."""
     total = scatter_sum(node, graph.batch, graph.num_graphs, backend)
@@ -129,7 +123,7 @@ class HOGN(_EnergyGraphNetwork):
         self.gn = self._energy_network(use_momenta=True)
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
-        node, edge = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, _edge_box(graph))
+        node, edge = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, graph.edge_box)
         return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
                           self.gn.scatter_backend)
 
@@ -138,7 +132,7 @@ class HOGN(_EnergyGraphNetwork):
         if not (self._own_energy(HOGN, "energy") and energy_gradient.supports(self.gn)):
             return None
         _, _, dh_dq, dh_dp = energy_gradient.energy_and_gradient(
-            self.gn, q, p, graph.c, graph.edge_index, graph.edge_attr, _edge_box(graph))
+            self.gn, q, p, graph.c, graph.edge_index, graph.edge_attr, graph.edge_box)
         return dh_dq, dh_dp
 
 
@@ -169,7 +163,7 @@ class SeparableHOGN(_EnergyGraphNetwork):
     def potential_energy(self, q: Tensor, graph: GraphBatch) -> Tensor:
         """``V [G]`` from positions ``q [N, d]`` and the static graph."""
         node, edge = self.potential(q, None, graph.c, graph.edge_index, graph.edge_attr,
-                                    _edge_box(graph))
+                                    graph.edge_box)
         return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
                           self.potential.scatter_backend)
 
@@ -185,7 +179,7 @@ class SeparableHOGN(_EnergyGraphNetwork):
         _, dt = energy_gradient.mlp_input_gradient(self.kinetic, torch.cat([p, graph.c], -1))
         _, _, dv_dq, _ = energy_gradient.energy_and_gradient(
             self.potential, q, None, graph.c, graph.edge_index, graph.edge_attr,
-            _edge_box(graph))
+            graph.edge_box)
         return dv_dq, dt[:, : self.dim]
 
 
@@ -215,7 +209,7 @@ class OGN(DynamicsModel):
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        out, _ = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, _edge_box(graph))
+        out, _ = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, graph.edge_box)
         return out[:, : self.dim], out[:, self.dim:]
 
 
@@ -260,7 +254,7 @@ class DeltaGN(DynamicsModel):
         """Predicted change of the state over ``dt``: ``(Δq [N, d], Δp [N, d])``."""
         g = as_graph(graph)
         self.check_state(g.q, g.p, g)
-        out, _ = self.gn(g.q, g.p, g.c, g.edge_index, g.edge_attr, _edge_box(g))
+        out, _ = self.gn(g.q, g.p, g.c, g.edge_index, g.edge_attr, g.edge_box)
         return out[:, : self.dim], out[:, self.dim:]
 
     def next_state(self, graph: GraphLike, integrator: str | integrators.Integrator | None = None,

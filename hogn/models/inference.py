@@ -238,8 +238,7 @@ class _GraphNetworkGradient:
         self.eps = gn.distance_eps
         self.recv, self.send = graph.edge_index[1], graph.edge_index[0]
         self.n, self.e = graph.num_nodes, graph.edge_index.shape[1]
-        box = getattr(graph, "box", None)
-        self.box = None if box is None else box.to(graph.c)[graph.edge_batch.to(box.device)]
+        self.box = graph.edge_box
         c, attr = graph.c, graph.edge_attr if gn.edge_features else None
         geo = d + 1
         # node encoder: input [p?, c, q?]; the c columns fold into a per-node bias

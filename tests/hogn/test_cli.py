@@ -11,14 +11,9 @@ TRAIN = ["--hidden", "8", "--max-samples", "64", "--batch-size", "32", "--quiet"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    data = root / "spring.pt"
-    assert main(["generate", "spring-nbody", "--n-particles", "3..4", "--trajectories", "8",
-                 "--steps", "20", "--dt", "0.05", "--quiet", "-o", str(data)]) == 0
-    run = root / "run"
-    assert main(["train", "hogn", str(data), "--epochs", "2", *TRAIN, "-o", str(run)]) == 0
-    return root, data, run
+def files(tmp_path_factory, cli_run):
+    return cli_run(tmp_path_factory.mktemp("cli"), particles="3..4",
+                   trajectories=8, steps=20, epochs=2, train=TRAIN)
 
 
 def _error(capsys, argv, match):

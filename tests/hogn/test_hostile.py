@@ -32,14 +32,9 @@ TRAIN = ["--hidden", "8", "--max-samples", "32", "--batch-size", "16", "--quiet"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    data = root / "data.pt"
-    assert main(["generate", "spring-nbody", "--n-particles", "3", "--trajectories", "6",
-                 "--steps", "8", "--dt", "0.05", "--quiet", "-o", str(data)]) == 0
-    run = root / "run"
-    assert main(["train", "hogn", str(data), "--epochs", "1", *TRAIN, "-o", str(run)]) == 0
-    return root, data, run
+def files(tmp_path_factory, cli_run):
+    return cli_run(tmp_path_factory.mktemp("hostile"), particles="3",
+                   trajectories=6, steps=8, epochs=1, train=TRAIN)
 
 
 def _error(capsys, argv, match, status=2):

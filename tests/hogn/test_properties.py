@@ -90,15 +90,11 @@ def variants(fast: int, slow: int, **strategies: st.SearchStrategy) -> Callable:
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("props")
-    data = root / "data.pt"
-    assert main(["generate", "spring-nbody", "--n-particles", "3", "--trajectories", "4",
-                 "--steps", "6", "--dt", "0.05", "--quiet", "-o", str(data)]) == 0
-    run = root / "run"
-    assert main(["train", "hogn", str(data), "--epochs", "1", "--hidden", "8",
-                 "--batch-size", "16", "--max-samples", "16", "--quiet", "-o", str(run)]) == 0
-    return root, data, run
+def made(tmp_path_factory, cli_run):
+    return cli_run(tmp_path_factory.mktemp("props"), particles="3",
+                   trajectories=4, steps=6, epochs=1,
+                   train=["--hidden", "8", "--batch-size", "16", "--max-samples", "16",
+                          "--quiet"])
 
 
 @pytest.fixture
