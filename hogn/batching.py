@@ -101,6 +101,7 @@ class EdgeBudgetBatches(torch.utils.data.Sampler[list[int]]):
         if self.costs.numel() == 0:
             raise ValueError("EdgeBudgetBatches needs at least one sample")
         self.epoch = 0
+        self._cut: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
         budget_batches(self.costs, self.budget, order=[])  # validates the costs
 
     def set_epoch(self, epoch: int) -> None:
@@ -108,6 +109,12 @@ class EdgeBudgetBatches(torch.utils.data.Sampler[list[int]]):
         self.epoch = checks.nonnegative_int(epoch, "epoch")
 
     def _all_batches(self) -> list[list[int]]:
+        """Every rank's batches of this epoch, cut once (``len`` and ``iter`` share them)."""
+        if self._cut is None or self._cut[0] != self.epoch:
+            self._cut = (self.epoch, self._cut_epoch())
+        return self._cut[1]
+
+    def _cut_epoch(self) -> list[list[int]]:
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.costs.numel(), generator=gen)

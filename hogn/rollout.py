@@ -111,10 +111,7 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
     steps = checks.nonnegative_int(steps, "steps")
     substeps = checks.positive_int(substeps, "substeps")
     if model.is_stepper:
-        own_dt = float(model.config()["dt"])
-        if integrator is not None or (dt is not None and abs(dt - own_dt) > 1e-12 * own_dt):
-            raise ValueError(f"{model.name} is a stepper over its own dt={own_dt:g}: pass "
-                             f"integrator=None and no other dt")
+        _check_stepper(model, dt, integrator)
         method = None
     else:
         if dt is None:
@@ -128,12 +125,7 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
     qs[0], ps[0] = graph.q, graph.p
     q, p = graph.q, graph.p
     field, built = None, -1
-    iterator = range(1, steps + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc=f"rollout {model.name}", leave=False, disable=None)
-    for i in iterator:
+    for i in _step_range(model, steps, progress):
         edges = neighbours.update(q, graph.ptr)
         current = graph.replace(q=q, p=p, edge_index=edges)
         if method is None:
@@ -148,8 +140,8 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
     return qs, ps
 
 
-def _roll_stepper(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float | None,
-                  integrator: str | None, progress: bool) -> tuple[Tensor, Tensor]:
+def _check_stepper(model: DynamicsModel, dt: float | None, integrator: str | None) -> None:
+    """A stepper takes no integrator and no ``dt`` but its own."""
     own_dt = float(model.config()["dt"])
     if integrator is not None:
         raise ValueError(f"{model.name} is a stepper with its own fixed dt={own_dt:g}; "
@@ -157,6 +149,21 @@ def _roll_stepper(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float
     if dt is not None and abs(dt - own_dt) > 1e-12 * max(1.0, own_dt):
         raise ValueError(f"{model.name} was trained for dt={own_dt:g} and cannot step "
                          f"dt={dt:g}")
+
+
+def _step_range(model: DynamicsModel, steps: int, progress: bool) -> Any:
+    """``range(1, steps + 1)``, behind a tqdm bar when ``progress``."""
+    iterator: Any = range(1, steps + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"rollout {model.name}", leave=False, disable=None)
+    return iterator
+
+
+def _roll_stepper(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float | None,
+                  integrator: str | None, progress: bool) -> tuple[Tensor, Tensor]:
+    _check_stepper(model, dt, integrator)
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     integrators.check_state(graph.q, graph.p)
@@ -164,12 +171,7 @@ def _roll_stepper(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float
     ps = torch.empty_like(qs)
     qs[0], ps[0] = graph.q, graph.p
     q, p = graph.q, graph.p
-    iterator = range(1, steps + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc=f"rollout {model.name}", leave=False, disable=None)
-    for i in iterator:
+    for i in _step_range(model, steps, progress):
         q, p = model.next_state(graph.replace(q=q, p=p))
         qs[i], ps[i] = q, p
     return qs, ps
