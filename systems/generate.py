@@ -188,21 +188,54 @@ class Preset:
         return self.t_end / (self.points - 1)
 
 
-_HNN = "HNN paper (Greydanus et al. 2019) as in hnn-report.txt"
+_HNN_REPORT = "HNN paper (Greydanus et al. 2019) as hnn-report.txt's text describes it"
+_HNN_CODE = ("HNN paper (Greydanus et al. 2019): the authors' code, greydanus/hamiltonian-nn "
+             "experiment-*/data.py (see the PRESETS comments)")
+_HNN = _HNN_REPORT  # the real pendulum: the report's pendulum plus friction
 _META = "meta-learning paper (Song & Jeong), appendix A.1"
 _META_LATER = ("later version of the meta-learning paper (Song & Jeong, 'Identifying "
                "Hamiltonian Manifold in Neural Networks'); sampling and span ours")
 
 PRESETS: dict[str, Preset] = {
-    # HNN: 50 trajectories x 30 points, noise 0.1, energies [0.2, 1] / [1.3, 2.3].
+    # HNN, the authors' code (greydanus/hamiltonian-nn; where it and the report's text
+    # differ, the code produced the paper's numbers):
+    # - experiment-spring/data.py: H = q² + p² (here m = 1/2, k = 2: ω = 2), initial
+    #   (q, p) at a phase-plane radius U[0.1, 1] (so E = r²), 30 points over t = 3,
+    #   noise 0.1 on q and p, 50 trajectories, test_split 0.5 (25/25).
     "hnn-mass-spring": Preset("mass-spring", 50, 30, 3.0, 0.1,
-                              {"energy_range": (0.2, 1.0)}, source=_HNN),
-    "hnn-pendulum": Preset("pendulum", 50, 30, 3.0, 0.1,
-                           {"g": 3.0, "energy_range": (1.3, 2.3)}, source=_HNN),
-    # HNN: 1000 trajectories x 50 points, noise 0.05; time spans are ours.
-    "hnn-two-body": Preset("two-body", 1000, 50, 20.0, 0.05, source=_HNN),
-    "hnn-three-body": Preset("three-body", 1000, 50, 5.0, 0.05, source=_HNN),
-    # HNN's real pendulum is lab data; ours: the ideal pendulum's setup plus friction.
+                              {"mass": 0.5, "k": 2.0, "radius_range": (0.1, 1.0)},
+                              test_fraction=0.5, source=_HNN_CODE),
+    # - experiment-pend/data.py: H = 3(1 − cos q) + p² (m = 1/2, l = 1, g = 6), radius
+    #   U[1.3, 2.3], 45 points over t = 3 (timescale 15), noise 0.1, 25/25.
+    "hnn-pendulum": Preset("pendulum", 50, 45, 3.0, 0.1,
+                           {"mass": 0.5, "g": 6.0, "radius_range": (1.3, 2.3)},
+                           test_fraction=0.5, source=_HNN_CODE),
+    # - experiment-2body/data.py: 1000 orbits x 50 points over t = 20, no noise on the
+    #   inputs (its 0.05 is orbit_noise), 80/20; bodies at ±x with x uniform in the
+    #   square [0.5, 1.5]², so the separation 2|x| lies in [√2, 3√2] (ours: uniform
+    #   there, at a uniform angle); its circular speed is scaled by 1 + 0.05 ξ, ours gets
+    #   a Gaussian vector of relative size orbit_noise, 0.05 / √2 for the same mean
+    #   squared velocity perturbation.
+    "hnn-two-body": Preset("two-body", 1000, 50, 20.0, 0.0,
+                           {"radius_range": (math.sqrt(2), 3 * math.sqrt(2)),
+                            "orbit_noise": 0.05 / math.sqrt(2)}, source=_HNN_CODE),
+    # - experiment-3body/data.py: 5000 orbits x 20 points over t = 5, no input noise,
+    #   80/20, Lagrange triangles at radius U[0.9, 1.2] with each velocity component
+    #   scaled by 1 + 0.2 U[-1, 1] (mean squared perturbation 0.2²/3 of the speed²; ours,
+    #   Gaussian per component: orbit_noise 0.2 / √6). Its total momentum is not
+    #   removed; ours is.
+    "hnn-three-body": Preset("three-body", 5000, 20, 5.0, 0.0,
+                             {"orbit_noise": 0.2 / math.sqrt(6)}, source=_HNN_CODE),
+    # HNN as the report's text describes it (the presets before issue 15): 50 x 30
+    # points, "variance σ² = 0.1" read as noise 0.1, "initial energies" [0.2, 1] and
+    # [1.3, 2.3] (the code's radii), 80/20; 1000 x 50 points, σ 0.05 for the bodies.
+    "hnn-report-mass-spring": Preset("mass-spring", 50, 30, 3.0, 0.1,
+                                     {"energy_range": (0.2, 1.0)}, source=_HNN_REPORT),
+    "hnn-report-pendulum": Preset("pendulum", 50, 30, 3.0, 0.1,
+                                  {"g": 3.0, "energy_range": (1.3, 2.3)}, source=_HNN_REPORT),
+    "hnn-report-two-body": Preset("two-body", 1000, 50, 20.0, 0.05, source=_HNN_REPORT),
+    "hnn-report-three-body": Preset("three-body", 1000, 50, 5.0, 0.05, source=_HNN_REPORT),
+    # HNN's real pendulum is lab data; ours: the report's ideal pendulum plus friction.
     "hnn-real-pendulum": Preset("damped-pendulum", 50, 30, 3.0, 0.1,
                                 {"g": 3.0, "energy_range": (1.3, 2.3), "gamma": 0.1},
                                 source=_HNN),

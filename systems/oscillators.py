@@ -28,7 +28,8 @@ def _energy_range(system: System) -> tuple[float, float]:
 
 
 class _Oscillator(System):
-    """One particle, one degree of freedom, energies sampled from a positive range."""
+    """One particle, one degree of freedom, energies sampled from a positive range, or
+    (``radius_range`` set) initial states on circles of the ``(q, p)`` plane."""
 
     native_dim = 1
     n_particles = 1
@@ -39,18 +40,34 @@ class _Oscillator(System):
         if lo <= 0:
             raise ValueError(f"{self.name}: energy_range must be positive, got "
                              f"{self.params['energy_range']!r}")
+        if self.params["radius_range"] is not None:
+            self._positive_range("radius_range")
+
+    def _sample_radius(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor] | None:
+        """Initial ``(q, p)``, each ``[n]``, at a phase-space radius ``r ~ U(radius_range)``
+        and a uniform angle ``φ``: ``q = r cos φ``, ``p = r sin φ`` (the HNN authors'
+        code samples its spring and pendulum so); ``None`` when ``radius_range`` is
+        unset (then the energy is sampled from ``energy_range``)."""
+        if self.params["radius_range"] is None:
+            return None
+        radius = uniform(generator, n, *self._positive_range("radius_range"))
+        phase = uniform(generator, n, 0.0, 2 * math.pi)
+        return radius * torch.cos(phase), radius * torch.sin(phase)
 
 
 class MassSpring(_Oscillator):
     """Ideal mass on a spring, ``H = p²/2m + k q²/2``.
 
     Initial states: energy ``E ~ U(energy_range)`` (default ``[0.2, 1.0]``, the HNN
-    paper's range) at a uniformly random phase angle.
+    report's range) at a uniformly random phase angle; or, with ``radius_range``
+    ``(lo, hi)``, ``(q, p)`` at a radius ``r ~ U(lo, hi)`` of the phase plane and a
+    uniform angle (the HNN authors' code: ``mass=0.5, k=2`` gives their
+    ``H = q² + p²``, so ``E = r²``, and ``ω = 2``).
     """
 
     name = "mass-spring"
     separable = True
-    defaults = {"mass": 1.0, "k": 1.0, "energy_range": (0.2, 1.0)}
+    defaults = {"mass": 1.0, "k": 1.0, "energy_range": (0.2, 1.0), "radius_range": None}
     max_step = 0.1
     description = "1 mass on a spring, H = p²/2m + kq²/2; E ~ U[0.2, 1]"
 
@@ -71,6 +88,9 @@ class MassSpring(_Oscillator):
                 ) -> tuple[Tensor, Tensor, Tensor]:
         n = len(sizes)
         c = constant_masses(sizes, self.params["mass"], generator)
+        on_circle = self._sample_radius(n, generator)
+        if on_circle is not None:
+            return on_circle[0][:, None], on_circle[1][:, None], c
         energy = uniform(generator, n, *_energy_range(self))
         phase = uniform(generator, n, 0.0, 2 * math.pi)
         q = torch.sqrt(2 * energy / self.params["k"]) * torch.cos(phase)
@@ -83,12 +103,16 @@ class Pendulum(_Oscillator):
 
     Initial states: ``E ~ U(energy_range)`` (default ``[0.2, 1.5]``, librations below
     the separatrix energy ``2mgl = 2``); ``q`` uniform over the angles the energy
-    reaches, ``p`` of random sign completing the energy.
+    reaches, ``p`` of random sign completing the energy. Or, with ``radius_range``
+    ``(lo, hi)``, ``(q, p)`` at a radius ``r ~ U(lo, hi)`` of the phase plane and a
+    uniform angle (the HNN authors' code: ``mass=0.5, g=6`` gives their
+    ``H = 3(1 − cos q) + p²``; radii below 2.3 stay under the separatrix ``2mgl``).
     """
 
     name = "pendulum"
     separable = True
-    defaults = {"mass": 1.0, "g": 1.0, "l": 1.0, "energy_range": (0.2, 1.5)}
+    defaults = {"mass": 1.0, "g": 1.0, "l": 1.0, "energy_range": (0.2, 1.5),
+                "radius_range": None}
     max_step = 0.05
     description = "pendulum, H = p²/2ml² + mgl(1−cos q); E ~ U[0.2, 1.5] (separatrix 2mgl)"
 
@@ -114,6 +138,9 @@ class Pendulum(_Oscillator):
                 ) -> tuple[Tensor, Tensor, Tensor]:
         n = len(sizes)
         c = constant_masses(sizes, self.params["mass"], generator)
+        on_circle = self._sample_radius(n, generator)
+        if on_circle is not None:
+            return on_circle[0][:, None], on_circle[1][:, None], c
         m, g, l = c[:, 0], self.params["g"], self.params["l"]
         energy = uniform(generator, n, *_energy_range(self))
         cos_max = (1 - energy / (m * g * l)).clamp(min=-1.0)
