@@ -1,7 +1,7 @@
 """Experiment 3: data efficiency on three-body — HNN vs HOGN vs MLP test error against
 the number of training trajectories.
 
-Data: the ``hnn-three-body`` preset (perturbed Lagrange triangles, 50 points over 5
+Data: the ``hnn-report-three-body`` preset (perturbed Lagrange triangles, 50 points over 5
 time units, observation noise 0.05). One pool of ``max(sizes) + test`` trajectories
 per seed; the first ``n`` form the training set for each size ``n`` (nested sets),
 the last ``test`` trajectories the fixed test set.
@@ -53,7 +53,7 @@ from hogn.evaluation import evaluate
 from hogn.report import format_table, write_json
 
 NAME = "data_efficiency"
-PRESET = "hnn-three-body"
+PRESET = "hnn-report-three-body"  # the noisy 50-point set (the report's text)
 MODELS: dict[str, dict[str, Any]] = {"mlp": {}, "hnn": {}, "hogn": {"hidden": 64}}
 METRICS = ("test_loss_clean", "test_loss", "rel_error", "energy_drift")
 PLOTTED = ("test_loss_clean", "rel_error", "energy_drift")
