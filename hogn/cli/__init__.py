@@ -2,8 +2,8 @@
 
 Nothing in the library imports this package. Each module registers its commands:
 :mod:`~hogn.cli.data` (``generate``, ``info``), :mod:`~hogn.cli.learn` (``train``,
-``rollout``, ``evaluate``), :mod:`~hogn.cli.meta` (``meta-train``, ``adapt``) and
-:mod:`~hogn.cli.demo` (``demo``).
+``rollout``, ``evaluate``), :mod:`~hogn.cli.meta` (``meta-train``, ``adapt``),
+:mod:`~hogn.cli.demo` (``demo``) and :mod:`~hogn.cli.export` (``export``).
 
 Exits: 0 on success; 2 for a user mistake (an unknown name, a bad value, an
 unreadable, damaged or foreign file, an output that already exists, work that cannot
@@ -61,7 +61,7 @@ def __getattr__(name: str) -> Any:  # UserError lives with the commands' helpers
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hogn`` command."""
-    from hogn.cli import data, demo, learn, meta
+    from hogn.cli import data, demo, export, learn, meta
 
     parser = _Parser(
         prog="hogn", description="Learn how particle systems move: ground truth, Hamiltonian "
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hogn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
-    for module in (data, learn, demo, meta):
+    for module in (data, learn, demo, meta, export):
         module.add_commands(sub)
     return parser
 

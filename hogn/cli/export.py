@@ -1,0 +1,104 @@
+"""``hogn export``: a dataset's trajectories as extended XYZ for ASE, OVITO and alike."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import systems
+from hogn import checks
+from hogn.cli.common import POS_INT, UserError, check_output
+from hogn.xyz import write_xyz
+
+__all__ = ["add_commands", "output_paths", "trajectory_spec"]
+
+
+def trajectory_spec(text: str) -> str | list[int]:
+    """``"all"``, ``"3"``, ``"0,2,5"`` or ``"1..4"`` (inclusive) -> ``"all"`` or indices."""
+    if text.strip() == "all":
+        return "all"
+    indices: list[int] = []
+    try:
+        for part in text.split(","):
+            if ".." in part:
+                lo, hi = (checks.parse_text(checks.nonnegative_int, x, "trajectory index")
+                          for x in part.split("..", 1))
+                if lo > hi:
+                    raise checks.CheckError(f"the range must run from low to high, got {part!r}")
+                indices.extend(range(lo, hi + 1))
+            else:
+                indices.append(checks.parse_text(checks.nonnegative_int, part,
+                                                 "trajectory index"))
+    except checks.CheckError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all', an index >= 0, a list like 0,2,5 or a range like 1..4: {exc}"
+        ) from None
+    return sorted(set(indices))
+
+
+def output_paths(out: Path, indices: list[int]) -> list[Path]:
+    """One file per trajectory: ``out`` itself for one, ``STEM-INDEX.SUFFIX`` for several."""
+    if len(indices) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in indices]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the chosen trajectories of a dataset file as extended XYZ files."""
+    data = systems.load(args.data)
+    count = data.num_graphs
+    indices = list(range(count)) if args.trajectory == "all" else args.trajectory
+    wrong = [i for i in indices if i >= count]
+    if wrong:
+        raise UserError(f"trajectory {wrong[0]} is out of range: {args.data} holds {count} "
+                        f"trajectories (0..{count - 1})")
+    outs = output_paths(Path(args.output), indices)
+    for out in outs:  # every output checked before any is written
+        check_output(out, args.force)
+    keep = slice(None, None, args.stride)
+    name = data.meta.get("system", {}).get("name") if isinstance(data.meta.get("system"),
+                                                                  dict) else None
+    for i, out in zip(indices, outs, strict=True):
+        a, b = int(data.ptr[i]), int(data.ptr[i + 1])
+        box = None if data.box is None else data.box[i]
+        info = {"trajectory": i, **({"system": name} if name else {})}
+        write_xyz(out, data.q[keep, a:b], data.p[keep, a:b], t=data.t[keep], c=data.c[a:b],
+                  box=box, info=info, digits=args.digits)
+    frames = len(range(data.t.numel())[keep])
+    where = str(outs[0]) if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
+    print(f"wrote {where}: {len(outs)} trajectories x {frames} frames (stride {args.stride}) "
+          "as extended XYZ")
+    return 0
+
+
+def _digits(text: str) -> int:
+    value = POS_INT(text)
+    if value > 17:
+        raise argparse.ArgumentTypeError(f"expected an int in [1, 17], got {value}")
+    return value
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``export``."""
+    cmd = sub.add_parser(
+        "export", help="write a dataset's trajectories as extended XYZ (ASE, OVITO)",
+        description="Write trajectories of the dataset file DATA as extended XYZ, the text "
+        "format ASE and OVITO open: one file per trajectory, a frame per saved time with "
+        "positions, momenta, node constants (masses first), the time and the periodic box. "
+        "2-D systems are padded with z = 0; see docs/pictures.md.",
+        epilog="examples:\n"
+        "  hogn export data/spring.pt -o spring.xyz                    # trajectory 0\n"
+        "  hogn export data/lj.pt -o lj.xyz --trajectory 0,3 --stride 10\n"
+        "                                          # lj-0.xyz, lj-3.xyz, every 10th point",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmd.add_argument("data", metavar="DATA", help="dataset file (hogn generate / import)")
+    cmd.add_argument("-o", "--output", required=True, metavar="OUT.xyz",
+                     help="file to write; with several trajectories OUT-INDEX.xyz each")
+    cmd.add_argument("--trajectory", type=trajectory_spec, default=[0], metavar="WHICH",
+                     help="an index, a list (0,2,5), a range (1..4) or 'all' (default 0)")
+    cmd.add_argument("--stride", type=POS_INT, default=1,
+                     help="write every STRIDE-th saved time (default 1: all)")
+    cmd.add_argument("--digits", type=_digits, default=10,
+                     help="significant digits per number, 1-17 (default 10; 17: exact)")
+    cmd.add_argument("--force", action="store_true", help="overwrite existing files")
+    cmd.set_defaults(func=cmd_export)
