@@ -1,28 +1,33 @@
 """Plots a person would rather look at than read (matplotlib, Agg backend).
 
-Every function takes plain tensors/arrays and writes a PNG atomically; nothing
-here knows about particular physical systems.
+Every function takes plain tensors/arrays and writes a PNG (or, for
+:func:`animate_rollout`, a GIF) atomically; nothing here knows about particular
+physical systems.
 """
 
 from __future__ import annotations
 
 import io as _io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
+from PIL import Image
 from torch import Tensor
 
 from hogn.io import atomic_write
 
-__all__ = ["TrajectoryPanel", "loss_curves", "rollout_comparison", "save_figure",
-           "trajectories_and_energy"]
+__all__ = ["TrajectoryPanel", "animate_rollout", "frame_indices", "loss_curves",
+           "rollout_comparison", "save_figure", "trajectories_and_energy"]
 
 
 @dataclass
@@ -167,3 +172,180 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def frame_indices(points: int, stride: int | None = None, max_frames: int = 150) -> np.ndarray:
+    """The saved times an animation shows: every ``stride``-th of ``points``, from 0.
+
+    Args:
+        points: Saved times ``T`` (``>= 1``).
+        stride: Show every ``stride``-th time (``>= 1``); default: the smallest stride
+            that keeps the count within ``max_frames``.
+        max_frames: Cap on the frame count (``>= 1``): a ``stride`` that would give
+            more frames is widened to the smallest one that does not.
+
+    Returns:
+        Time indices ``[F]``, ``F = ceil(T / stride) <= max_frames``.
+
+    Raises:
+        ValueError: On ``points``, ``stride`` or ``max_frames`` below 1.
+    """
+    for name, value in (("points", points), ("max_frames", max_frames),
+                        ("stride", 1 if stride is None else stride)):
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    step = max(stride or 1, math.ceil(points / max_frames))
+    return np.arange(0, points, step)
+
+
+def _limits(truth: np.ndarray, pred: np.ndarray, box: np.ndarray | None) -> np.ndarray:
+    """Axis limits ``[d, 2]`` shared by both panels: the box, or the truth's range
+    widened to take in the prediction up to one truth span beyond it."""
+    if box is not None:
+        lo, hi = np.zeros_like(box), box
+    else:
+        lo, hi = np.nanmin(truth, axis=(0, 1)), np.nanmax(truth, axis=(0, 1))
+        span = np.maximum(hi - lo, 1e-9)
+        inside = np.clip(pred, lo - span, hi + span)
+        lo = np.minimum(lo, np.nanmin(inside, axis=(0, 1), initial=np.inf))
+        hi = np.maximum(hi, np.nanmax(inside, axis=(0, 1), initial=-np.inf))
+    margin = 0.05 * np.maximum(hi - lo, 1e-9)
+    return np.stack([lo - margin, hi + margin], axis=-1)
+
+
+def animate_rollout(truth_q: Tensor | np.ndarray, pred_q: Tensor | np.ndarray,
+                    path: str | os.PathLike, *, t: Tensor | np.ndarray | None = None,
+                    box: Tensor | np.ndarray | Sequence[float] | None = None,
+                    stride: int | None = None, max_frames: int = 150, fps: int = 15,
+                    title: str = "", labels: tuple[str, str] = ("truth", "prediction"),
+                    size: tuple[float, float] = (7.0, 3.5), dpi: int = 80) -> Path:
+    """An animated GIF of a predicted trajectory beside the true one.
+
+    Two panels with the same axes: the truth on the left, the prediction on the right
+    (with the truth as faint rings, so errors show as distance). Each particle keeps
+    its colour. Systems with ``d >= 2`` show the particles in the (q0, q1) plane (a
+    projection for ``d = 3``); with a periodic ``box`` the positions are wrapped into
+    ``[0, L)`` and the box is drawn. Systems with ``d = 1`` show ``q`` against time,
+    drawn up to the frame's time (with a box: wrapped, as points, between lines at 0
+    and ``L``). The title gives the frame's time.
+
+    Long rollouts are thinned (see :func:`frame_indices`): ``stride`` saved times per
+    frame, at most ``max_frames`` frames. Each frame is drawn once on the Agg canvas
+    and the frames are saved with Pillow (the library matplotlib's ``PillowWriter``
+    uses), through a temporary file moved into place (:func:`hogn.io.atomic_write`).
+
+    Args:
+        truth_q: True positions ``[T, n, d]``.
+        pred_q: Predicted positions ``[T, n, d]`` (non-finite values, a diverged
+            rollout, are not drawn).
+        path: GIF destination.
+        t: Times ``[T]`` (default ``0, 1, ..., T - 1``).
+        box: Periodic box lengths ``[d]``, or ``None``.
+        stride: Saved times per frame (default: as few as ``max_frames`` allows).
+        max_frames: Cap on the number of frames.
+        fps: Frames per second.
+        title: Text before the time in the title.
+        labels: Panel titles (truth, prediction).
+        size: Figure size in inches; the GIF is ``size * dpi`` pixels.
+        dpi: Pixels per inch.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: On empty or mismatched trajectories, a bad box, stride or fps.
+    """
+    truth, pred = _np(truth_q).astype(np.float64), _np(pred_q).astype(np.float64)
+    if truth.ndim != 3 or truth.shape[0] == 0 or truth.shape[1] == 0:
+        raise ValueError("animate_rollout: truth_q must be a non-empty trajectory [T, n, d] "
+                         f"(T, n >= 1), got shape {tuple(truth.shape)}")
+    if pred.shape != truth.shape:
+        raise ValueError(f"animate_rollout: pred_q must have truth_q's shape "
+                         f"{tuple(truth.shape)}, got {tuple(pred.shape)}")
+    if not np.isfinite(truth).all():
+        raise ValueError("animate_rollout: truth_q holds non-finite values")
+    points, n, d = truth.shape
+    times = np.arange(points, dtype=np.float64) if t is None else _np(t).astype(np.float64)
+    if times.shape != (points,):
+        raise ValueError(f"animate_rollout: t must hold {points} times, got shape "
+                         f"{tuple(times.shape)}")
+    lengths = None
+    if box is not None:
+        lengths = _np(box).astype(np.float64).reshape(-1)
+        if lengths.shape != (d,) or not (np.isfinite(lengths) & (lengths > 0)).all():
+            raise ValueError(f"animate_rollout: box must hold {d} finite lengths > 0, got "
+                             f"{lengths.tolist()}")
+        truth, pred = np.mod(truth, lengths), np.mod(pred, lengths)
+    if not isinstance(fps, int) or isinstance(fps, bool) or fps < 1:
+        raise ValueError(f"animate_rollout: fps must be an int >= 1, got {fps!r}")
+    frames = frame_indices(points, stride, max_frames)
+    lim = _limits(truth, pred, lengths)
+
+    fig, axes = plt.subplots(1, 2, figsize=size, dpi=dpi, sharex=True, sharey=True)
+    colors = [f"C{i % 10}" for i in range(n)]
+    ms = float(np.clip(40 / math.sqrt(n), 1.5, 7))
+    if d >= 2:
+        for ax, label in zip(axes, labels, strict=True):
+            ax.set_xlim(*lim[0])
+            ax.set_ylim(*lim[1])
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("q0", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if lengths is not None:
+                ax.add_patch(Rectangle((0, 0), lengths[0], lengths[1], fill=False, lw=1,
+                                       ec="0.4"))
+        axes[0].set_ylabel("q1", fontsize=8)
+        ghost = axes[1].scatter(truth[0, :, 0], truth[0, :, 1], s=(1.6 * ms) ** 2,
+                                facecolors="none", edgecolors="0.7", lw=0.8)
+        dots = [ax.scatter(x[0, :, 0], x[0, :, 1], s=ms ** 2, c=colors)
+                for ax, x in zip(axes, (truth, pred), strict=True)]
+
+        def draw(i: int) -> None:
+            ghost.set_offsets(truth[i, :, :2])
+            for dot, x in zip(dots, (truth, pred), strict=True):
+                dot.set_offsets(x[i, :, :2])
+    else:
+        style = {"ls": "none", "marker": "."} if lengths is not None else {"lw": 1}
+        for ax, label in zip(axes, labels, strict=True):
+            ax.set_xlim(times[0], times[-1] if points > 1 else times[0] + 1)
+            ax.set_ylim(*lim[0])
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("t", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if lengths is not None:
+                for y in (0.0, lengths[0]):
+                    ax.axhline(y, color="0.4", lw=1)
+        axes[0].set_ylabel("q", fontsize=8)
+        paths = [[ax.plot([], [], color=colors[j], ms=2, **style)[0] for j in range(n)]
+                 for ax in axes]
+        heads = [ax.scatter(np.full(n, times[0]), x[0, :, 0], s=ms ** 2, c=colors, zorder=3)
+                 for ax, x in zip(axes, (truth, pred), strict=True)]
+
+        def draw(i: int) -> None:
+            for lines, head, x in zip(paths, heads, (truth, pred), strict=True):
+                for j, line in enumerate(lines):
+                    line.set_data(times[: i + 1], x[: i + 1, j, 0])
+                head.set_offsets(np.stack([np.full(n, times[i]), x[i, :, 0]], axis=-1))
+    prefix = f"{title}   " if title else ""
+    heading = fig.suptitle(f"{prefix}t = {times[0]:.4g}", fontsize=10)
+
+    def update(i: int) -> None:
+        draw(int(i))
+        heading.set_text(f"{prefix}t = {times[int(i)]:.4g}")
+
+    fig.tight_layout()
+    images = []
+    try:
+        for i in frames:  # one Agg draw per frame, grabbed as pixels
+            update(i)
+            fig.canvas.draw()
+            images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
+    finally:
+        plt.close(fig)
+
+    def write(fh: BinaryIO) -> None:
+        images[0].save(fh, format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(1, round(1000 / fps)), loop=0)
+
+    return atomic_write(path, write)
