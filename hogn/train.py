@@ -14,12 +14,29 @@ trajectories, part of which are held out for validation. Batches of graphs of
 different sizes are cut out of the dataset's arrays at once (:meth:`Samples.collate`:
 the same batch as a PyG ``Batch`` of per-state ``Data``, without the per-state cost).
 
+Length: ``epochs`` passes over the training samples, or exactly ``steps`` optimizer
+steps (``steps > 0``): then epochs run until that many steps are taken, the last one
+cut short (its first batches only), and a ``cosine`` schedule anneals over the steps.
+Either way the history holds one row per epoch (``step`` counts the optimizer steps
+taken by its end). Full batch: with ``batch_size`` at least the training samples (and
+no ``max_samples`` or ``edge_budget`` below them), every epoch is one step over all of
+them, in one batch, in a fixed order (:attr:`TrainResult.full_batch`); with
+``steps=N`` that is N full-batch steps, as in the HNN paper's training.
+
+Test split: when training ends, the dataset's test trajectories (``test [G]``; never
+trained or validated on) are scored with the best weights, with the same target and
+loss as the validation: :attr:`TrainResult.test_loss` (``None`` without a test split),
+also stored as ``test_loss`` in the final epoch's row (the last line of
+``metrics.jsonl``; ``null`` without a test split).
+
 A run folder receives ``config.json``, ``metrics.jsonl`` (one line per epoch,
 appended and flushed as each epoch ends), ``checkpoint.pt`` (everything a resume
 needs) and ``best.pt``, ``last.pt`` (the model files that ``hogn evaluate`` and
 ``hogn rollout`` load). A folder that holds a different run is refused; the same run
-(the epoch count may grow; the checkpoint frequency may change) resumes from its
-checkpoint.
+(the epoch or step count may grow, but a run by epochs stays one by epochs and a run
+by steps one by steps; the checkpoint frequency may change) resumes from its
+checkpoint. A run by steps resumed with more steps goes on from the checkpointed
+epoch: when that epoch was cut short, its untaken batches are not taken.
 
 Checkpoints. ``checkpoint.pt`` is one atomic write (temporary file and
 ``os.replace``) of the state at the end of an epoch: model, optimizer, scheduler,
@@ -44,6 +61,7 @@ used by training and not saved.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -74,7 +92,7 @@ SCHEDULES = ("none", "cosine")
 CHECKPOINT_VERSION = 2
 _SNAPSHOT_SECONDS = 1.0  # the in-memory copy for an interrupted run is at most this old
 # options that do not change what is computed: a resume may change them
-_RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "checkpoint_seconds")
+_RESUMABLE_CHANGES = ("epochs", "steps", "checkpoint_every", "checkpoint_seconds")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,8 +110,13 @@ class TrainConfig:
         integrator: Integrator for the rollout target.
         rollout_steps: Steps ``k`` integrated and matched per sample (rollout target).
         loss: ``"mse"`` or ``"logcosh"``.
-        epochs: Passes over the training samples.
-        batch_size: Graphs (states) per batch.
+        epochs: Passes over the training samples (with ``steps``: leave at its default,
+            20; it is then not used).
+        steps: Train for exactly this many optimizer steps instead of ``epochs``
+            (0: by epochs). Epochs run until the steps are taken, the last one cut
+            short; ``cosine`` anneals over the steps.
+        batch_size: Graphs (states) per batch; at least the training samples of an
+            epoch: full batch (one step per epoch over all of them, unshuffled).
         edge_budget: Cut training batches by size instead: each holds graphs, in a
             shuffled order, until the next would pass this many edges plus nodes
             (0: off, ``batch_size`` graphs per batch). For graphs of very different
@@ -101,7 +124,9 @@ class TrainConfig:
             gets a batch of its own (:class:`hogn.batching.EdgeBudgetBatches`).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
-        schedule: ``"none"`` or ``"cosine"`` (annealed to 0 over the epochs).
+        schedule: ``"none"`` or ``"cosine"`` (annealed to 0 over the epochs, or over
+            the optimizer steps with ``steps``: the learning rate of step ``i`` of
+            ``S`` is ``lr (1 + cos(pi i / S)) / 2``).
         val_fraction: Fraction of training trajectories held out for validation.
         max_samples: Cap on training samples per epoch (random subset; 0: all).
         grad_clip: Clip the gradient norm (0: off).
@@ -122,6 +147,7 @@ class TrainConfig:
     rollout_steps: int = 1
     loss: str = "mse"
     epochs: int = 20
+    steps: int = 0
     batch_size: int = 64
     edge_budget: int = 0
     lr: float = 1e-3
@@ -150,6 +176,7 @@ class TrainConfig:
         elif self.target == "rollout":
             model.check_integrator(self.integrator)
         for key, check in (("epochs", checks.positive_int),
+                           ("steps", checks.nonnegative_int),
                            ("batch_size", checks.positive_int),
                            ("edge_budget", checks.nonnegative_int),
                            ("rollout_steps", checks.positive_int),
@@ -163,6 +190,12 @@ class TrainConfig:
             check(getattr(self, key), key)
         checks.fraction(self.val_fraction, "val_fraction", upper_open=True)
         checks.device(self.device, "device")
+        default_epochs = TrainConfig.epochs
+        if self.steps and self.epochs != default_epochs:
+            raise ValueError(f"steps and epochs are exclusive: got steps={self.steps} and "
+                             f"epochs={self.epochs}; give one (steps counts optimizer steps, "
+                             f"epochs passes over the data; leave epochs at {default_epochs} "
+                             "with steps)")
         if self.edge_budget and self.max_samples:
             raise ValueError("edge_budget and max_samples cannot be combined: an edge budget "
                              "cuts every training sample of an epoch into batches; set one")
@@ -173,16 +206,25 @@ class TrainResult:
     """What :func:`train` returns.
 
     Attributes:
-        history: One dict per epoch (epoch, train_loss, val_loss, lr, seconds).
-            ``train_loss`` is the mean of the losses measured before each step;
+        history: One dict per epoch (epoch, step, train_loss, val_loss, lr, seconds;
+            the final epoch's also test_loss). ``step`` is the number of optimizer
+            steps taken by the end of the epoch; ``lr`` the learning rate of its first
+            step; ``train_loss`` the mean of the losses measured before each step;
             ``val_loss`` the loss of the weights at the end of the epoch on the
             validation trajectories or, with ``val_fraction=0``, on a fixed subset of
             the training samples (as many as an epoch uses), so that the best epoch
-            is ranked by the weights it saves.
+            is ranked by the weights it saves. A run folder written before ``step``
+            and ``test_loss`` existed keeps its old rows without them.
         best_val: Lowest ``val_loss``.
         best_epoch: Epoch of ``best_val``.
         run_dir: Run folder, if any.
         resumed_epoch: The checkpointed epoch this call went on from (0: a new run).
+        test_loss: Loss of the returned (best) weights on the dataset's test
+            trajectories, with the training target and loss (mean as ``val_loss``:
+            of the per-batch means, weighted by graphs; one batch when
+            ``batch_size`` covers the split); ``None`` when the dataset has none.
+        steps: Optimizer steps the run has taken in all (before a resume included).
+        full_batch: Whether every epoch was one step over all training samples.
     """
 
     history: list[dict[str, float]]
@@ -190,6 +232,9 @@ class TrainResult:
     best_epoch: int
     run_dir: Path | None
     resumed_epoch: int = 0
+    test_loss: float | None = None
+    steps: int = 0
+    full_batch: bool = False
 
 
 def log_cosh(x: Tensor) -> Tensor:
@@ -321,6 +366,23 @@ def _loader(samples: Samples, batch_size: int, shuffle: bool = False,
                                        collate_fn=collate)
 
 
+class _FirstBatches:
+    """The first ``count`` batches of a loader: the last epoch of a run by steps, cut
+    short (iterated and sized as the loader is by :func:`_batches`)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, count: int) -> None:
+        self.loader, self.count = loader, count
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.loader), self.count)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+_Batches = torch.utils.data.DataLoader | _FirstBatches
+
+
 @dataclass
 class _Share:
     """One rank's part of a global batch (training in several processes).
@@ -414,7 +476,7 @@ def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
     return pred, torch.cat([batch.y_q, batch.y_p], -1)
 
 
-def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: TrainConfig, dt: float,
+def _epoch(model: DynamicsModel, loader: _Batches, cfg: TrainConfig, dt: float,
            optimizer: torch.optim.Optimizer | None, epoch: int, progress: bool) -> float:
     total, count = 0.0, 0
     for step, batch in enumerate(_batches(loader, epoch, optimizer is not None, progress)):
@@ -431,7 +493,7 @@ def _epoch(model: DynamicsModel, loader: torch.utils.data.DataLoader, cfg: Train
     return total / max(count, 1)
 
 
-def _batches(loader: torch.utils.data.DataLoader, epoch: int, training: bool,
+def _batches(loader: _Batches, epoch: int, training: bool,
              progress: bool) -> Iterator[Any]:
     """The loader's batches, behind a tqdm bar when ``progress``."""
     batches: Iterator[Any] = iter(loader)
@@ -457,7 +519,7 @@ def _step(loss: Tensor, value: Tensor, model: DynamicsModel,
 
 
 def _sharded_epoch(ddp: torch.nn.parallel.DistributedDataParallel | None,
-                   model: DynamicsModel, loader: torch.utils.data.DataLoader,
+                   model: DynamicsModel, loader: _Batches,
                    cfg: TrainConfig, dt: float, optimizer: torch.optim.Optimizer | None,
                    epoch: int, progress: bool) -> float:
     """:func:`_epoch` in one of several processes (``ddp`` wraps the model to train).
@@ -521,7 +583,12 @@ def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
         defaults = asdict(TrainConfig())  # options added since the folder was written
         old["train"] = {**defaults, **old["train"]}
         new["train"] = {**defaults, **new.get("train", {})}
-        for rec in (old, new):  # more epochs extend the same run
+        if bool(old["train"]["steps"]) != bool(new["train"]["steps"]):
+            was, now = (("by steps", "by epochs") if old["train"]["steps"] else
+                        ("by epochs", "by steps"))
+            raise ValueError(f"{run_dir} holds a run trained {was}; it cannot go on {now} "
+                             f"(see {config_path}); resume it {was}, or choose another folder")
+        for rec in (old, new):  # more epochs (or steps) extend the same run
             for key in _RESUMABLE_CHANGES:
                 rec.get("train", {}).pop(key, None)
         _same_data_file(old, new)
@@ -694,6 +761,9 @@ def _read_checkpoint(path: Path, run: Path, model: DynamicsModel,
         epoch = snapshot["epoch"]
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
             raise ValueError(f"epoch {epoch!r}")
+        steps = snapshot.get("steps", 0)  # absent before steps were counted
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps {steps!r}")
         _apply_checkpoint(snapshot, model, optimizer, scheduler, gen, device)
     except hio.FileFormatError:
         raise
@@ -839,8 +909,12 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     budget = None
     if cfg.edge_budget:  # every rank cuts the same global batches (seeded per epoch)
         budget = EdgeBudgetBatches(train_set.costs(), cfg.edge_budget, seed=cfg.seed)
-    train_loader = _loader(train_set, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
-                           generator=gen if sampler is None else None, shards=shards,
+    full_batch = (int(train_set.costs().sum()) <= cfg.edge_budget if budget is not None
+                  else sampler is None and cfg.batch_size >= len(train_set))
+    # a full batch is taken in the stored order: shuffling it would only reorder the sum
+    shuffle = sampler is None and not full_batch
+    train_loader = _loader(train_set, cfg.batch_size, shuffle=shuffle, sampler=sampler,
+                           generator=gen if shuffle else None, shards=shards,
                            batch_sampler=budget)
     if val_ids.numel():
         val_loader = _loader(Samples(data, val_ids, k, cfg.target), cfg.batch_size,
@@ -852,12 +926,25 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
         fixed = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
             cfg.seed + 1))[:size].sort().values
         val_loader = _loader(train_set, cfg.batch_size, sampler=fixed.tolist(), shards=shards)
+    test_ids = data.test.cpu().nonzero().flatten()
+    test_loader = (_loader(Samples(data, test_ids, k, cfg.target), cfg.batch_size,
+                           shards=shards) if test_ids.numel() else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs)
-                 if cfg.schedule == "cosine" else None)
+    scheduler = None
+    if cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
+                                                               cfg.steps or cfg.epochs)
+        if cfg.steps:  # annealed per optimizer step, whichever loop takes it
+            optimizer.register_step_post_hook(_step_scheduler(scheduler))
+
+    def batches_in(epoch: int) -> int:
+        """Batches (optimizer steps) of a whole ``epoch``."""
+        if budget is not None:
+            budget.set_epoch(epoch)
+        return len(train_loader)
 
     run = Path(run_dir) if run_dir is not None else None
-    start_epoch, best, best_epoch = 1, math.inf, 0
+    start_epoch, best, best_epoch, steps_done = 1, math.inf, 0, 0
     best_state: dict[str, Tensor] | None = None
     history: list[dict[str, float]] = []
     folder: _RunFolder | None = None
@@ -884,6 +971,12 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
             start_epoch = snapshot["epoch"] + 1
             best, best_epoch = snapshot["best"], snapshot["best_epoch"]
             best_state = snapshot["best_model"]
+            steps_done = snapshot.get("steps", -1)
+            if steps_done < 0:  # a checkpoint written before steps were counted
+                steps_done = 0
+                for epoch in range(1, start_epoch):
+                    taken = batches_in(epoch)
+                    steps_done += min(taken, cfg.steps - steps_done) if cfg.steps else taken
         if opened:
             folder = _RunFolder(run, model, opened[0], snapshot)
     resumed = start_epoch - 1
@@ -893,39 +986,63 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
             _SummedLoss(model, cfg, dt), find_unused_parameters=_has_unused(model, train_set,
                                                                            cfg, dt, device))
 
-    def run_epoch(loader: torch.utils.data.DataLoader, opt: torch.optim.Optimizer | None,
-                  epoch: int) -> float:
+    def run_epoch(loader: _Batches, opt: torch.optim.Optimizer | None, epoch: int,
+                  net: DynamicsModel = model, bar: bool = progress) -> float:
         if shards == 1:
-            return _epoch(model, loader, cfg, dt, opt, epoch, progress)
-        return _sharded_epoch(ddp, model, loader, cfg, dt, opt, epoch, progress)
+            return _epoch(net, loader, cfg, dt, opt, epoch, bar)
+        return _sharded_epoch(ddp, net, loader, cfg, dt, opt, epoch, bar)
 
+    def score_test(weights: dict[str, Tensor] | None, epoch: int) -> float | None:
+        """The test split's loss of ``weights`` (``None``: the model's own)."""
+        if test_loader is None:
+            return None
+        net = model
+        if weights is not None:
+            net = copy.deepcopy(model)
+            net.load_state_dict(weights)
+        net.eval()
+        return run_epoch(test_loader, None, epoch, net, False)
+
+    test_loss: float | None = None
+    scored = False
     try:
         last_checkpoint = last_snapshot = time.monotonic()
-        for epoch in range(start_epoch, cfg.epochs + 1):
+        for epoch in itertools.count(start_epoch):
+            if steps_done >= cfg.steps if cfg.steps else epoch > cfg.epochs:
+                break
             started = time.perf_counter()
+            batches = batches_in(epoch)  # (sets the edge budget's epoch)
+            loader: _Batches = train_loader
+            if cfg.steps and steps_done + batches >= cfg.steps:  # the last epoch
+                batches = cfg.steps - steps_done
+                loader = _FirstBatches(train_loader, batches)
+            final = steps_done + batches >= cfg.steps if cfg.steps else epoch == cfg.epochs
+            lr = optimizer.param_groups[0]["lr"]
             model.train()
-            if budget is not None:
-                budget.set_epoch(epoch)
-            train_loss = run_epoch(train_loader, optimizer, epoch)
+            train_loss = run_epoch(loader, optimizer, epoch)
+            steps_done += batches
             model.eval()
             val_loss = run_epoch(val_loader, None, epoch)
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(f"non-finite validation loss at epoch {epoch}")
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "seconds": round(time.perf_counter() - started, 3)}
-            history.append(row)
-            length = _append_line(folder.metrics, json.dumps(row) + "\n") if folder else 0
-            if scheduler is not None:
+            if scheduler is not None and not cfg.steps:
                 scheduler.step()
             improved = val_loss < best
             if improved:
                 best, best_epoch = val_loss, epoch
                 best_state = _clone(model.state_dict())
+            row: dict[str, Any] = {"epoch": epoch, "step": steps_done,
+                                   "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+            if final:  # the best weights on the test split (the model's own if best now)
+                test_loss, scored = score_test(None if improved else best_state, epoch), True
+                row["test_loss"] = test_loss
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(row)
+            length = _append_line(folder.metrics, json.dumps(row) + "\n") if folder else 0
             if folder is None:
                 continue
             now = time.monotonic()
-            due = (epoch == cfg.epochs
+            due = (final
                    or (cfg.checkpoint_every > 0 and epoch % cfg.checkpoint_every == 0)
                    or (cfg.checkpoint_seconds > 0
                        and now - last_checkpoint >= cfg.checkpoint_seconds))
@@ -933,7 +1050,8 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
                 folder.take_snapshot(
                     epoch, best_state if improved else None, optimizer, scheduler,
                     {"best": best, "best_epoch": best_epoch, "best_model": best_state,
-                     "metrics_length": length, "rng": _rng_state(gen, device)})
+                     "metrics_length": length, "rng": _rng_state(gen, device),
+                     "steps": steps_done})
                 last_snapshot = now
             if due:
                 folder.commit()
@@ -959,7 +1077,17 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(history, best, best_epoch, run, resumed)
+    if not scored:  # a resume with nothing left to do: score the returned weights now
+        test_loss = score_test(None, start_epoch - 1)
+    return TrainResult(history, best, best_epoch, run, resumed, test_loss, steps_done,
+                       full_batch)
+
+
+def _step_scheduler(scheduler: Any) -> Any:
+    """An optimizer step post-hook that steps ``scheduler`` (a schedule per step)."""
+    def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        scheduler.step()
+    return hook
 
 
 def _has_unused(model: DynamicsModel, samples: Samples, cfg: TrainConfig, dt: float,

@@ -100,9 +100,19 @@ def _train_run(args: argparse.Namespace) -> int:
     if result.resumed_epoch:
         print(f"resumed {run} from its checkpoint of epoch {result.resumed_epoch}")
     where = f" in {processes} processes" if processes > 1 else ""
+    if result.full_batch:
+        print("full batch: every step takes all training samples in one batch "
+              "(--batch-size covers them)")
     print(f"trained {model.name} ({sum(p.numel() for p in model.parameters())} parameters) "
-          f"for {len(result.history)} epoch(s){where} in {time.perf_counter() - start:.1f} s: "
-          f"best validation loss {result.best_val:.4g} at epoch {result.best_epoch}")
+          f"for {len(result.history)} epoch(s), {result.steps} optimizer step(s){where} in "
+          f"{time.perf_counter() - start:.1f} s: best validation loss {result.best_val:.4g} "
+          f"at epoch {result.best_epoch}")
+    tested = int(data.test.sum())
+    if result.test_loss is None:
+        print(f"{args.data} has no test trajectories: no test loss")
+    else:
+        print(f"test loss {result.test_loss:.4g} (the best weights on the {tested} test "
+              f"trajectories of {args.data})")
     print(f"run folder {run}: config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt, "
           f"{png.name}")
     return 0
@@ -292,13 +302,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt and loss.png. The "
         "input sizes (dims, node constants, edge features, particle count of fixed-size "
         "models, dt of steppers) come from the data. Running the same command again (with "
-        "more --epochs, or after the run was killed) resumes from the last checkpoint; a "
-        "folder holding a different run is refused."),
+        "more --epochs or --steps, or after the run was killed) resumes from the last "
+        "checkpoint; a folder holding a different run is refused. When training ends, the "
+        "best weights are scored on the dataset's test trajectories (test_loss, printed and "
+        "in the last line of metrics.jsonl)."),
         epilog=f"models: {', '.join(models.names())}\n\nexamples:\n"
         "  hogn generate spring-nbody --n-particles 4..6 --trajectories 200 -o spring.pt\n"
         "  hogn train hogn spring.pt --hidden 64 --epochs 30 -o runs/hogn\n"
         "  hogn train ogn spring.pt --target rollout --integrator rk4 -o runs/ogn\n"
         "  hogn train deltagn spring.pt -o runs/deltagn          # steps the data's dt\n"
+        "  hogn train hnn spring.pt --n-particles 4 --steps 2000 --batch-size 100000 "
+        "--val-fraction 0 --weight-decay 1e-4 -o runs/hnn  # 2000 full-batch steps\n"
         "  hogn train mlp spring.pt --n-particles 5 -o runs/mlp  # fixed-size models\n"
         "  torchrun --nproc-per-node 4 -m hogn train hogn spring.pt -o runs/hogn  # 4 "
         "processes (README: Scaling out)",
@@ -326,13 +340,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "need a separable H (separable-hogn)")
     opt.add_argument("--rollout-steps", type=POS_INT, help="steps matched per sample (default 1)")
     opt.add_argument("--loss", choices=LOSSES, help="default mse")
-    opt.add_argument("--epochs", type=POS_INT, help="default 20")
-    opt.add_argument("--batch-size", type=POS_INT, help="graphs per batch (default 64)")
+    length = opt.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=POS_INT, help="passes over the training samples "
+                        "(default 20)")
+    length.add_argument("--steps", type=POS_INT, help="train for exactly this many optimizer "
+                        "steps instead (the last epoch cut short; --schedule cosine anneals "
+                        "over them)")
+    opt.add_argument("--batch-size", type=POS_INT, help="graphs per batch (default 64); at "
+                     "least the training samples: full batch, one step per epoch")
     opt.add_argument("--edge-budget", type=NONNEG_INT, help="cut batches by size instead: "
                      "graphs until the next would pass this many edges plus nodes (for "
                      "graphs of very different sizes; default 0: off)")
     opt.add_argument("--lr", type=POS_FLOAT, help="Adam learning rate (default 1e-3)")
-    opt.add_argument("--weight-decay", type=NONNEG_FLOAT, help="default 0")
+    opt.add_argument("--weight-decay", type=NONNEG_FLOAT, help="Adam weight decay (default 0)")
     opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule "
                      "(default none)")
     opt.add_argument("--val-fraction", type=FRACTION_BELOW_1, help="training trajectories held out "
