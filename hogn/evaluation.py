@@ -7,6 +7,12 @@
 ``hogn`` knows no physical system: the true energy comes from the caller as
 ``energy(q, p) -> [T, G]`` (for a ``systems.Dataset``, the system's Hamiltonian on
 the dataset's graph).
+
+States without time order (one point per trajectory, as ``systems.Dataset.from_arrays``
+makes of ``[M, d]`` or ``[M, n, d]`` states) leave nothing to roll out: there
+:func:`evaluate` compares the model's derivatives with the data's ``dq, dp`` instead
+(``derivative_rel_error``, ``derivative_mse``; the rollout numbers are ``nan`` and
+``steps`` is 0).
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ class Evaluation:
         energy_error: ``|H(x̂_t) − H(x_0)| / |H(x_0)|`` under the true ``H``,
             ``[T + 1, G]`` (``None`` without an energy function).
         batch: Graph of each node ``[N]``.
+        derivative_rel_error: ``‖f̂ − f‖ / (‖f̂‖ + ‖f‖)`` of the predicted derivatives
+            ``f̂ = (dq, dp)`` at the true states, ``[G]`` (only for states without
+            time order, ``T = 1``, where ``q, p`` are those states, the errors of the
+            state are 0 and ``energy_error`` is ``None``; else ``None``).
+        derivative_mse: Mean squared error of those derivatives, ``[G]`` (or ``None``).
     """
 
     t: Tensor
@@ -56,6 +67,8 @@ class Evaluation:
     state_mse: Tensor
     energy_error: Tensor | None
     batch: Tensor
+    derivative_rel_error: Tensor | None = None
+    derivative_mse: Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -77,21 +90,29 @@ class Evaluation:
             relative error of the true energy along the prediction (``nan``
             without an energy function);
             ``time_to_threshold``: median time until the relative error passes
-            ``threshold`` (``inf`` if it never does); and the counts.
+            ``threshold`` (``inf`` if it never does); and the counts. With no step
+            (states without time order) these are ``nan``, and
+            ``derivative_rel_error`` (geometric mean over graphs) and
+            ``derivative_mse`` (mean over graphs) score the derivatives instead.
         """
         threshold = checks.positive_float(threshold, "threshold")
         drift = (geometric_mean(self.energy_error.amax(0)).item()
                  if self.energy_error is not None else math.nan)
-        reach = time_to_threshold(self.relative_error, self.t, threshold)
-        return {
-            "rel_error": geometric_mean(self.relative_error[1:].mean(0)).item(),
-            "final_rel_error": geometric_mean(self.relative_error[-1]).item(),
-            "state_mse": self.state_mse[1:].mean().item(),
-            "energy_drift": drift,
-            "time_to_threshold": reach.median().item(),
-            "trajectories": self.num_graphs,
-            "steps": self.t.numel() - 1,
-        }
+        steps = self.t.numel() - 1
+        if steps:
+            reach = time_to_threshold(self.relative_error, self.t, threshold)
+            rollout = {"rel_error": geometric_mean(self.relative_error[1:].mean(0)).item(),
+                       "final_rel_error": geometric_mean(self.relative_error[-1]).item(),
+                       "state_mse": self.state_mse[1:].mean().item(),
+                       "energy_drift": drift, "time_to_threshold": reach.median().item()}
+        else:
+            rollout = dict.fromkeys(("rel_error", "final_rel_error", "state_mse",
+                                     "energy_drift", "time_to_threshold"), math.nan)
+        out = {**rollout, "trajectories": self.num_graphs, "steps": steps}
+        if self.derivative_rel_error is not None and self.derivative_mse is not None:
+            out["derivative_rel_error"] = geometric_mean(self.derivative_rel_error).item()
+            out["derivative_mse"] = self.derivative_mse.mean().item()
+        return out
 
 
 def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
@@ -112,14 +133,24 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
         observed: Start from the noisy observation instead of the clean state.
         progress: Show a progress bar.
 
+    With one point per trajectory (states without time order) nothing is rolled
+    out: the model's derivatives at the states are compared with ``data.dq, data.dp``
+    (see :class:`Evaluation`); ``steps`` must then be ``None``.
+
     Returns:
         The :class:`Evaluation`.
 
     Raises:
-        ValueError: for a horizon the data does not cover, or anything
-            :func:`hogn.rollout.rollout` refuses.
+        ValueError: for a horizon the data does not cover, a stepper on states
+            without time order, or anything :func:`hogn.rollout.rollout` refuses.
     """
     available = data.t.numel() - 1
+    if available == 0:
+        if steps is not None:
+            raise ValueError(f"the data holds states without time order (one point per "
+                             f"trajectory): there is nothing to roll out, so steps must "
+                             f"be None (the derivatives are compared), got {steps!r}")
+        return _derivative_evaluation(model, data, observed)
     steps = available if steps is None else checks.positive_int(steps, "steps")
     substeps = checks.positive_int(substeps, "substeps")
     if not 1 <= steps <= available:
@@ -144,3 +175,33 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
         relative_error=relative_error(q, p, q_true, p_true, batch, g),
         state_mse=state_mse(q, p, q_true, p_true, batch, g),
         energy_error=energy_err, batch=batch)
+
+
+_CHUNK_GRAPHS = 4096  # graphs per model call when scoring derivatives (bounds memory)
+
+
+def _derivative_evaluation(model: DynamicsModel, data: Any, observed: bool) -> Evaluation:
+    """Score ``model``'s derivatives at the states of one-point data against
+    ``data.dq, data.dp [1, N, d]`` (in the data's precision and device)."""
+    if model.is_stepper:
+        raise ValueError(f"{model.name} is a stepper: states without time order (one point "
+                         "per trajectory) give it no next state to compare with; evaluate "
+                         "it on trajectories")
+    state = data.state(0, observed=observed)
+    graph = data.graph
+    batch, g = graph.batch, graph.num_graphs
+    parts_q, parts_p = [], []
+    for start in range(0, g, _CHUNK_GRAPHS):
+        chunk = state if g <= _CHUNK_GRAPHS else state.select(
+            torch.arange(start, min(start + _CHUNK_GRAPHS, g)))
+        chunk = chunk.to(model.param_device, model.param_dtype)
+        dq, dp = model.rollout_field(chunk)(chunk.q, chunk.p)
+        parts_q.append(dq.detach().to(data.q.device, data.q.dtype))
+        parts_p.append(dp.detach().to(data.q.device, data.q.dtype))
+    dq, dp = torch.cat(parts_q)[None], torch.cat(parts_p)[None]  # [1, N, d]
+    zeros = torch.zeros(1, g, dtype=data.q.dtype, device=data.q.device)
+    return Evaluation(
+        t=data.t[:1] - data.t[0], q=data.q[:1], p=data.p[:1], relative_error=zeros,
+        state_mse=zeros.clone(), energy_error=None, batch=batch,
+        derivative_rel_error=relative_error(dq, dp, data.dq[:1], data.dp[:1], batch, g)[0],
+        derivative_mse=state_mse(dq, dp, data.dq[:1], data.dp[:1], batch, g)[0])

@@ -13,11 +13,19 @@ sampled at the same times, nodes concatenated as in a PyG ``Batch``:
   positions (:meth:`hogn.graph.GraphBatch.with_radius_edges`) before using them;
 - ``meta``: system config, dt, seed, noise, integrator, sub-steps, resampling counts.
 
+Your own arrays enter through :meth:`Dataset.from_arrays` (:mod:`systems.arrays`):
+states ``[M, d]`` or ``[M, n, d]`` become ``M`` trajectories of one point (``T = 1``,
+``meta["dt"]`` is ``None``: they have no time order), trajectories ``[G, T, n, d]``
+keep their times; ``meta["source"] = "arrays"``, ``meta["layout"]`` and
+``meta["derivatives"]`` (``"given"`` or how they were estimated) say where they came
+from, and the system's name is the caller's label.
+
 Saved atomically as a checksummed ``hogn-dataset`` file (:mod:`hogn.io`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +64,15 @@ class Dataset:
     p_obs: Tensor | None = None
     box: Tensor | None = None
 
+    @classmethod
+    def from_arrays(cls, q: Any, p: Any, **options: Any) -> Dataset:
+        """A dataset of your own states ``[M, d]``, ``[M, n, d]`` or trajectories
+        ``[G, T, n, d]``: see :func:`systems.arrays.from_arrays` for the options
+        (derivatives, times, constants, edges, observations, test split, label)."""
+        from systems.arrays import from_arrays
+
+        return from_arrays(q, p, **options)
+
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
         return self.ptr.numel() - 1
@@ -76,9 +93,16 @@ class Dataset:
         return self.q.shape[-1]
 
     @property
-    def dt(self) -> float:
-        """Time between saved states."""
-        return float(self.meta["dt"])
+    def dt(self) -> float | None:
+        """Time between saved states (``None`` for states without time order, as
+        :meth:`from_arrays` builds from ``[M, d]`` or ``[M, n, d]`` states)."""
+        return None if self.meta["dt"] is None else float(self.meta["dt"])
+
+    @property
+    def derivatives(self) -> str:
+        """Where ``dq, dp`` come from: ``"analytic"`` (generated ground truth),
+        ``"given"`` (the user's arrays) or ``"estimated: ..."`` (finite differences)."""
+        return str(self.meta.get("derivatives", "analytic"))
 
     @property
     def system_config(self) -> dict[str, Any]:
@@ -177,10 +201,39 @@ class Dataset:
 
     # --------------------------------------------------------------- physics
     def system(self) -> Any:
-        """Rebuild the :class:`systems.base.System` that generated this dataset."""
+        """Rebuild the :class:`systems.base.System` that generated this dataset.
+
+        Raises:
+            ValueError: when the data names no registered system (the label of a
+                dataset built from arrays), or parameters it does not take.
+        """
         import systems
 
-        return systems.get(**self.system_config)
+        config = self.system_config
+        if self.meta.get("source") == "arrays" and config.get("name") not in systems.names():
+            raise ValueError(f"{config.get('name')!r} labels a dataset built from arrays, not "
+                             "a registered system: its true energy is unknown")
+        return systems.get(**config)
+
+    def energy_problem(self) -> str | None:
+        """Why the true energy cannot be evaluated here (``None`` when it can).
+
+        A dataset built from arrays may name no registered system, or lack the node
+        constants (masses, ...) that its system's Hamiltonian reads.
+        """
+        try:
+            system = self.system()
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"its system cannot be rebuilt ({exc})"
+        try:
+            with torch.no_grad():
+                h = system.hamiltonian(self.q[:1], self.p[:1], self.graph)
+        except (IndexError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+            return (f"{system.name}'s energy does not apply to it (node constants "
+                    f"{tuple(self.c.shape)}: {exc.__class__.__name__}: {exc})")
+        if tuple(h.shape) != (1, self.num_graphs):
+            return f"{system.name}'s energy has shape {tuple(h.shape)}, not [1, {len(self)}]"
+        return None
 
     def energy(self) -> Tensor:
         """True energy of every saved state, ``[T, G]``."""
@@ -191,8 +244,10 @@ class Dataset:
         return relative_drift(self.energy())
 
     def summary(self) -> dict[str, Any]:
-        """One row of facts: system, particles, dims, trajectories, energy range, drift."""
-        h = self.energy()
+        """One row of facts: system, particles, dims, trajectories, energy range, drift
+        (the energy numbers are ``nan`` where :meth:`energy_problem` says why)."""
+        h = self.energy() if self.energy_problem() is None else torch.full(
+            (self.t.numel(), len(self)), math.nan, dtype=self.q.dtype)
         sizes = self.sizes
         return {
             "system": self.meta["system"]["name"],
@@ -283,6 +338,14 @@ class Dataset:
     def __repr__(self) -> str:
         lo, hi = int(self.sizes.min()), int(self.sizes.max())
         particles = str(lo) if lo == hi else f"{lo}-{hi}"
-        return (f"Dataset({self.meta.get('system', {}).get('name')}, trajectories={len(self)}, "
-                f"points={self.t.numel()}, particles={particles}, dims={self.dim}, "
-                f"dt={self.dt:g})")
+        name = self.meta.get("system", {}).get("name")
+        if self.dt is None:  # states without time order
+            head = f"states={len(self)}"
+            tail = ""
+        else:
+            head = f"trajectories={len(self)}, points={self.t.numel()}"
+            tail = f", dt={self.dt:g}"
+        told = self.derivatives
+        said = f", derivatives {told.split(':')[0]}" if told != "analytic" else ""
+        return (f"Dataset({name}, {head}, particles={particles}, dims={self.dim}{tail}"
+                f"{said})")

@@ -166,24 +166,9 @@ def load_run(run: str | Path, which: str = "best", device: str | None = None
 
 
 def energy_problem(data: systems.Dataset) -> str | None:
-    """Why the true energy cannot be evaluated on ``data`` (``None`` when it can).
-
-    A user's own data may name no registered system, or lack the node constants
-    (masses, ...) that its system's Hamiltonian reads.
-    """
-    try:
-        system = data.system()
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"its system cannot be rebuilt ({exc})"
-    try:
-        with torch.no_grad():
-            h = system.hamiltonian(data.q[:1], data.p[:1], data.graph)
-    except (IndexError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        return (f"{system.name}'s energy does not apply to it (node constants "
-                f"{tuple(data.c.shape)}: {exc.__class__.__name__}: {exc})")
-    if tuple(h.shape) != (1, data.num_graphs):
-        return f"{system.name}'s energy has shape {tuple(h.shape)}, not [1, {data.num_graphs}]"
-    return None
+    """Why the true energy cannot be evaluated on ``data`` (``None`` when it can); see
+    :meth:`systems.Dataset.energy_problem`."""
+    return data.energy_problem()
 
 
 def energy_of(data: systems.Dataset) -> Any:

@@ -1,9 +1,10 @@
-"""``hogn generate`` and ``hogn info``: ground-truth datasets."""
+"""``hogn generate``, ``hogn import`` and ``hogn info``: datasets, simulated or your own."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Turn a ``.npz`` file of your own arrays into a dataset file."""
+    from systems.arrays import load_npz
+
+    out = Path(args.output)
+    check_output(out, args.force)
+    params = dict(args.param or [])
+    if params and args.system is None:
+        raise UserError("--param needs --system (the registered system the parameters "
+                        "belong to)")
+    if args.system is not None:
+        params = system_params(args.system, params)
+    data = load_npz(args.file, test_fraction=args.test_fraction, seed=args.seed,
+                    system=args.system, params=params or None)
+    data.save(out)
+    states = data.dt is None
+    what = (f"{data.num_graphs} states" if states else
+            f"{data.num_graphs} trajectories of {data.t.numel()} points (dt={data.dt:g})")
+    print(f"wrote {out}: {what} of {data.system_config['name']} "
+          f"({_particles(data)} particle(s) x {data.dim} dims, {data.c.shape[1]} node "
+          f"constants, {data.edge_index.shape[1] // data.num_graphs} edges per graph), "
+          f"{int(data.test.sum())} test; derivatives {data.derivatives}")
+    return 0
+
+
+def _particles(data: systems.Dataset) -> str:
+    sizes = data.sizes
+    return (f"{int(sizes.min())}" if sizes.min() == sizes.max()
+            else f"{int(sizes.min())}-{int(sizes.max())}")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a dataset file."""
     data = systems.load(args.file)
     m = data.meta
-    sizes = data.sizes
     problem = energy_problem(data)
     if problem is None:
         s = data.summary()
@@ -134,19 +165,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         energy_rows = [("energy", f"not available: {problem}")]
     system = m["system"] if isinstance(m.get("system"), dict) else {"name": m.get("system")}
-    particles = (f"{int(sizes.min())}" if sizes.min() == sizes.max()
-                 else f"{int(sizes.min())}-{int(sizes.max())}")
+    own = m.get("source") == "arrays"
+    test = int(data.test.sum())
+    if data.dt is None:
+        count = ("states", f"{data.num_graphs} ({test} test)")
+        points = ("points", f"{data.t.numel()} per state (no time order, no dt)")
+    else:
+        count = ("trajectories", f"{data.num_graphs} ({test} test)")
+        points = ("points", f"{data.t.numel()} (dt={data.dt:g}, t in "
+                  f"[{float(data.t[0]):g}, {float(data.t[-1]):g}])")
+    origin = ([("source", f"your arrays, {m.get('layout')}")] if own else
+              [("preset", m.get("preset"))])
+    split = (("test split", "given mask" if m.get("test_fraction") is None else
+              f"fraction {m.get('test_fraction')} drawn with seed {m.get('seed')}")
+             if own else ("seed", m.get("seed")))
+    made = [] if own else [("noise", m.get("noise")),
+                           ("integrator", f"{m.get('method')} (rtol {m.get('rtol')})")]
     rows = [
         ("file", args.file), ("system", system.get("name")),
         ("parameters", json.dumps({k: v for k, v in system.items() if k != "name"})),
-        ("preset", m.get("preset")), ("particles", particles), ("dims", data.dim),
+        *origin, ("particles", _particles(data)), ("dims", data.dim),
         ("node constants", data.c.shape[1] if data.c.dim() == 2 else tuple(data.c.shape)),
-        ("trajectories", f"{data.num_graphs} ({int(data.test.sum())} test)"),
-        ("points", f"{data.t.numel()} (dt={data.dt:g}, t in [0, {float(data.t[-1]):g}])"),
-        ("noise", m.get("noise")), ("seed", m.get("seed")),
-        ("integrator", f"{m.get('method')} (rtol {m.get('rtol')})"),
-        *energy_rows,
-        ("resampled", json.dumps(m.get("resampled", {}))),
+        ("edges per graph", f"{data.edge_index.shape[1] / data.num_graphs:g}"),
+        count, points, ("derivatives", data.derivatives),
+        ("observations", "q_obs, p_obs" if data.q_obs is not None else "none"),
+        split, *made, *energy_rows,
+        *([] if own else [("resampled", json.dumps(m.get("resampled", {})))]),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -195,7 +239,49 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
 
+    imp = sub.add_parser(
+        "import", help="turn your own arrays (.npz) into a dataset file",
+        description=_IMPORT_DESCRIPTION, epilog=_import_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("file", metavar="FILE.npz", help="arrays saved with numpy.savez")
+    imp.add_argument("-o", "--output", required=True, metavar="DATA", help="dataset file")
+    imp.add_argument("--system", metavar="LABEL", help="label of the data (default: the "
+                     "file's 'system' key, else 'user'); the name of a registered system "
+                     "makes its true energy available where c holds its constants")
+    imp.add_argument("--param", type=param, action="append", metavar="KEY=VALUE",
+                     help="parameter of the registered --system, repeatable")
+    imp.add_argument("--test-fraction", type=FRACTION_BELOW_1,
+                     help="held-out fraction in [0, 1), drawn with --seed, when the file "
+                     "has no 'test' mask (default 0.2)")
+    imp.add_argument("--seed", type=NONNEG_INT, default=0,
+                     help="seed of the --test-fraction draw (default 0)")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing DATA")
+    imp.set_defaults(func=cmd_import)
+
     info = sub.add_parser("info", help="describe a dataset file",
                           description="Validate a dataset file and print what it holds.")
     info.add_argument("file", metavar="FILE")
     info.set_defaults(func=cmd_info)
+
+
+_IMPORT_DESCRIPTION = textwrap.fill(
+    "Read the arrays of FILE.npz (states or trajectories of your own) and save them as a "
+    "dataset file DATA that every command takes (train, evaluate, rollout --data, info). "
+    "States [M, d] or [M, n, d] have no time order and need their derivatives dq, dp; "
+    "trajectories [G, T, n, d] need their times (t or dt), and their derivatives, when "
+    "missing, are estimated by second-order central differences (said so in 'hogn info'). "
+    "See docs/your_own_data.md.", 88)
+
+
+def _import_epilog() -> str:
+    from systems.arrays import HNN_KEYS, NPZ_KEYS
+
+    def table(keys: dict[str, str]) -> str:
+        return "\n".join(f"  {k:<11} {v}" for k, v in keys.items())
+
+    return (f"keys (q, p required):\n{table(NPZ_KEYS)}\n\nor the HNN paper's code layout "
+            f"(x, dx required):\n{table(HNN_KEYS)}\n\nany other key is refused.\n\n"
+            "examples:\n"
+            "  numpy.savez('spring.npz', q=q, p=p, dq=dq, dp=dp, test=test)   # in Python\n"
+            "  hogn import spring.npz -o spring.pt\n"
+            "  hogn import trajectories.npz --system mass-spring -o ms.pt --test-fraction 0.1")
