@@ -30,6 +30,7 @@ from hogn.cli.common import (
     system_params,
 )
 from hogn.cli.data import check_simulation_work
+from hogn.cli.pictures import add_picture_args, check_pictures, write_pictures
 from hogn.evaluation import Evaluation, evaluate
 from hogn.io import save_archive
 from hogn.plot import loss_curves, rollout_comparison
@@ -185,6 +186,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None:
         check_output(out, args.force)
+    check_pictures(args)
     integrator = _integrator(args.integrator, model, record)
     truth = _truth_for_rollout(args, record)
     if args.data is not None and args.steps is not None and args.steps >= truth.t.numel():
@@ -207,6 +209,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.plot:
         png = _plot_first(args.plot, model.name, truth, result)
         print(f"wrote {png}")
+    for path in write_pictures(args, truth, result, model.name):
+        print(f"wrote {path}")
     return 0
 
 
@@ -408,6 +412,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("-o", "--output", metavar="FILE", help="save the predicted trajectories")
     ro.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     _common_rollout_args(ro)
+    add_picture_args(ro)
     ro.set_defaults(func=_rollout_defaults)
 
     ev = sub.add_parser(

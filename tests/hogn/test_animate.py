@@ -106,3 +106,37 @@ def test_mistakes_are_named_and_nothing_is_written(tmp_path, truth, pred, kwargs
     with pytest.raises(ValueError, match=match):
         animate_rollout(truth, pred, path, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------- hogn rollout --animate --xyz
+def test_rollout_writes_the_gif_and_xyz_of_its_first_trajectory(tmp_path_factory, cli_run,
+                                                                 capsys):
+    import torch
+
+    from hogn.cli import main
+    from hogn.io import load_archive
+    from hogn.xyz import read_xyz
+
+    root, _, run = cli_run(tmp_path_factory.mktemp("pictures"), particles="3", trajectories=4,
+                           steps=10, epochs=1, train=["--hidden", "8", "--max-samples", "32",
+                                                      "--quiet"])
+    gif, xyz, saved = root / "roll.gif", root / "roll.xyz", root / "roll.pt"
+    argv = ["rollout", str(run), "--n-particles", "4", "--trajectories", "2", "--steps", "8",
+            "--quiet", "--animate", str(gif), "--xyz", str(xyz)]
+    assert main([*argv, "-o", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {gif}" in out and f"wrote {xyz}" in out
+    with Image.open(gif) as im:
+        assert im.n_frames == 9 and im.size == (560, 280)
+    _, arrays, _ = load_archive(saved, "hogn-rollout")
+    back = read_xyz(xyz)  # the first graph's prediction, as saved with -o
+    assert back.q.shape == (9, 4, 2) and back.info["kind"] == "prediction"
+    torch.testing.assert_close(back.q, arrays["q"][:, :4].double(), rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(back.p, arrays["p"][:, :4].double(), rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(back.t, arrays["t"].double())
+    before = gif.read_bytes()
+    assert main(argv) == 2  # refused before any work, the GIF kept
+    assert "already exists" in capsys.readouterr().err and gif.read_bytes() == before
+    assert main(["rollout", str(run), "--steps", "2", "--quiet", "--animate", str(xyz),
+                 "--xyz", str(xyz), "--force"]) == 2
+    assert "same file" in capsys.readouterr().err
