@@ -227,3 +227,19 @@ def test_export_mistakes_are_one_line(dataset, tmp_path, capsys):
     assert not (tmp_path / "y-0.xyz").exists()  # checked before anything was written
     assert main(["export", str(path), "-o", str(out), "--force"]) == 0
     assert read_xyz(out).q.shape[0] == 13
+
+
+def test_export_keeps_the_periodic_box(tmp_path):
+    import systems
+
+    data = systems.generate("lennard-jones", trajectories=2, steps=3, dt=0.01, n_particles=20,
+                            seed=0, progress=False)
+    path = tmp_path / "lj.pt"
+    data.save(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "lj.xyz"), "--trajectory", "1",
+                 "--digits", "17"]) == 0
+    text = (tmp_path / "lj.xyz").read_text().splitlines()[1]
+    assert 'pbc="T T F"' in text and "system=lennard-jones" in text
+    back = read_xyz(tmp_path / "lj.xyz")
+    assert torch.equal(back.box, data.box[1].double())
+    assert torch.equal(back.q, data.q[:, 20:40])  # not wrapped: the data's own positions
