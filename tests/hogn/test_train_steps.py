@@ -51,14 +51,10 @@ def _oscillator_states(m: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _states_dataset(arrays: dict[str, torch.Tensor]) -> systems.Dataset:
-    """``arrays`` as a dataset of one-point trajectories (one state each)."""
-    m = arrays["q"].shape[0]
-    flat = {k: arrays[k].reshape(1, m, 1) for k in ("q", "p", "dq", "dp")}
-    return systems.Dataset(t=torch.zeros(1, dtype=torch.float64), **flat,
-                           c=torch.zeros(m, 0, dtype=torch.float64),
-                           edge_index=torch.zeros(2, 0, dtype=torch.long),
-                           ptr=torch.arange(m + 1), test=arrays["test"],
-                           meta={"system": {"name": "oscillators"}, "dt": None})
+    """``arrays`` as a dataset of states (one-point trajectories) with their test mask."""
+    return systems.Dataset.from_arrays(arrays["q"], arrays["p"], dq=arrays["dq"],
+                                       dp=arrays["dp"], test=arrays["test"],
+                                       system="oscillators")
 
 
 def _hnn() -> hogn.models.DynamicsModel:
@@ -195,6 +191,30 @@ def test_the_test_loss_is_that_of_the_best_weights_not_the_last(tmp_path):
                                              rel=1e-9)  # the returned model is the best
     assert _springs_derivative_mse(last, SPRINGS.heldout) != pytest.approx(by_hand, rel=1e-3)
     assert result.history[-1]["test_loss"] == result.test_loss
+
+
+def test_hogn_train_steps_reproduces_a_full_batch_hnn_run_from_arrays(tmp_path, capsys):
+    """The command line: an HNN trained on a dataset built from arrays with ``--steps``,
+    a batch larger than the data, no validation split and weight decay is the hand loop
+    of Adam steps; the test loss it prints and writes is the one computed by hand."""
+    arrays = _oscillator_states(m=48, seed=1)
+    data = tmp_path / "oscillators.pt"
+    _states_dataset(arrays).save(data)
+    steps, run = 30, tmp_path / "run"
+    assert main(["train", "hnn", str(data), "--steps", str(steps), "--batch-size", "100000",
+                 "--val-fraction", "0", "--weight-decay", "1e-3", "--lr", "1e-2",
+                 "--hidden", "16", "--dtype", "float64", "--quiet", "-o", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "full batch" in out and f"{steps} optimizer step(s)" in out
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    hand = _hand_adam(arrays, steps, 1e-2, 1e-3)
+    _assert_close_weights(hogn.models.load(run / "last.pt"), hand, atol=1e-6)
+    best = hogn.models.load(run / "best.pt")
+    test_loss = rows[-1]["test_loss"]
+    assert test_loss == pytest.approx(float(_derivative_mse(best, arrays, arrays["test"])),
+                                      rel=1e-9)
+    assert f"test loss {test_loss:.4g}" in out and "12 test trajectories" in out
 
 
 def test_the_test_loss_of_the_rollout_target_is_the_k_step_loss():
