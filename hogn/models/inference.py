@@ -16,7 +16,15 @@ the parameters read once (detached) and savings autograd cannot make:
 - without an edge decoder, the last block's edge latents only feed their sums at the
   receivers, so its edge MLP's output layer acts on per-node sums (``N`` rows);
 - the readout layer (``H`` itself) and gradients with respect to constants are never
-  computed.
+  computed;
+- on large graphs the edge-sized tensors are written into tensors kept from one
+  call to the next (:class:`_Buffers`), so a rollout step does not fault in fresh
+  pages for them: with them the cost per particle stays flat from 1,024 to 16,384
+  particles, where fresh allocations made it grow 2–3×
+  (``benchmarks/bench_scaling.py``).
+
+Periodic boxes (minimum-image edge vectors) and the smooth ``cutoff`` (the envelope's
+weights on messages and edge energies, and its derivative) are written out too.
 
 :mod:`hogn.energy_gradient` writes out the graph networks' gradient for training
 too, differentiable in the parameters (the path of ``model.derivative``); this
@@ -53,32 +61,81 @@ GradientFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 _ACTIVATIONS: dict[type, str] = {hnn.Softplus: "softplus", nn.Tanh: "tanh", nn.SiLU: "silu"}
 
 
-def _activate(kind: str, z: Tensor) -> tuple[Tensor, Tensor]:
-    """Activation at ``z [R, h]`` and what its reverse pass needs (see :func:`_slope`).
+class _Buffers:
+    """Edge-sized tensors kept from one call of a gradient function to the next.
+
+    An evaluation on ``E`` edges makes a few dozen tensors ``[E, h]``; on large graphs
+    they pass glibc's mmap threshold (32 MiB) or, freed together at the end, are
+    returned to the system, so every call would fault their pages in afresh (the
+    kernel's share of a 16,384-particle evaluation was about 60 %). Written with
+    ``out=`` into tensors kept here, each call reuses the memory of the last one.
+
+    Args:
+        like: A tensor of the dtype and device to allocate.
+        on: ``False``: hand out ``None`` (allocate per call; small graphs).
+    """
+
+    def __init__(self, like: Tensor, on: bool) -> None:
+        self.like, self.on = like, on
+        self.kept: dict[tuple[str, int, int], Tensor] = {}
+
+    def __call__(self, name: str, rows: int, cols: int) -> Tensor | None:
+        """The kept tensor ``[rows, cols]`` of ``name`` (made on first use), or ``None``."""
+        if not self.on:
+            return None
+        key = (name, rows, cols)
+        t = self.kept.get(key)
+        if t is None:
+            t = self.kept[key] = self.like.new_empty(rows, cols)
+        return t
+
+
+#: Graphs with at least this many edges keep their edge-sized tensors between calls
+#: (:class:`_Buffers`); below, allocation is cheap and kept memory would be waste.
+KEEP_EDGE_BUFFERS = 4096
+
+
+def _activate(kind: str, z: Tensor, out: Tensor | None = None, slope: Tensor | None = None
+              ) -> tuple[Tensor, Tensor]:
+    """Activation at ``z [R, h]`` and what its reverse pass needs (see :func:`_slope`),
+    written into ``out`` and ``slope`` when given.
 
     The values are those of the modules (``F.softplus``, ``tanh``, ``silu``), the
     derivatives those of their backward passes (``hogn.nn.Softplus``: ``sigmoid``).
     """
     if kind == "softplus":
-        return F.softplus(z), torch.sigmoid(z)
+        if out is None:
+            return F.softplus(z), torch.sigmoid(z)
+        return torch._C._nn.softplus(z, 1, 20, out=out), torch.sigmoid(z, out=slope)
     if kind == "tanh":
-        y = torch.tanh(z)
+        y = torch.tanh(z, out=out)
         return y, y  # the derivative 1 − y² is applied by tanh_backward
-    s = torch.sigmoid(z)  # silu: x σ(x), derivative σ(x) (1 + x (1 − σ(x)))
-    return z * s, (1.0 - s).mul_(z).add_(1.0).mul_(s)
+    s = torch.sigmoid(z, out=slope)  # silu: x σ(x), derivative σ(x) + x σ(x) (1 − σ(x))
+    a = torch.mul(z, s, out=out)
+    return a, s.addcmul_(a, s, value=-1.0).add_(a)
 
 
 def _slope(kind: str, grad: Tensor, saved: Tensor) -> Tensor:
     """``grad · σ'(z)`` from what :func:`_activate` saved (``grad`` may be overwritten)."""
     if kind == "tanh":
+        if grad.is_contiguous() and grad.shape == saved.shape:
+            return torch.ops.aten.tanh_backward.grad_input(grad, saved, grad_input=grad)
         return torch.ops.aten.tanh_backward(grad, saved)
     return grad.mul_(saved) if grad.is_contiguous() and grad.shape == saved.shape else (
         grad * saved)
 
 
+def _out(buf: _Buffers | None, name: str, rows: int, cols: int) -> Tensor | None:
+    """``buf(name, rows, cols)``, or ``None`` without buffers."""
+    return None if buf is None else buf(name, rows, cols)
+
+
 class _Net:
     """A :class:`hogn.nn.MLP` with detached weights, evaluated from the pre-activation
     of its first layer (the caller computes that layer, split by inputs).
+
+    The methods take an optional :class:`_Buffers` and a ``tag`` naming this network's
+    tensors in it: rows are then written into tensors kept from call to call.
 
     Attributes:
         weights: ``W_k [out_k, in_k]`` of every linear layer.
@@ -116,7 +173,30 @@ class _Net:
         """``W_0 [out_0, in_0]``."""
         return self.weights[0]
 
-    def forward(self, z0: Tensor, output: bool = True) -> tuple[Tensor | None, list[Tensor]]:
+    def first_layer(self, x: Tensor, buf: _Buffers | None = None, tag: str = "") -> Tensor:
+        """Pre-activation of the first layer at its full input ``x [R, in_0]``."""
+        return torch.addmm(self.biases[0], x, self.weights_t[0],
+                           out=_out(buf, f"{tag}.z0", x.shape[0], self.weights[0].shape[0]))
+
+    def _layers(self, z0: Tensor, upto: int, buf: _Buffers | None, tag: str
+                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """From ``z0``, the activations after layers ``0 … upto − 1`` and the products
+        of layers ``1 … upto − 1`` between them; returns the last activation, the last
+        pre-activation and the activation derivatives."""
+        derivs: list[Tensor] = []
+        rows, z, a = z0.shape[0], z0, z0
+        for k in range(1, upto + 1):
+            width = self.weights[k].shape[1]
+            a, d = _activate(self.kind, z, _out(buf, f"{tag}.a{k}", rows, width),
+                             _out(buf, f"{tag}.d{k}", rows, width))
+            derivs.append(d)
+            if k < upto:
+                z = torch.addmm(self.biases[k], a, self.weights_t[k],
+                                out=_out(buf, f"{tag}.z{k}", rows, self.weights[k].shape[0]))
+        return a, z, derivs
+
+    def forward(self, z0: Tensor, output: bool = True, buf: _Buffers | None = None,
+                tag: str = "") -> tuple[Tensor | None, list[Tensor]]:
         """Run the layers after the first from its pre-activation ``z0 [R, out_0]``.
 
         Returns:
@@ -124,39 +204,44 @@ class _Net:
             is skipped) and, per hidden layer, what the reverse pass needs of its
             activation (``[R, h]``, see :func:`_activate`).
         """
-        derivs: list[Tensor] = []
-        z = z0
-        for k in range(1, len(self.weights)):
-            a, d = _activate(self.kind, z)
-            derivs.append(d)
-            if k == len(self.weights) - 1 and not output:
-                return None, derivs
-            z = torch.addmm(self.biases[k], a, self.weights_t[k])
-        return z, derivs
+        last = len(self.weights) - 1
+        if last == 0:
+            return (z0 if output else None), []
+        a, _, derivs = self._layers(z0, last, buf, tag)
+        if not output:
+            return None, derivs
+        return torch.addmm(self.biases[last], a, self.weights_t[last],
+                           out=_out(buf, f"{tag}.z{last}", z0.shape[0],
+                                    self.weights[last].shape[0])), derivs
 
-    def hidden(self, z0: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def hidden(self, z0: Tensor, buf: _Buffers | None = None, tag: str = ""
+               ) -> tuple[Tensor, list[Tensor]]:
         """Like :meth:`forward` up to the last hidden activation ``[R, h]`` (returned
         instead of the output; at least two layers)."""
-        derivs: list[Tensor] = []
-        z = z0
-        for k in range(1, len(self.weights)):
-            a, d = _activate(self.kind, z)
-            derivs.append(d)
-            if k < len(self.weights) - 1:
-                z = torch.addmm(self.biases[k], a, self.weights_t[k])
+        a, _, derivs = self._layers(z0, len(self.weights) - 1, buf, tag)
         return a, derivs
 
-    def backward(self, grad: Tensor, derivs: list[Tensor], at_hidden: bool = False) -> Tensor:
+    def _back_from(self, grad: Tensor, top: int, derivs: list[Tensor],
+                   buf: _Buffers | None, tag: str) -> Tensor:
+        """Through the products of layers ``top … 1`` and the activations below them."""
+        for k in range(top, 0, -1):
+            product = torch.mm(grad, self.weights[k],
+                               out=_out(buf, f"{tag}.g{k}", grad.shape[0],
+                                        self.weights[k].shape[1]))
+            grad = _slope(self.kind, product, derivs[k - 1])
+        return grad
+
+    def backward(self, grad: Tensor, derivs: list[Tensor], at_hidden: bool = False,
+                 buf: _Buffers | None = None, tag: str = "") -> Tensor:
         """Gradient at the first pre-activation from that at the output (``at_hidden``:
-        at the last hidden activation), ``[R, out_0]``."""
+        at the last hidden activation, and ``grad`` is overwritten), ``[R, out_0]``."""
         last = len(self.weights) - 1
         if at_hidden:
             grad, last = _slope(self.kind, grad, derivs[last - 1]), last - 1
-        for k in range(last, 0, -1):
-            grad = _slope(self.kind, grad @ self.weights[k], derivs[k - 1])
-        return grad
+        return self._back_from(grad, last, derivs, buf, tag)
 
-    def backward_readout(self, rows: int, derivs: list[Tensor]) -> Tensor:
+    def backward_readout(self, rows: int, derivs: list[Tensor], buf: _Buffers | None = None,
+                         tag: str = "") -> Tensor:
         """Like :meth:`backward` for the gradient of the sum over ``rows`` rows of output
         column 0 (an energy readout), ``[rows, out_0]``."""
         w = self.weights[-1][0]
@@ -164,10 +249,15 @@ class _Net:
             grad = w.new_zeros(rows, self.weights[0].shape[0])
             grad[:, 0] = 1.0
             return grad
-        grad = _slope(self.kind, w.expand_as(derivs[-1]), derivs[-1])
-        for k in range(len(self.weights) - 2, 0, -1):
-            grad = _slope(self.kind, grad @ self.weights[k], derivs[k - 1])
-        return grad
+        saved = derivs[-1]
+        out = _out(buf, f"{tag}.r", rows, saved.shape[1])
+        if self.kind == "tanh":
+            grad = (torch.ops.aten.tanh_backward(w.expand_as(saved), saved) if out is None
+                    else torch.ops.aten.tanh_backward.grad_input(w.expand_as(saved), saved,
+                                                                 grad_input=out))
+        else:
+            grad = torch.mul(saved, w, out=out)
+        return self._back_from(grad, len(self.weights) - 2, derivs, buf, tag)
 
 
 def _scatter(src: Tensor, index: Tensor, rows: int) -> Tensor:
@@ -229,16 +319,23 @@ class _Block:
 class _GraphNetworkGradient:
     """``∂/∂q`` and ``∂/∂p`` of the summed readout column 0 of a
     :class:`hogn.nn.GraphNetwork` (node outputs, plus edge outputs if it has an
-    edge decoder), on one static graph."""
+    edge decoder; with its smooth cutoff, if any), on one static graph.
+
+    Graphs of :data:`KEEP_EDGE_BUFFERS` edges or more keep their edge-sized tensors
+    from one call to the next (:class:`_Buffers`): about the memory of one evaluation
+    stays held while the function lives.
+    """
 
     def __init__(self, gn: hnn.GraphNetwork, graph: GraphBatch,
                  nets: dict[str, _Net]) -> None:
         self.gn = gn
         self.d = d = gn.dim
         self.eps = gn.distance_eps
+        self.cutoff = gn.cutoff
         self.recv, self.send = graph.edge_index[1], graph.edge_index[0]
         self.n, self.e = graph.num_nodes, graph.edge_index.shape[1]
         self.box = graph.edge_box
+        self.buf = _Buffers(graph.q, on=self.e >= KEEP_EDGE_BUFFERS)
         c, attr = graph.c, graph.edge_attr if gn.edge_features else None
         geo = d + 1
         # node encoder: input [p?, c, q?]; the c columns fold into a per-node bias
@@ -264,21 +361,49 @@ class _GraphNetworkGradient:
         self.node_dec, self.edge_dec = nets["node_decoder"], nets.get("edge_decoder")
         # Without an edge decoder the last block's edge latents only feed their sums at
         # the receivers: its edge MLP's last layer acts on the per-node sums of its
-        # hidden activations (N rows instead of E), Σ_e (a_e W + b) = (Σ_e a_e) W + deg b.
+        # hidden activations (N rows instead of E), Σ_e w_e (a_e W + b) =
+        # (Σ_e w_e a_e) W + (Σ_e w_e) b, with w_e the cutoff's envelope (or 1).
         self.fold_last = (self.edge_dec is None and bool(self.blocks)
                           and len(self.blocks[-1].edge.weights) >= 2)
-        if self.fold_last:
+        if self.fold_last and self.cutoff is None:
             last = self.blocks[-1].edge
             deg = c.new_zeros(self.n).index_add_(0, self.recv, c.new_ones(self.e))
             self.deg_bias = deg[:, None] * last.biases[-1]
 
+    def _geometry(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None,
+                                             Tensor | None]:
+        """``(rel [E, d], dist [E, 1], [rel, dist] [E, d + 1], envelope [E, 1],
+        its slope [E, 1])`` (the last two ``None`` without a cutoff)."""
+        recv, send, d, buf, rows = self.recv, self.send, self.d, self.buf, self.e
+        rel = torch.sub(torch.index_select(q, 0, recv, out=buf("q_recv", rows, d)),
+                        torch.index_select(q, 0, send, out=buf("q_send", rows, d)),
+                        out=buf("rel", rows, d))
+        if self.box is not None:  # minimum image: rel − round(rel / L) L
+            rel.sub_(torch.div(rel, self.box, out=buf("image", rows, d))
+                     .round_().mul_(self.box))
+        dist = torch.sum(torch.mul(rel, rel, out=buf("square", rows, d)), -1, keepdim=True,
+                         out=buf("dist", rows, 1)).add_(self.eps).sqrt_()
+        geo = torch.cat([rel, dist], -1, out=buf("geo", rows, d + 1))
+        if self.cutoff is None:
+            return rel, dist, geo, None, None
+        # hogn.nn.cutoff_envelope and its slope at x = min(dist / r_c, 1)
+        x = torch.div(dist, self.cutoff, out=buf("x", rows, 1)).clamp_(max=1.0)
+        poly = torch.mul(x, -6.0, out=buf("env", rows, 1)).add_(15.0).mul_(x).neg_().add_(10.0)
+        env = poly.mul_(torch.pow(x, 3, out=buf("x3", rows, 1))).neg_().add_(1.0)
+        slope = (torch.mul(x, -1.0, out=buf("env_slope", rows, 1)).add_(1.0).mul_(x)
+                 .square_().mul_(-30.0 / self.cutoff))
+        return rel, dist, geo, env, slope
+
     def __call__(self, q: Tensor, p: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``(∂S/∂q [N, d], ∂S/∂p [N, d] or None)`` of the readout sum ``S``."""
-        recv, send, n, e_rows, d = self.recv, self.send, self.n, self.e, self.d
+        recv, send, n, rows, d, buf = self.recv, self.send, self.n, self.e, self.d, self.buf
+
+        def dot(u: Tensor, v: Tensor) -> Tensor:  # row-wise u·v, [E, 1]
+            return torch.sum(torch.mul(u, v, out=buf("product", rows, u.shape[1])), -1,
+                             keepdim=True, out=buf("dot", rows, 1))
+
         # ---------------------------------------------------------------- forward
-        rel = hnn.minimum_image(q.index_select(0, recv) - q.index_select(0, send), self.box)
-        dist = (rel.square().sum(-1, keepdim=True) + self.eps).sqrt()
-        geo = torch.cat([rel, dist], -1)
+        rel, dist, geo, env, env_slope = self._geometry(q)
         parts = [t for t, on in ((p, self.gn.use_momenta), (q, self.gn.absolute_positions)) if on]
         if parts:
             z = torch.addmm(self.node_bias, torch.cat(parts, -1) if len(parts) > 1 else parts[0],
@@ -286,56 +411,108 @@ class _GraphNetworkGradient:
         else:
             z = self.node_bias
         x, node_enc_d = self.node_enc.forward(z)
-        e, edge_enc_d = self.edge_enc.forward(torch.addmm(self.edge_bias, geo, self.edge_geo_w_t))
+        h = self.edge_geo_w.shape[0]
+        e, edge_enc_d = self.edge_enc.forward(
+            torch.addmm(self.edge_bias, geo, self.edge_geo_w_t, out=buf("enc.z0", rows, h)),
+            buf=buf, tag="enc")
         saved = []
         for i, blk in enumerate(self.blocks):
+            tag, width = f"block{i}", blk.width
             xw = x @ blk.w_ij_t
-            z = torch.addmm(blk.bias, e, blk.w_e_t).addmm_(geo, blk.w_g_t)
-            z += xw[:, :blk.width].index_select(0, recv)
-            z += xw[:, blk.width:].index_select(0, send)
+            z = torch.addmm(blk.bias, e, blk.w_e_t, out=buf(f"{tag}.z0", rows, width))
+            z.addmm_(geo, blk.w_g_t)
+            z += torch.index_select(xw[:, :width], 0, recv, out=buf("gather", rows, width))
+            z += torch.index_select(xw[:, width:], 0, send, out=buf("gather", rows, width))
             if self.fold_last and i == len(self.blocks) - 1:
-                a, edge_d = blk.edge.hidden(z)
-                agg = torch.addmm(_scatter(e, recv, n).add_(self.deg_bias), _scatter(a, recv, n),
-                                  blk.edge.weights_t[-1])
+                a, edge_d = blk.edge.hidden(z, buf, tag)
+                if env is None:
+                    base = _scatter(e, recv, n).add_(self.deg_bias)
+                    summed_a = _scatter(a, recv, n)
+                else:
+                    weighted = torch.mul(e, env, out=buf("weighted", rows, e.shape[1]))
+                    base = _scatter(weighted, recv, n).addcmul_(
+                        _scatter(env, recv, n), blk.edge.biases[-1])
+                    weighted = torch.mul(a, env, out=buf("weighted", rows, a.shape[1]))
+                    summed_a = _scatter(weighted, recv, n)
+                agg = torch.addmm(base, summed_a, blk.edge.weights_t[-1])
+                kept = (e, a)  # the envelope's gradient needs the summed latent's parts
             else:
-                m, edge_d = blk.edge.forward(z)
-                e = e + m
-                agg = _scatter(e, recv, n)
+                m, edge_d = blk.edge.forward(z, buf=buf, tag=tag)
+                e = torch.add(e, m, out=buf(f"{tag}.e", rows, m.shape[1]))
+                agg = _scatter(e if env is None else torch.mul(
+                    e, env, out=buf("weighted", rows, e.shape[1])), recv, n)
+                kept = (e, None)
             z = torch.addmm(blk.node.biases[0], x, blk.w_x_t).addmm_(agg, blk.w_a_t)
             m, node_d = blk.node.forward(z)
             x = x + m
-            saved.append((edge_d, node_d))
-        _, dec_d = self.node_dec.forward(_first(self.node_dec, x), output=False)
+            saved.append((edge_d, node_d, kept))
+        _, dec_d = self.node_dec.forward(self.node_dec.first_layer(x), output=False)
         # --------------------------------------------------------------- backward
         gx = self.node_dec.backward_readout(n, dec_d) @ self.node_dec.first
         ge: Tensor | None = None
+        grad_w: Tensor | None = None  # ∂S/∂w_e of the envelope's weights
         if self.edge_dec is not None:
-            _, edec_d = self.edge_dec.forward(_first(self.edge_dec, e), output=False)
-            ge = self.edge_dec.backward_readout(e_rows, edec_d) @ self.edge_dec.first
+            energy, edec_d = self.edge_dec.forward(
+                self.edge_dec.first_layer(e, buf, "edge_decoder"), output=env is not None,
+                buf=buf, tag="edge_decoder")
+            ge = torch.mm(self.edge_dec.backward_readout(rows, edec_d, buf, "edge_decoder"),
+                          self.edge_dec.first, out=buf("ge", rows, e.shape[1]))
+            if env is not None:  # S holds Σ w_e ε_e
+                grad_w = buf("grad_w", rows, 1)
+                grad_w = energy[:, :1].clone() if grad_w is None else grad_w.copy_(energy[:, :1])
+                ge.mul_(env)
+
+        def add_to_grad_w(term: Tensor) -> Tensor:
+            if grad_w is None:
+                out = buf("grad_w", rows, 1)
+                return term.clone() if out is None else out.copy_(term)
+            return grad_w.add_(term)
+
         ggeo = None
-        for j, (blk, (edge_d, node_d)) in enumerate(zip(reversed(self.blocks), reversed(saved),
-                                                        strict=True)):
+        for j, (blk, (edge_d, node_d, (e_k, a_k))) in enumerate(zip(reversed(self.blocks),
+                                                                    reversed(saved),
+                                                                    strict=True)):
+            tag = f"block{len(self.blocks) - 1 - j}"
             gz = blk.node.backward(gx, node_d)
             gx = torch.addmm(gx, gz, blk.w_x)
             gagg = gz @ blk.w_a
             if self.fold_last and j == 0:  # the folded last layer (ge is None here)
-                ga = (gagg @ blk.edge.weights[-1]).index_select(0, recv)
-                ge = gagg.index_select(0, recv)
-                gz = blk.edge.backward(ga, edge_d, at_hidden=True)
+                last_w = blk.edge.weights[-1]
+                ga = torch.index_select(gagg @ last_w, 0, recv,
+                                        out=buf("ga", rows, last_w.shape[1]))
+                ge = torch.index_select(gagg, 0, recv, out=buf("ge", rows, gagg.shape[1]))
+                if env is not None:  # agg = Σ w (e + a Wᵀ + b)
+                    grad_w = add_to_grad_w(dot(ge, e_k))
+                    grad_w.add_(dot(ga, a_k))
+                    grad_w.add_(torch.index_select(gagg @ blk.edge.biases[-1][:, None], 0, recv,
+                                                   out=buf("dot", rows, 1)))
+                    ge.mul_(env)
+                    ga.mul_(env)
+                gz = blk.edge.backward(ga, edge_d, at_hidden=True, buf=buf, tag=tag)
             else:
-                gagg = gagg.index_select(0, recv)
-                ge = gagg if ge is None else ge + gagg
-                gz = blk.edge.backward(ge, edge_d)
-            ge = torch.addmm(ge, gz, blk.w_e)
-            ggeo = gz @ blk.w_g if ggeo is None else ggeo.addmm_(gz, blk.w_g)
+                picked = torch.index_select(
+                    gagg, 0, recv, out=buf("ge" if ge is None else "gagg", rows, gagg.shape[1]))
+                if env is not None:  # agg = Σ w e
+                    grad_w = add_to_grad_w(dot(picked, e_k))
+                    picked.mul_(env)
+                ge = picked if ge is None else ge.add_(picked)
+                gz = blk.edge.backward(ge, edge_d, buf=buf, tag=tag)
+            ge = torch.addmm(ge, gz, blk.w_e) if gz is ge else ge.addmm_(gz, blk.w_e)
+            ggeo = (torch.mm(gz, blk.w_g, out=buf("ggeo", rows, d + 1)) if ggeo is None
+                    else ggeo.addmm_(gz, blk.w_g))
             s = torch.cat([_scatter(gz, recv, n), _scatter(gz, send, n)], 1)
             gx = gx.addmm_(s, blk.w_ij)
         if ge is None:  # no blocks and no edge decoder: the edges do not matter
-            ggeo = q.new_zeros(e_rows, d + 1)
+            ggeo = q.new_zeros(rows, d + 1)
         else:
-            gz = self.edge_enc.backward(ge, edge_enc_d)
-            ggeo = gz @ self.edge_geo_w if ggeo is None else ggeo.addmm_(gz, self.edge_geo_w)
-        grel = torch.addcmul(ggeo[:, :d], ggeo[:, d:], rel / dist)
+            gz = self.edge_enc.backward(ge, edge_enc_d, buf=buf, tag="enc")
+            ggeo = (torch.mm(gz, self.edge_geo_w, out=buf("ggeo", rows, d + 1)) if ggeo is None
+                    else ggeo.addmm_(gz, self.edge_geo_w))
+        gdist = ggeo[:, d:]
+        if grad_w is not None:
+            gdist = torch.addcmul(gdist, grad_w, env_slope, out=buf("gdist", rows, 1))
+        grel = torch.addcmul(ggeo[:, :d], gdist, torch.div(rel, dist, out=buf("unit", rows, d)),
+                             out=buf("grel", rows, d))
         gq = _scatter(grel, recv, n).index_add_(0, send, grel, alpha=-1.0)
         gp = None
         if self.node_w is not None:
@@ -347,14 +524,9 @@ class _GraphNetworkGradient:
         return gq, gp
 
 
-def _first(net: _Net, x: Tensor) -> Tensor:
-    """Pre-activation of a net's first layer at its full input ``x``."""
-    return torch.addmm(net.biases[0], x, net.weights_t[0])
-
-
 def _graph_network_nets(gn: nn.Module) -> dict[str, _Net] | None:
     """The frozen MLPs of a plain :class:`hogn.nn.GraphNetwork`, or ``None``."""
-    if (type(gn) is not hnn.GraphNetwork or gn.cutoff is not None
+    if (type(gn) is not hnn.GraphNetwork
             or any(type(b) is not hnn.GNBlock for b in gn.blocks)):
         return None
     nets: dict[str, _Net | None] = {

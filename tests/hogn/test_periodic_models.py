@@ -181,3 +181,47 @@ def test_cutoff_and_box_survive_save_and_load(tmp_path):
 def test_bad_cutoff_is_refused(bad):
     with pytest.raises(ValueError, match="cutoff"):
         make("hogn", cutoff=bad)
+
+
+@pytest.mark.parametrize("name", ["hogn", "separable-hogn"])
+@pytest.mark.parametrize("config", [
+    {}, {"cutoff": 1.2}, {"cutoff": 1.2, "edge_energies": True},
+    {"cutoff": 1.2, "activation": "tanh", "layers": 3}, {"cutoff": 1.2, "activation": "silu"},
+    {"cutoff": 1.2, "steps": 1, "layers": 1}], ids=lambda c: ",".join(f"{k}={v}" for k, v in
+                                                                       c.items()) or "default")
+def test_rollout_field_with_kept_buffers_equals_autograd_call_after_call(monkeypatch, name,
+                                                                          config):
+    """Large graphs keep their edge-sized tensors from one call of the rollout field to
+    the next (hogn.models.inference._Buffers): each call must still give autograd's
+    field, later calls reuse the first call's tensors, and an earlier result is not
+    overwritten by a later call."""
+    from hogn.models import inference
+
+    monkeypatch.setattr(inference, "KEEP_EDGE_BUFFERS", 0)  # these small graphs keep them
+    made = []
+
+    class Recorded(inference._Buffers):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(inference, "_Buffers", Recorded)
+    model = make(name, **config)
+    graph = boxed(seed=2)
+    field = model.rollout_field(graph)
+    assert len(made) == 1 and made[0].on
+    gen = torch.Generator().manual_seed(3)
+    results, kept = [], None
+    for _ in range(3):
+        q = graph.q + 0.2 * torch.rand(graph.q.shape, generator=gen, dtype=F64)
+        p = graph.p + torch.randn(graph.p.shape, generator=gen, dtype=F64)
+        fq, fp = field(q, p)
+        ref_q, ref_p = autograd_derivative(model, graph.replace(q=q, p=p))
+        assert torch.allclose(fq, ref_q, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(fp, ref_p, rtol=1e-10, atol=1e-12)
+        results.append((fq.clone(), fp.clone(), fq, fp))
+        ids = sorted(t.data_ptr() for t in made[0].kept.values())
+        assert ids and (kept is None or ids == kept)  # the same tensors, reused
+        kept = ids
+    for saved_q, saved_p, fq, fp in results:
+        assert torch.equal(saved_q, fq) and torch.equal(saved_p, fp)
