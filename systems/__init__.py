@@ -19,6 +19,7 @@ __all__ = [
     "Dataset",
     "Preset",
     "System",
+    "from_arrays",
     "from_preset",
     "generate",
     "get",
@@ -38,11 +39,13 @@ _CLASSES = {
 }
 
 __getattr__, __dir__ = attach(__name__, {
-    "System": "base", "Dataset": "dataset", "PRESETS": "generate", "Preset": "generate",
-    "from_preset": "generate", "generate": "generate", "get_preset": "generate",
-    "preset_names": "generate", **_CLASSES})
+    "System": "base", "Dataset": "dataset", "from_arrays": "arrays",
+    "PRESETS": "generate", "Preset": "generate", "from_preset": "generate",
+    "generate": "generate", "get_preset": "generate", "preset_names": "generate",
+    **_CLASSES})
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
+    from systems.arrays import from_arrays
     from systems.base import System
     from systems.dataset import Dataset
     from systems.generate import PRESETS, Preset, from_preset, generate, get_preset, preset_names

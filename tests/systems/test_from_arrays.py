@@ -40,6 +40,7 @@ def test_one_particle_states_become_one_point_trajectories_of_one_node():
     again = systems.Dataset.from_arrays(q, p, dq=p, dp=-q)
     other = systems.Dataset.from_arrays(q, p, dq=p, dp=-q, seed=1)
     assert torch.equal(again.test, data.test) and not torch.equal(other.test, data.test)
+    assert torch.equal(systems.from_arrays(q, p, dq=p, dp=-q).q, data.q)  # the same function
     assert len(data.train) + len(data.heldout) == 50
 
 
