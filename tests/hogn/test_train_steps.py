@@ -15,6 +15,10 @@ import importlib
 import itertools
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -350,3 +354,41 @@ def test_a_full_batch_split_among_ranks_is_the_whole_batch(monkeypatch, world):
         total = total + summed.detach() * world / elements
     assert sorted(taken) == full
     assert float(total / world) == pytest.approx(float(whole), rel=1e-12)
+
+
+@pytest.mark.slow  # a torchrun launch: ~70 s on 2 loaded cores
+@pytest.mark.skipif(not torch.distributed.is_available()
+                    or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with the gloo backend is not available")
+def test_full_batch_steps_in_two_processes_equal_one(tmp_path):
+    """``hogn train --steps`` with a full batch under torchrun (2 processes, gloo): the
+    same weights, rows and test loss as in one process (25 training states of 3-5
+    particles split 13 / 12 among the ranks at every step)."""
+    data = tmp_path / "springs.pt"
+    systems.generate("spring-nbody", trajectories=6, steps=4, dt=0.05, n_particles=(3, 5),
+                     seed=0, progress=False).save(data)
+    args = ["hogn", "--hidden", "8", "--dtype", "float64", "--steps", "4", "--batch-size",
+            "1000", "--val-fraction", "0", "--weight-decay", "1e-3", "--quiet", str(data)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *args, "-o", str(one)]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+              "MASTER_PORT", "TORCHELASTIC_RUN_ID", "GROUP_RANK", "HOGN_DIST_BACKEND"}
+    env = {**{k: v for k, v in os.environ.items() if k not in launch}, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                           "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                           "-m", "hogn", "train", *args, "-o", str(two)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "in 2 processes" in proc.stdout and "full batch" in proc.stdout
+    got, want = _rows(two), _rows(one)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(got, want, strict=True):
+        for key in ("train_loss", "val_loss", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    assert got[-1]["test_loss"] == pytest.approx(want[-1]["test_loss"], rel=1e-9)
+    _assert_close_weights(hogn.models.load(two / "last.pt"), hogn.models.load(one / "last.pt"),
+                          atol=1e-9)
