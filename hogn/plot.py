@@ -200,16 +200,20 @@ def frame_indices(points: int, stride: int | None = None, max_frames: int = 150)
 
 def _limits(truth: np.ndarray, pred: np.ndarray, box: np.ndarray | None) -> np.ndarray:
     """Axis limits ``[d, 2]`` shared by both panels: the box, or the truth's range
-    widened to take in the prediction up to one truth span beyond it."""
+    widened to take in the prediction up to one truth span beyond it (a truth that
+    does not move along an axis spans ``max(1, |q|)`` there)."""
+    def span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return np.where(hi > lo, hi - lo, np.maximum(1.0, np.abs(lo)))
+
     if box is not None:
         lo, hi = np.zeros_like(box), box
     else:
         lo, hi = np.nanmin(truth, axis=(0, 1)), np.nanmax(truth, axis=(0, 1))
-        span = np.maximum(hi - lo, 1e-9)
-        inside = np.clip(pred, lo - span, hi + span)
+        width = span(lo, hi)
+        inside = np.clip(pred, lo - width, hi + width)
         lo = np.minimum(lo, np.nanmin(inside, axis=(0, 1), initial=np.inf))
         hi = np.maximum(hi, np.nanmax(inside, axis=(0, 1), initial=-np.inf))
-    margin = 0.05 * np.maximum(hi - lo, 1e-9)
+    margin = 0.05 * span(lo, hi)
     return np.stack([lo - margin, hi + margin], axis=-1)
 
 

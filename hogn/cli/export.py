@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import systems
@@ -82,10 +83,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``export``."""
     cmd = sub.add_parser(
         "export", help="write a dataset's trajectories as extended XYZ (ASE, OVITO)",
-        description="Write trajectories of the dataset file DATA as extended XYZ, the text "
-        "format ASE and OVITO open: one file per trajectory, a frame per saved time with "
-        "positions, momenta, node constants (masses first), the time and the periodic box. "
-        "2-D systems are padded with z = 0; see docs/pictures.md.",
+        description=textwrap.fill(
+            "Write trajectories of the dataset file DATA as extended XYZ, the text format "
+            "ASE and OVITO open: one file per trajectory, a frame per saved time with "
+            "positions, momenta, node constants (masses first), the time and the periodic "
+            "box. 2-D systems are padded with z = 0; see docs/pictures.md.", 88),
         epilog="examples:\n"
         "  hogn export data/spring.pt -o spring.xyz                    # trajectory 0\n"
         "  hogn export data/lj.pt -o lj.xyz --trajectory 0,3 --stride 10\n"

@@ -140,3 +140,16 @@ def test_rollout_writes_the_gif_and_xyz_of_its_first_trajectory(tmp_path_factory
     assert main(["rollout", str(run), "--steps", "2", "--quiet", "--animate", str(xyz),
                  "--xyz", str(xyz), "--force"]) == 2
     assert "same file" in capsys.readouterr().err
+
+
+def test_a_resting_truth_still_shows_a_moving_prediction(tmp_path):
+    truth = np.ones((5, 1, 2))  # one particle at rest: no range to take axes from
+    pred = truth + np.linspace(0, 0.5, 5)[:, None, None]
+    frames = _frames(animate_rollout(truth, pred, tmp_path / "r.gif", **SMALL))
+    half = frames[0].shape[1] // 2
+    for frame in frames:  # the coloured prediction dot stays inside its panel
+        chroma = frame[:, half:].max(axis=-1) - frame[:, half:].min(axis=-1)
+        assert (chroma > 80).sum() >= 4
+    chroma0 = frames[0][:, half:].max(axis=-1) - frames[0][:, half:].min(axis=-1)
+    chroma1 = frames[-1][:, half:].max(axis=-1) - frames[-1][:, half:].min(axis=-1)
+    assert not np.array_equal(chroma0 > 80, chroma1 > 80)  # and it moved
