@@ -865,7 +865,10 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
 
     Returns:
         The :class:`TrainResult` (on every rank); the model holds the *best* weights
-        (lowest validation loss) when it returns.
+        (lowest validation loss) when it returns, and ``test_loss`` is their loss on
+        the dataset's test trajectories (``None`` without any). ``steps=N`` trains for
+        exactly ``N`` optimizer steps (``hogn.train(model, data, steps=2000,
+        batch_size=10**9, val_fraction=0)``: 2000 full-batch steps).
 
     Raises:
         ValueError: bad options, data that does not fit the model, or a run folder

@@ -306,6 +306,9 @@ def test_a_run_by_steps_interrupted_midway_resumes_to_the_uninterrupted_run(
     _assert_close_weights(hogn.models.load(run / "last.pt"),
                           hogn.models.load(tmp_path / "straight" / "last.pt"), atol=0)
     assert got.test_loss == want.test_loss
+    again = hogn.train(_graph_model(), SPRINGS, run, **settings)  # nothing left to do: ...
+    assert again.steps == 11 and len(again.history) == 3  # ... no step, no new row, and
+    assert again.test_loss == want.test_loss  # the returned (best) weights scored again
 
 
 def test_steps_and_epochs_together_are_refused(tmp_path, capsys):
