@@ -67,8 +67,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                   box=box, info=info, digits=args.digits)
     frames = len(range(data.t.numel())[keep])
     where = str(outs[0]) if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
-    print(f"wrote {where}: {len(outs)} trajectories x {frames} frames (stride {args.stride}) "
-          "as extended XYZ")
+    count_text = "1 trajectory" if len(outs) == 1 else f"{len(outs)} trajectories"
+    print(f"wrote {where}: {count_text} x {frames} frames (stride {args.stride}) as extended "
+          "XYZ")
     return 0
 
 
