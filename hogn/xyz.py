@@ -22,7 +22,8 @@ One file holds one trajectory of one graph: a frame per saved time, each frame
   they are, not wrapped into the box (the tools wrap on request);
 - node constants ``c [n, k]`` (mass first) become one real column each, by default
   named ``masses`` (the name ASE gives an atom's mass), ``c1``, ``c2``, ...;
-- ``Time`` is the frame's time; other ``key=value`` pairs can be added per file
+- ``Time`` is the frame's time (always with a decimal point or an exponent, so that
+  readers take every frame's as a real number); other ``key=value`` pairs can be added per file
   (e.g. ``system=spring-nbody``).
 
 Particles are species ``X`` (ASE's placeholder element) unless named. Numbers are
@@ -204,7 +205,8 @@ def write_xyz(path: str | os.PathLike, q: Tensor | np.ndarray, p: Tensor | np.nd
     def frame_lines(i: int) -> Iterable[str]:
         comment = list(fixed)
         if times is not None:
-            comment.append(f"Time={times[i]:.{digits}g}")
+            text = f"{times[i]:.{digits}g}"
+            comment.append(f"Time={text if any(ch in text for ch in '.e') else text + '.0'}")
         yield f"{n}\n{' '.join(comment + tail)}\n"
         pos = padded.copy()
         pos[:, :d] = qa[i]

@@ -62,7 +62,8 @@ def test_layout_of_a_two_dimensional_frame(tmp_path):
     assert comment[:3] == ['Lattice="4', "0", "0"]
     assert lines[1].startswith('Lattice="4 0 0 0 3 0 0 0 1" ')  # z: unit length, not periodic
     assert "Properties=species:S:1:pos:R:3:momenta:R:3:masses:R:1" in comment
-    assert 'pbc="T T F"' in lines[1] and "dim=2" in comment and "Time=0" in comment
+    assert 'pbc="T T F"' in lines[1] and "dim=2" in comment and "Time=0.0" in comment
+    assert "Time=0.1" in lines[6].split(" ")  # times are real numbers, never "Time=0"
     row = lines[2].split()
     assert row[0] == "X" and len(row) == 1 + 3 + 3 + 1
     assert float(row[3]) == 0.0 and float(row[6]) == 0.0  # padded z of pos and momenta
