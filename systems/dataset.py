@@ -96,7 +96,8 @@ class Dataset:
     def dt(self) -> float | None:
         """Time between saved states (``None`` for states without time order, as
         :meth:`from_arrays` builds from ``[M, d]`` or ``[M, n, d]`` states)."""
-        return None if self.meta["dt"] is None else float(self.meta["dt"])
+        dt = self.meta.get("dt")
+        return None if dt is None else float(dt)
 
     @property
     def derivatives(self) -> str:
@@ -106,8 +107,17 @@ class Dataset:
 
     @property
     def system_config(self) -> dict[str, Any]:
-        """Config that rebuilds the system with ``systems.get(**config)``."""
-        return dict(self.meta["system"])
+        """Config that rebuilds the system with ``systems.get(**config)``.
+
+        Raises:
+            ValueError: when ``meta`` names no system (a dataset built by hand; build
+                it with :meth:`from_arrays`, which records a label).
+        """
+        system = self.meta.get("system")
+        if not isinstance(system, dict) or "name" not in system:
+            raise ValueError("this dataset's meta names no system (expected meta['system'] "
+                             "= {'name': ...}); build it with Dataset.from_arrays")
+        return dict(system)
 
     @property
     def graph(self) -> GraphBatch:

@@ -186,8 +186,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("parameters", json.dumps({k: v for k, v in system.items() if k != "name"})),
         *origin, ("particles", _particles(data)), ("dims", data.dim),
         ("node constants", data.c.shape[1] if data.c.dim() == 2 else tuple(data.c.shape)),
-        ("edges per graph", f"{data.edge_index.shape[1] / data.num_graphs:g}"),
-        count, points, ("derivatives", data.derivatives),
+        ("edges", f"{data.edge_index.shape[1]} ({data.edge_index.shape[1] / len(data):g} "
+                  "per graph)"),
+        count, points, ("derivatives", data.derivatives if own else
+                        f"{data.derivatives} (the system's H)"),
         ("observations", "q_obs, p_obs" if data.q_obs is not None else "none"),
         split, *made, *energy_rows,
         *([] if own else [("resampled", json.dumps(m.get("resampled", {})))]),
