@@ -8,9 +8,11 @@ the last ``test`` trajectories the fixed test set.
 
 Models: ``hnn`` and ``mlp`` (3 linear layers x 200, tanh, as the HNN paper) and
 ``hogn`` (graph network, hidden 64, 2 message-passing steps, softplus; ~71k
-parameters against the MLPs' ~45k). All three are trained on the derivative target
-at the noisy observed states with the same budget, Adam lr 1e-3, ``--steps`` steps
-of 200 states, whatever ``n`` (so small sets are seen for many epochs).
+parameters against the MLPs' ~45k). All three are trained by :func:`hogn.train` on the
+derivative target at the noisy observed states with the same budget, Adam lr 1e-3,
+``--steps`` optimizer steps of 200 states (``steps=``), whatever ``n`` (so small sets
+are seen for many epochs), ``val_fraction=0``: the weights scoring best on the
+training states after an epoch are kept.
 
 Test error:
 
@@ -44,8 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 from _shared import begin, experiment_parser, write_text
-from hnn_paper import all_states, derivative_mse, fit
+from hnn_paper import all_states, derivative_mse
 
+import hogn
 import systems
 from hogn import models
 from hogn.cli.common import energy_of
@@ -70,17 +73,17 @@ def run(sizes: list[int], seeds: list[int], steps: int, n_test: int, log: Any
         g_clean, _ = all_states(test, observed=False)
         for n in sizes:
             train = pool.select(list(range(n)))
-            g_train, y_train = all_states(train)
             for name, cfg in MODELS.items():
                 torch.manual_seed(seed)
                 model = models.for_data(name, train, **cfg)
                 t0 = time.perf_counter()
-                fit(model, g_train, y_train, steps, 200, seed=seed)
+                result = hogn.train(model, train, steps=steps, batch_size=200,
+                                    val_fraction=0.0, seed=seed, progress=False)
                 seconds = time.perf_counter() - t0
                 summary = evaluate(model, test, energy=energy_of(test), integrator="rk4",
                                    substeps=4).summary()
                 row = {"seed": seed, "trajectories": n, "model": name,
-                       "train_loss": derivative_mse(model, g_train, y_train),
+                       "train_loss": result.best_val,  # all training states
                        "test_loss": derivative_mse(model, g_test, y_test),
                        "test_loss_clean": derivative_mse(model, g_clean, y_test),
                        "rel_error": summary["rel_error"],
@@ -103,6 +106,46 @@ def run(sizes: list[int], seeds: list[int], steps: int, n_test: int, log: Any
                             float(values.std(ddof=1)) if len(values) > 1 else 0.0]
             summary_rows.append(row)
     return {"runs": runs, "summary": summary_rows}
+
+
+def before_run(out: Path) -> dict[str, Any] | None:
+    """The summary of the run before the port to ``hogn.train`` (issue 15), read from
+    ``<out>/data_efficiency_before.json`` (that run's JSON), for the before/after table;
+    ``None`` when absent."""
+    path = out / f"{NAME}_before.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    return {"command": old["config"]["command"], "summary": old["summary"]}
+
+
+def before_after(results: dict[str, Any]) -> list[str]:
+    """Before (the script's own training loop) / after (``hogn.train``), same data and
+    seeds: ✓ where the means differ by no more than the larger seed std."""
+    before = {(r["model"], r["trajectories"]): r for r in results["before"]["summary"]}
+    sizes = results["config"]["sizes"]
+    lines = ["Before / after the port to `hogn.train` (issue 15; before: "
+             f"`{results['before']['command']}` with the script's own loop, same preset, "
+             "seeds and steps; ✓: means within the larger seed std):", ""]
+    for key in ("test_loss_clean", "rel_error"):
+        lines += [f"{key} — before → after:", "",
+                  "| Model | " + " | ".join(f"{n} traj." for n in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for r_name in results["config"]["model_names"]:
+            cells = []
+            for n in sizes:
+                after = next(r for r in results["summary"]
+                             if r["model"] == r_name and r["trajectories"] == n)[key]
+                old = before.get((r_name, n))
+                if old is None:
+                    cells.append(f"– → {after[0]:.3g} ± {after[1]:.2g}")
+                    continue
+                ok = abs(after[0] - old[key][0]) <= max(after[1], old[key][1])
+                cells.append(f"{old[key][0]:.3g} ± {old[key][1]:.2g} → {after[0]:.3g} ± "
+                             f"{after[1]:.2g} {'✓' if ok else '✗'}")
+            lines.append(f"| {r_name.upper()} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -146,6 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
               "over trajectories of a chaotic system, hence their spread over seeds.", ""]
     if cfg.get("reductions"):
         lines += [f"Reductions: {cfg['reductions']}", ""]
+    if results.get("before"):
+        lines += before_after(results)
     return "\n".join(lines)
 
 
@@ -197,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.render:
         results = json.loads((out / f"{NAME}.json").read_text())
+        if not results["config"]["quick"]:
+            results["before"] = before_run(out)
+            write_json(out / f"{NAME}.json", results)
         plot(results, out / f"{NAME}.png")
         write_text(out / f"{NAME}.md", markdown(results))
         print(f"redrew {out / NAME}.png and .md from the JSON")
@@ -224,13 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         "noise": preset.noise, "points": preset.points, "t_end": preset.t_end,
         "model_names": list(MODELS), "threads": args.threads,
         "models": "MLP and HNN 3 linear layers x 200 tanh; HOGN hidden 64, 2 message-passing "
-                  "steps, softplus",
+                  "steps, softplus; hogn.train(steps=..., batch_size=200, val_fraction=0)",
         "reductions": ("the same 1,500 steps for every size (the largest sets see ~6 "
                        "epochs); HOGN hidden 64 instead of the default 128 (CPU time)"
                        if not args.quick else "quick mode: two sizes, few steps, one seed"),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+    if not args.quick:
+        results["before"] = before_run(out)
     write_json(out / f"{NAME}.json", results)
     plot(results, out / f"{NAME}.png")
     write_text(out / f"{NAME}.md", markdown(results))
