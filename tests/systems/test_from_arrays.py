@@ -200,3 +200,16 @@ def test_npz_files_with_documented_keys_or_the_hnn_layout(tmp_path):
         load_npz(tmp_path / "text.npz")
     with pytest.raises(ValueError, match=r"missing\.npz: no such file"):
         load_npz(tmp_path / "missing.npz")
+
+
+def test_a_hand_built_dataset_prints_and_says_what_its_meta_lacks():
+    """The issue's hand-filled dataset: ``repr`` raised ``KeyError: 'dt'``."""
+    q = torch.zeros(1, 3, 1, dtype=torch.float64)
+    data = systems.Dataset(t=torch.zeros(1, dtype=torch.float64), q=q, p=q, dq=q, dp=q,
+                           c=torch.zeros(3, 0, dtype=torch.float64),
+                           edge_index=torch.zeros(2, 0, dtype=torch.long),
+                           ptr=torch.arange(4), test=torch.zeros(3, dtype=torch.bool))
+    assert repr(data) == "Dataset(None, states=3, particles=1, dims=1)"
+    with pytest.raises(ValueError, match=r"names no system.*Dataset\.from_arrays"):
+        data.system()
+    assert "names no system" in data.energy_problem()
