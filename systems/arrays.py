@@ -136,8 +136,9 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
     if arrays["dq"] is None:
         if points < 2:
             raise ValueError(f"dq and dp are required for {layout}: derivatives cannot be "
-                             "estimated without time order (pass trajectories [G, T, n, d] "
-                             "with t or dt to estimate them)")
+                             "estimated from one point without time order (pass "
+                             "trajectories [G, T, n, d] of T >= 2 with t or dt to estimate "
+                             "them)")
         order = 2 if points >= 3 else 1
         arrays["dq"], arrays["dp"] = (torch.gradient(arrays[x], spacing=(times,), dim=1,
                                                      edge_order=order)[0] for x in "qp")
@@ -188,15 +189,22 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, see
             :func:`from_arrays` refuses (the message names the file).
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, Mapping):
-                raise ValueError("holds one array, not named arrays (save with numpy.savez)")
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: holds one array, not named arrays (save them with "
+                             "numpy.savez(path, q=..., p=..., ...))")
+        with archive:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a folder, not a .npz file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except ValueError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file of named arrays "
+                         f"({exc.__class__.__name__}: {_first_line(exc)})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a readable .npz file of named arrays "
                          f"({exc.__class__.__name__}: {_first_line(exc)})") from None
     try:

@@ -213,3 +213,16 @@ def test_a_hand_built_dataset_prints_and_says_what_its_meta_lacks():
     with pytest.raises(ValueError, match=r"names no system.*Dataset\.from_arrays"):
         data.system()
     assert "names no system" in data.energy_problem()
+
+
+def test_npz_files_numpy_cannot_give_as_named_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"one\.npy: holds one array, not named arrays"):
+        load_npz(tmp_path / "one.npy")
+    np.savez(tmp_path / "objects.npz", q=np.array([{"a": 1}], dtype=object), p=np.zeros(1))
+    with pytest.raises(ValueError, match=r"objects\.npz: not a readable \.npz file"):
+        load_npz(tmp_path / "objects.npz")
+    np.savez(tmp_path / "label.npz", q=np.zeros((2, 1)), p=np.zeros((2, 1)),
+             dq=np.zeros((2, 1)), dp=np.zeros((2, 1)), system=np.arange(2))
+    with pytest.raises(ValueError, match="system must be one text label"):
+        load_npz(tmp_path / "label.npz")
