@@ -178,26 +178,32 @@ class _Net:
         return torch.addmm(self.biases[0], x, self.weights_t[0],
                            out=_out(buf, f"{tag}.z0", x.shape[0], self.weights[0].shape[0]))
 
-    def _layers(self, z0: Tensor, upto: int, buf: _Buffers | None, tag: str
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def _layers(self, z0: Tensor, upto: int, buf: _Buffers | None, tag: str,
+                scratch: str | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """From ``z0``, the activations after layers ``0 … upto − 1`` and the products
         of layers ``1 … upto − 1`` between them; returns the last activation, the last
-        pre-activation and the activation derivatives."""
+        pre-activation and the activation derivatives. The pre-activations and the
+        activations the reverse pass does not read go to the ``scratch`` names
+        (shared by networks run one after the other), the derivatives to ``tag``."""
+        scratch = scratch or tag
         derivs: list[Tensor] = []
         rows, z, a = z0.shape[0], z0, z0
         for k in range(1, upto + 1):
             width = self.weights[k].shape[1]
-            a, d = _activate(self.kind, z, _out(buf, f"{tag}.a{k}", rows, width),
+            kept = tag if self.kind == "tanh" else scratch  # tanh's derivative is its value
+            a, d = _activate(self.kind, z, _out(buf, f"{kept}.a{k}", rows, width),
                              _out(buf, f"{tag}.d{k}", rows, width))
             derivs.append(d)
             if k < upto:
                 z = torch.addmm(self.biases[k], a, self.weights_t[k],
-                                out=_out(buf, f"{tag}.z{k}", rows, self.weights[k].shape[0]))
+                                out=_out(buf, f"{scratch}.z{k}", rows, self.weights[k].shape[0]))
         return a, z, derivs
 
     def forward(self, z0: Tensor, output: bool = True, buf: _Buffers | None = None,
-                tag: str = "") -> tuple[Tensor | None, list[Tensor]]:
-        """Run the layers after the first from its pre-activation ``z0 [R, out_0]``.
+                tag: str = "", scratch: str | None = None
+                ) -> tuple[Tensor | None, list[Tensor]]:
+        """Run the layers after the first from its pre-activation ``z0 [R, out_0]``
+        (``scratch``: see :meth:`_layers`; the output goes there too).
 
         Returns:
             The output ``[R, out]`` (``None`` with ``output=False``: the last layer
@@ -207,11 +213,11 @@ class _Net:
         last = len(self.weights) - 1
         if last == 0:
             return (z0 if output else None), []
-        a, _, derivs = self._layers(z0, last, buf, tag)
+        a, _, derivs = self._layers(z0, last, buf, tag, scratch)
         if not output:
             return None, derivs
         return torch.addmm(self.biases[last], a, self.weights_t[last],
-                           out=_out(buf, f"{tag}.z{last}", z0.shape[0],
+                           out=_out(buf, f"{scratch or tag}.z{last}", z0.shape[0],
                                     self.weights[last].shape[0])), derivs
 
     def hidden(self, z0: Tensor, buf: _Buffers | None = None, tag: str = ""
@@ -419,7 +425,7 @@ class _GraphNetworkGradient:
         for i, blk in enumerate(self.blocks):
             tag, width = f"block{i}", blk.width
             xw = x @ blk.w_ij_t
-            z = torch.addmm(blk.bias, e, blk.w_e_t, out=buf(f"{tag}.z0", rows, width))
+            z = torch.addmm(blk.bias, e, blk.w_e_t, out=buf("edge_mlp.z0", rows, width))
             z.addmm_(geo, blk.w_g_t)
             z += torch.index_select(xw[:, :width], 0, recv, out=buf("gather", rows, width))
             z += torch.index_select(xw[:, width:], 0, send, out=buf("gather", rows, width))
@@ -437,7 +443,7 @@ class _GraphNetworkGradient:
                 agg = torch.addmm(base, summed_a, blk.edge.weights_t[-1])
                 kept = (e, a)  # the envelope's gradient needs the summed latent's parts
             else:
-                m, edge_d = blk.edge.forward(z, buf=buf, tag=tag)
+                m, edge_d = blk.edge.forward(z, buf=buf, tag=tag, scratch="edge_mlp")
                 e = torch.add(e, m, out=buf(f"{tag}.e", rows, m.shape[1]))
                 agg = _scatter(e if env is None else torch.mul(
                     e, env, out=buf("weighted", rows, e.shape[1])), recv, n)
@@ -455,7 +461,7 @@ class _GraphNetworkGradient:
             energy, edec_d = self.edge_dec.forward(
                 self.edge_dec.first_layer(e, buf, "edge_decoder"), output=env is not None,
                 buf=buf, tag="edge_decoder")
-            ge = torch.mm(self.edge_dec.backward_readout(rows, edec_d, buf, "edge_decoder"),
+            ge = torch.mm(self.edge_dec.backward_readout(rows, edec_d, buf, "back"),
                           self.edge_dec.first, out=buf("ge", rows, e.shape[1]))
             if env is not None:  # S holds Σ w_e ε_e
                 grad_w = buf("grad_w", rows, 1)
@@ -472,7 +478,6 @@ class _GraphNetworkGradient:
         for j, (blk, (edge_d, node_d, (e_k, a_k))) in enumerate(zip(reversed(self.blocks),
                                                                     reversed(saved),
                                                                     strict=True)):
-            tag = f"block{len(self.blocks) - 1 - j}"
             gz = blk.node.backward(gx, node_d)
             gx = torch.addmm(gx, gz, blk.w_x)
             gagg = gz @ blk.w_a
@@ -488,7 +493,7 @@ class _GraphNetworkGradient:
                                                    out=buf("dot", rows, 1)))
                     ge.mul_(env)
                     ga.mul_(env)
-                gz = blk.edge.backward(ga, edge_d, at_hidden=True, buf=buf, tag=tag)
+                gz = blk.edge.backward(ga, edge_d, at_hidden=True, buf=buf, tag="back")
             else:
                 picked = torch.index_select(
                     gagg, 0, recv, out=buf("ge" if ge is None else "gagg", rows, gagg.shape[1]))
@@ -496,7 +501,7 @@ class _GraphNetworkGradient:
                     grad_w = add_to_grad_w(dot(picked, e_k))
                     picked.mul_(env)
                 ge = picked if ge is None else ge.add_(picked)
-                gz = blk.edge.backward(ge, edge_d, buf=buf, tag=tag)
+                gz = blk.edge.backward(ge, edge_d, buf=buf, tag="back")
             ge = torch.addmm(ge, gz, blk.w_e) if gz is ge else ge.addmm_(gz, blk.w_e)
             ggeo = (torch.mm(gz, blk.w_g, out=buf("ggeo", rows, d + 1)) if ggeo is None
                     else ggeo.addmm_(gz, blk.w_g))
@@ -505,7 +510,7 @@ class _GraphNetworkGradient:
         if ge is None:  # no blocks and no edge decoder: the edges do not matter
             ggeo = q.new_zeros(rows, d + 1)
         else:
-            gz = self.edge_enc.backward(ge, edge_enc_d, buf=buf, tag="enc")
+            gz = self.edge_enc.backward(ge, edge_enc_d, buf=buf, tag="back")
             ggeo = (torch.mm(gz, self.edge_geo_w, out=buf("ggeo", rows, d + 1)) if ggeo is None
                     else ggeo.addmm_(gz, self.edge_geo_w))
         gdist = ggeo[:, d:]
