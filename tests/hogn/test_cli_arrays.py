@@ -137,7 +137,7 @@ def test_import_and_own_data_mistakes_are_one_line(imported, capsys, tmp_path):
           "nothing to roll out")
     error(["train", "deltagn", str(states), "--quiet", "-o", str(tmp_path / "d")],
           "one time point")
-    error(["rollout", str(runs["hnn"]), "--quiet"], "unknown system 'user'")  # a label
+    error(["rollout", str(runs["hnn"]), "--quiet"], "'user'")  # a label, no system
 
 
 class HarmonicField(DynamicsModel):
