@@ -1,7 +1,7 @@
 """The ``hogn`` command line: the application entry point wiring ``systems`` and ``hogn``.
 
 Nothing in the library imports this package. Each module registers its commands:
-:mod:`~hogn.cli.data` (``generate``, ``info``), :mod:`~hogn.cli.learn` (``train``,
+:mod:`~hogn.cli.data` (``generate``, ``import``, ``info``), :mod:`~hogn.cli.learn` (``train``,
 ``rollout``, ``evaluate``), :mod:`~hogn.cli.meta` (``meta-train``, ``adapt``),
 :mod:`~hogn.cli.demo` (``demo``) and :mod:`~hogn.cli.export` (``export``).
 

@@ -37,10 +37,22 @@ from hogn.plot import loss_curves, rollout_comparison
 from hogn.report import format_table, write_json
 from hogn.train import LOSSES, SCHEDULES, TARGETS, TrainConfig, train
 
-__all__ = ["EVAL_COLUMNS", "add_commands", "describe_data", "summary_row"]
+__all__ = ["DERIVATIVE_COLUMNS", "EVAL_COLUMNS", "add_commands", "describe_data",
+           "eval_columns", "summary_row"]
 
 EVAL_COLUMNS = ("model", "integrator", "trajectories", "particles", "steps", "rel_error",
                 "final_rel_error", "state_mse", "energy_drift", "time_to_threshold")
+# states without time order (one point per trajectory): the derivatives are scored
+DERIVATIVE_COLUMNS = ("model", "trajectories", "particles", "steps", "derivative_rel_error",
+                      "derivative_mse")
+
+
+def eval_columns(row: dict[str, Any]) -> tuple[str, ...]:
+    """The table columns of an evaluation row: rollout errors, or derivative errors
+    where nothing was rolled out (``steps`` 0)."""
+    return DERIVATIVE_COLUMNS if row["steps"] == 0 else EVAL_COLUMNS
+
+
 ROLLOUT_FORMAT = "hogn-rollout"
 
 
@@ -163,6 +175,10 @@ def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
     name = args.system or config.get("name")
     if name is None:
         raise UserError("the run does not record its system; pass --system or --data")
+    if name not in systems.names():
+        raise UserError(f"the run was trained on {name!r}, which is no registered system "
+                        "(data from your own arrays?); pass --data FILE to start from its "
+                        f"states, or --system NAME, one of {', '.join(systems.names())}")
     params = {k: v for k, v in config.items() if k != "name"} if name == config.get(
         "name") else {}
     params.update(dict(args.param or []))
@@ -198,7 +214,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                       steps=args.steps if args.data is not None else None,
                       substeps=args.substeps, progress=not args.quiet)
     row = summary_row(model.name, integrator, truth, result, args.threshold)
-    print(format_table([row], EVAL_COLUMNS))
+    print(format_table([row], eval_columns(row)))
     if out is not None:
         arrays = {"t": result.t, "q": result.q, "p": result.p, "ptr": truth.ptr,
                   "c": truth.c, "edge_index": truth.edge_index}
@@ -257,7 +273,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(model, data, energy=energy_of(data), integrator=integrator,
                       steps=args.steps, substeps=args.substeps, progress=not args.quiet)
     row = summary_row(model.name, integrator, data, result, args.threshold)
-    print(format_table([row], EVAL_COLUMNS))
+    print(format_table([row], eval_columns(row)))
     if args.json:
         per_step = {"t": result.t.tolist(),
                     "rel_error_geomean": result.relative_error.clamp_min(1e-30).log()

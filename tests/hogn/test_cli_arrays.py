@@ -95,7 +95,12 @@ def test_train_evaluate_and_rollout_on_every_layout(imported, capsys, tmp_path):
         assert len(rows) == 2 and all(math.isfinite(r["val_loss"]) for r in rows)
         out = tmp_path / f"{model}.json"
         assert main(["evaluate", str(run), str(data), "--json", str(out), "--quiet"]) == 0
+        printed = capsys.readouterr().out
         summary = json.loads(out.read_text())["summary"]
+        # the printed table holds the scores that apply: derivative errors for states
+        column = "rel_error" if layout == "trajectories" else "derivative_rel_error"
+        header, _, values = printed.splitlines()[:3]
+        assert math.isfinite(float(values.split()[header.split().index(column)])), printed
         assert summary["trajectories"] == test  # the split the mask said
         if layout == "trajectories":
             assert summary["steps"] == 20 and 0 < summary["rel_error"] < 1
