@@ -31,6 +31,7 @@ __all__ = [
     "nn",
     "rollout",
     "train",
+    "xyz",
 ]
 __version__ = "0.1.0"
 
@@ -38,10 +39,10 @@ __getattr__, __dir__ = attach(__name__, {
     "Evaluation": "evaluation", "evaluate": "evaluation", "GraphBatch": "graph",
     "integrate": "integrators", "rollout": "rollout", "TrainConfig": "train",
     "train": "train"}, submodules=("batching", "distributed", "graph", "integrators", "io",
-                                   "metrics", "models", "nn"))
+                                   "metrics", "models", "nn", "xyz"))
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
-    from hogn import batching, distributed, graph, integrators, io, metrics, models, nn
+    from hogn import batching, distributed, graph, integrators, io, metrics, models, nn, xyz
     from hogn.evaluation import Evaluation, evaluate
     from hogn.graph import GraphBatch
     from hogn.integrators import integrate
