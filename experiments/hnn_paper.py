@@ -118,9 +118,10 @@ NOTES = [
     "40 × 10⁻³ at σ = 0.1, a little less for the best possible fit, which shrinks towards "
     "the data (4σ² ⟨p²⟩ / (⟨p²⟩ + σ²) ≈ 38 × 10⁻³ for radii U[0.1, 1]): the paper's "
     "37 ± 2. The report's text (H = (q² + p²)/2, ω = 1) halves the field and quarters "
-    "the floor to σ² = 10 × 10⁻³, our 9 × 10⁻³ before issue 15 (both models sit at the "
-    "floor). The pendulum's floor is (4σ² + 9σ² ⟨cos² q⟩)/2 with the code's "
-    "H = 3(1 − cos q) + p². The measured floors are in the setup table.",
+    "the floor to σ² = 10 × 10⁻³, where both models sat before issue 15 (the "
+    "before/after table gives both floors as measured). The pendulum's floor is "
+    "(4σ² + 9σ² ⟨cos² q⟩)/2 with the code's H = 3(1 − cos q) + p²; each task's measured "
+    "floor is in the setup table.",
     "Two- and three-body data without observation noise: the report gives σ² = 0.05, but "
     "the authors' code (experiment-2body / -3body) adds none: its 0.05 / 0.2 are orbit "
     "noise, scaling the circular-orbit velocity by 1 + 0.05 ξ (two-body) or each velocity "
