@@ -1,4 +1,4 @@
-"""A damped ("real") pendulum: the ideal pendulum plus linear friction.
+"""Damped oscillators: the ideal pendulum and mass-spring plus linear friction.
 
 The HNN paper's real pendulum is experimental data (Schmidt & Lipson 2009) in which
 a little friction makes the energy decay. We simulate it instead:
@@ -11,7 +11,17 @@ The energy decays: ``dH/dt = −γ p²/ml² = −2γ T`` with ``T`` the kinetic 
 small oscillations ``T`` averages ``H/2`` over a period, so ``H(t) ≈ H(0) e^{−γt}``
 (the damped harmonic oscillator); ``γ = 0`` gives back the ideal pendulum exactly.
 
-The class sets ``dissipative = True``: :func:`systems.generate` then skips its
+The damped mass-spring is that oscillator exactly: ``H = p²/2m + k q²/2`` and
+``dp = −k q − γ p``, i.e. ``q'' + γ q' + (k/m) q = 0``, solved by
+``q(t) = e^{−γt/2} (q₀ cos ω_d t + (q₀' + γ q₀/2)/ω_d sin ω_d t)`` with
+``ω_d = √(k/m − γ²/4)`` (underdamped).
+
+Both write the friction as the gradient of a dissipation function (the Helmholtz
+split that a dissipative Hamiltonian network learns): ``dq = ∂H/∂p + ∂D/∂q``,
+``dp = −∂H/∂q + ∂D/∂p`` with ``D(p) = −γ |p|²/2`` (:meth:`dissipation`), so
+``∂D/∂q = 0`` and ``∂D/∂p = −γ p``.
+
+The classes set ``dissipative = True``: :func:`systems.generate` then skips its
 energy-drift check (which would reject every trajectory).
 """
 
@@ -24,24 +34,22 @@ from torch import Tensor
 
 from hogn.graph import GraphBatch
 from hogn.integrators import VectorField
-from systems.oscillators import Pendulum
+from systems.base import System, node_sum
+from systems.oscillators import MassSpring, Pendulum
 
-__all__ = ["DampedPendulum"]
+__all__ = ["DampedMassSpring", "DampedPendulum"]
 
 
-class DampedPendulum(Pendulum):
-    """Pendulum with friction ``dp −= γ p`` (``gamma``, default 0.1 per time unit).
+class _LinearFriction(System):
+    """Mixin over an ideal oscillator: friction ``−γ p`` added to ``dp``.
 
-    Parameters and initial states as :class:`~systems.oscillators.Pendulum`
-    (``E ~ U(energy_range)``); the energy then decays, roughly as ``e^{−γt}``.
+    Put it first among the bases (``class X(_LinearFriction, Ideal)``): its methods
+    call the ideal system's through ``super()``. The parameter ``gamma`` must be in
+    the subclass's ``defaults``.
     """
 
-    name = "damped-pendulum"
-    separable = False  # the friction force -γ p depends on p
-    defaults: ClassVar[dict[str, Any]] = {**Pendulum.defaults, "gamma": 0.1}
+    separable: ClassVar[bool] = False  # the friction force −γ p depends on p
     dissipative: ClassVar[bool] = True
-    description = ("pendulum with friction dp −= γp (γ = 0.1), H of the ideal pendulum "
-                   "decays ≈ e^{−γt}; E(0) ~ U[0.2, 1.5]")
 
     def _validate(self) -> None:
         super()._validate()
@@ -51,13 +59,13 @@ class DampedPendulum(Pendulum):
 
     def time_derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                         create_graph: bool = False) -> tuple[Tensor, Tensor]:
-        """Hamilton's equations of the ideal pendulum plus friction ``−γ p`` on ``dp``
+        """Hamilton's equations of the ideal oscillator plus friction ``−γ p`` on ``dp``
         (the surplus coordinates of an embedding keep zero momentum)."""
         dq, dp = super().time_derivative(q, p, graph, create_graph=create_graph)
         return dq, dp - self.params["gamma"] * p
 
     def analytic_vector_field(self, graph: GraphBatch) -> VectorField:
-        """The ideal pendulum's hand-derived field plus friction ``−γ p`` on ``dp``."""
+        """The ideal oscillator's hand-derived field plus friction ``−γ p`` on ``dp``."""
         field = super().analytic_vector_field(graph)
         gamma = float(self.params["gamma"])
 
@@ -66,3 +74,46 @@ class DampedPendulum(Pendulum):
             return dq, dp - gamma * p
 
         return damped
+
+    def dissipation(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """The dissipation function ``D = −γ Σ |p|²/2`` of each graph, whose gradient is
+        the friction: ``∂D/∂p = −γ p``, ``∂D/∂q = 0``.
+
+        Args:
+            q: Positions ``[..., N, d]`` (unused: the friction does not depend on them).
+            p: Momenta ``[..., N, d]``.
+            graph: Static graph.
+
+        Returns:
+            ``D [..., G]`` (never positive).
+        """
+        del q
+        return node_sum(-0.5 * self.params["gamma"] * p.square().sum(-1), graph)
+
+
+class DampedPendulum(_LinearFriction, Pendulum):
+    """Pendulum with friction ``dp −= γ p`` (``gamma``, default 0.1 per time unit).
+
+    Parameters and initial states as :class:`~systems.oscillators.Pendulum`
+    (``E ~ U(energy_range)``); the energy then decays, roughly as ``e^{−γt}``.
+    """
+
+    name = "damped-pendulum"
+    defaults: ClassVar[dict[str, Any]] = {**Pendulum.defaults, "gamma": 0.1}
+    description = ("pendulum with friction dp −= γp (γ = 0.1), H of the ideal pendulum "
+                   "decays ≈ e^{−γt}; E(0) ~ U[0.2, 1.5]")
+
+
+class DampedMassSpring(_LinearFriction, MassSpring):
+    """Mass on a spring with friction ``dp −= γ p`` (``gamma``, default 0.1 per time
+    unit): the damped harmonic oscillator ``q'' + γ q' + (k/m) q = 0``.
+
+    Parameters and initial states as :class:`~systems.oscillators.MassSpring`
+    (``E ~ U(energy_range)``, or ``radius_range``); the energy then decays with
+    ``dH/dt = −γ p²/m``, on average as ``e^{−γt}``.
+    """
+
+    name = "damped-mass-spring"
+    defaults: ClassVar[dict[str, Any]] = {**MassSpring.defaults, "gamma": 0.1}
+    description = ("mass on a spring with friction dp −= γp (γ = 0.1), H = p²/2m + kq²/2 "
+                   "decays ≈ e^{−γt}; E(0) ~ U[0.2, 1]")
