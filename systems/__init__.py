@@ -35,7 +35,7 @@ _CLASSES = {
     "MassSpring": "oscillators", "Pendulum": "oscillators", "DoublePendulum": "oscillators",
     "TwoBody": "gravity", "ThreeBody": "gravity", "MagneticMirror": "mirror",
     "HenonHeiles": "henon_heiles", "SpringNBody": "springs", "GravityNBody": "gravity",
-    "DampedPendulum": "damped", "LennardJones": "lennard_jones",
+    "DampedPendulum": "damped", "DampedMassSpring": "damped", "LennardJones": "lennard_jones",
 }
 
 __getattr__, __dir__ = attach(__name__, {
