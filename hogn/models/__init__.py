@@ -8,7 +8,8 @@
 
 Registered models (:func:`names`): ``hogn``, ``separable-hogn`` (Hamiltonian graph
 networks), ``ogn`` (derivatives directly), ``deltagn`` (a stepper over a fixed
-``dt``), ``hnn`` (Hamiltonian MLP over a fixed-size state) and ``mlp`` (baseline).
+``dt``), ``hnn`` (Hamiltonian MLP over a fixed-size state), ``dhnn`` (dissipative
+Hamiltonian MLPs ``H`` and ``D``) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (
@@ -21,10 +22,12 @@ from hogn.models.base import (
     names,
     register,
 )
+from hogn.models.dissipative import DHNN
 from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
 from hogn.models.mlp_models import HNN, MLP
 
 __all__ = [
+    "DHNN",
     "HNN",
     "HOGN",
     "MLP",

@@ -1,0 +1,162 @@
+"""Dissipative Hamiltonian neural network (DHNN) over a fixed-size flattened state.
+
+Sosanya & Greydanus, "Dissipative Hamiltonian Neural Networks: Learning Dissipative
+and Conservative Dynamics Separately" (2022): two MLPs, a Hamiltonian ``H(q, p)`` and
+a dissipation function ``D(q, p)``, whose vector fields add up to the dynamics (the
+Helmholtz split of a field into a divergence-free, rotational part and a curl-free,
+gradient part):
+
+``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p``.
+
+The ``H`` part conserves ``H``; the ``D`` part is a gradient flow (ascent of ``D``).
+With this sign convention linear friction ``dp = … − γ p`` is ``D = −γ |p|²/2``
+(``D ≤ 0``, the negative of Rayleigh's dissipation function ``γ |p|²/2``; see
+:meth:`systems.damped.DampedMassSpring.dissipation`), and along the flow
+``dH/dt = ∇H · ∇D``, which is ``−γ |p|²/m`` for that ``D`` and ``H = p²/2m + V(q)``.
+A conservative system is ``D`` constant: zero gradients.
+
+Identifiability: the data fix only the sum of the two fields. Its divergence is
+``ΔD`` (the ``H`` part is divergence-free), so the Laplacian of ``D`` is determined
+— for linear friction ``ΔD = −γ`` per momentum component, the phase-space contraction
+rate — but a harmonic function ``φ`` (``Δφ = 0``) can move between the parts: ``D + φ``
+and ``H + ψ`` with ``ψ`` the harmonic conjugate give the same field (e.g.
+``φ = a (q² − p²)/2``, ``ψ = a q p``). So with ``D(q, p)`` (``dissipation_inputs=
+"state"``, the paper's choice) the learned ``∂D/∂p`` need not be ``−γ p`` even where
+the field is learned exactly; estimate ``γ`` from ``ΔD`` instead. With ``D(p)``
+(``"momenta"``: Rayleigh's dissipation is a function of the velocities) only
+``D + a·p``, ``H + a·q`` remain free, so ``∂D/∂p`` is the friction up to a constant,
+and ``∂D/∂q = 0``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from hogn.graph import GraphBatch
+from hogn.models.base import DynamicsModel, GraphLike, as_graph, register
+from hogn.models.mlp_models import _FlatState
+from hogn.nn import MLP as _Net
+
+__all__ = ["DHNN", "DISSIPATION_INPUTS"]
+
+DISSIPATION_INPUTS = ("state", "momenta")
+"""What the dissipation function ``D`` may read: ``(q, p)`` or ``p`` alone."""
+
+Pair = tuple[Tensor, Tensor]
+
+
+@register
+class DHNN(_FlatState, DynamicsModel):
+    """Dissipative Hamiltonian network: MLPs ``H`` (``net``) and ``D``
+    (``dissipation_net``) of the flattened state ``[q, p, c]``, and the field
+    ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd (Sosanya & Greydanus
+    2022; see the module docstring for the sign of ``D``: friction ``−γ p`` is
+    ``D = −γ|p|²/2``).
+
+    It is not a Hamiltonian model: its ``H`` is not conserved along its own field
+    (unless ``D`` is constant), it is not a :class:`~hogn.models.HamiltonianModel`
+    (so :mod:`hogn.models.inference` never writes out its gradient), its field is
+    not separable (the splitting integrators are refused; ``rk4`` and the implicit
+    methods fit) and it is not a stepper. Graphs must have exactly ``n_particles``
+    nodes, as for :class:`~hogn.models.HNN`.
+
+    Args:
+        n_particles: Particles per graph ``n`` (fixed).
+        dim: Coordinates per particle ``d``.
+        node_constants: Node constants per particle ``k`` (inputs of both MLPs).
+        hidden: Hidden width of each MLP.
+        layers: Linear layers of each MLP, output included (3 = two hidden layers).
+        activation: Smooth activation name.
+        dissipation_inputs: What ``D`` reads besides the node constants: ``"state"``
+            (``q`` and ``p``, as in the paper) or ``"momenta"`` (``p`` only, so the
+            friction it learns is identifiable; see the module docstring).
+    """
+
+    name: ClassVar[str] = "dhnn"
+    separable: ClassVar[bool] = False
+
+    def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
+                 hidden: int = 200, layers: int = 3, activation: str = "tanh",
+                 dissipation_inputs: str = "state") -> None:
+        if dissipation_inputs not in DISSIPATION_INPUTS:
+            raise ValueError(f"{self.name}: dissipation_inputs must be one of "
+                             f"{', '.join(map(repr, DISSIPATION_INPUTS))}, got "
+                             f"{dissipation_inputs!r}")
+        self._init_flat(False, n_particles, dim, node_constants, hidden, layers, activation)
+        self._config["dissipation_inputs"] = dissipation_inputs
+        self.dissipation_inputs = dissipation_inputs
+        width = self.in_features
+        if dissipation_inputs == "momenta":
+            width -= n_particles * dim
+        self.dissipation_net = _Net(width, hidden, 1, layers, activation, rows="graphs")
+
+    # ------------------------------------------------------------ the two scalars
+    def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """Learned ``H`` without input checks: ``q, p [N, d]`` -> ``[G]``."""
+        return self.net(self.flatten(q, p, graph))[:, 0]
+
+    def rayleigh(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """Learned dissipation function ``D`` without input checks: ``q, p [N, d]`` ->
+        ``[G]``."""
+        if self.dissipation_inputs == "momenta":
+            g = graph.num_graphs
+            x = torch.cat([p.reshape(g, -1), graph.c.reshape(g, -1)], -1)
+        else:
+            x = self.flatten(q, p, graph)
+        return self.dissipation_net(x)[:, 0]
+
+    def hamiltonian(self, graph: GraphLike) -> Tensor:
+        """Learned ``H`` of each graph at its state, ``[G]`` (not conserved by the
+        model's dynamics)."""
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        return self.energy(g.q, g.p, g)
+
+    def dissipation(self, graph: GraphLike) -> Tensor:
+        """Learned dissipation function ``D`` of each graph at its state, ``[G]``."""
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        return self.rayleigh(g.q, g.p, g)
+
+    # ----------------------------------------------------------------- dynamics
+    def field_parts(self, graph: GraphLike, create_graph: bool | None = None
+                    ) -> tuple[Pair, Pair]:
+        """The two parts of the field at the graph's state, checked.
+
+        Args:
+            graph: State and static graph.
+            create_graph: As for :meth:`derivative`.
+
+        Returns:
+            ``((∂H/∂p, −∂H/∂q), (∂D/∂q, ∂D/∂p))``, each ``[N, d]``: the conservative
+            and the dissipative part; :meth:`time_derivative` is their sum.
+        """
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        return self._parts(g.q, g.p, g, create_graph)
+
+    def _parts(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
+               ) -> tuple[Pair, Pair]:
+        if create_graph is None:  # as HamiltonianModel: when the result will be differentiated
+            create_graph = torch.is_grad_enabled() and (self.training or q.requires_grad
+                                                        or p.requires_grad)
+        with torch.enable_grad():
+            if not create_graph or not q.requires_grad:
+                q = q.detach().requires_grad_(True)
+            if not create_graph or not p.requires_grad:
+                p = p.detach().requires_grad_(True)
+            h = self.energy(q, p, graph).sum()
+            d = self.rayleigh(q, p, graph).sum()
+            dh_dq, dh_dp = torch.autograd.grad(h, (q, p), create_graph=create_graph,
+                                               materialize_grads=True)
+            dd_dq, dd_dp = torch.autograd.grad(d, (q, p), create_graph=create_graph,
+                                               materialize_grads=True)
+        return (dh_dp, -dh_dq), (dd_dq, dd_dp)
+
+    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
+                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
+        (dq_h, dp_h), (dq_d, dp_d) = self._parts(q, p, graph, create_graph)
+        return dq_h + dq_d, dp_h + dp_d
