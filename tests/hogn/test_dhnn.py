@@ -20,7 +20,6 @@ import systems
 from hogn import integrators
 from hogn.graph import GraphBatch
 from hogn.models.dissipative import DHNN
-from systems.damped import DampedMassSpring
 
 F32, F64 = torch.float32, torch.float64
 TRAIN = {"steps": 300, "batch_size": 10**9, "val_fraction": 0.0, "lr": 1e-2,
@@ -45,10 +44,7 @@ def _model(seed: int = 0, **config) -> DHNN:
 
 
 def _spring(**params) -> systems.System:
-    """The damped mass-spring, through the registry once it lists it."""
-    if "damped-mass-spring" in systems.names():
-        return systems.get("damped-mass-spring", **params)
-    return DampedMassSpring(**params)
+    return systems.get("damped-mass-spring", **params)
 
 
 # --------------------------------------------------------------- declarations

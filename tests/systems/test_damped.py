@@ -135,10 +135,7 @@ def test_generate_keeps_decaying_trajectories_and_the_preset():
 
 # ------------------------------------------------------------ damped mass-spring
 def _spring(**params) -> DampedMassSpring:
-    """The damped mass-spring, through the registry once it lists it."""
-    if "damped-mass-spring" in systems.names():
-        return systems.get("damped-mass-spring", **params)
-    return DampedMassSpring(**params)
+    return systems.get("damped-mass-spring", **params)
 
 
 def _oscillator(t: torch.Tensor, q0: float, p0: float, m: float, k: float, gamma: float
@@ -153,8 +150,6 @@ def _oscillator(t: torch.Tensor, q0: float, p0: float, m: float, k: float, gamma
     return q, m * v
 
 
-@pytest.mark.xfail("damped-mass-spring" not in systems.names(), strict=True,
-                   reason="systems/__init__.py must list DampedMassSpring in _CLASSES")
 def test_damped_mass_spring_is_registered():
     system = systems.get("damped-mass-spring")
     assert isinstance(system, DampedMassSpring)
