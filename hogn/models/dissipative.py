@@ -17,10 +17,10 @@ A conservative system is ``D`` constant: zero gradients.
 
 Identifiability: the data fix only the sum of the two fields. Its divergence is
 ``ΔD`` (the ``H`` part is divergence-free), so the Laplacian of ``D`` is determined
-— for linear friction ``ΔD = −γ`` per momentum component, the phase-space contraction
-rate — but a harmonic function ``φ`` (``Δφ = 0``) can move between the parts: ``D + φ``
-and ``H + ψ`` with ``ψ`` the harmonic conjugate give the same field (e.g.
-``φ = a (q² − p²)/2``, ``ψ = a q p``). So with ``D(q, p)`` (``dissipation_inputs=
+— for linear friction ``ΔD = −γ`` times the number of momentum components, the
+phase-space contraction rate — but a harmonic function ``φ`` (``Δφ = 0``) can move
+between the parts: ``D + φ`` and ``H − ψ`` with ``J∇ψ = ∇φ`` give the same field
+(e.g. ``φ = a (q² − p²)/2``, ``ψ = a q p``). So with ``D(q, p)`` (``dissipation_inputs=
 "state"``, the paper's choice) the learned ``∂D/∂p`` need not be ``−γ p`` even where
 the field is learned exactly; estimate ``γ`` from ``ΔD`` instead. With ``D(p)``
 (``"momenta"``: Rayleigh's dissipation is a function of the velocities) only
