@@ -101,9 +101,15 @@ def _join(dq: np.ndarray, dp: np.ndarray) -> np.ndarray:
 
 
 def rhs_mass_spring(c: Consts) -> Rhs:
-    """``dq = p / m``, ``dp = −k q``."""
+    """``dq = p / m``, ``dp = −k q`` (``− γ p`` with friction)."""
     m, k = c.mass[:, :, None], c.params["k"]
-    return lambda t, y: _join(_split(y, c)[1] / m, -k * _split(y, c)[0])
+    gamma = c.params.get("gamma", 0.0)
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        q, p = _split(y, c)
+        return _join(p / m, -k * q - gamma * p)
+
+    return rhs
 
 
 def rhs_pendulum(c: Consts) -> Rhs:
@@ -253,6 +259,7 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("spring-nbody", rhs_spring, n_particles=5, accuracy_horizon=2.0),
     Case("gravity-nbody", rhs_gravity, n_particles=5, accuracy_horizon=2.0),
     Case("damped-pendulum", rhs_pendulum),
+    Case("damped-mass-spring", rhs_mass_spring),
 )}
 
 

@@ -221,6 +221,10 @@ def _separable(model: nn.Module) -> list[str]:
             + _last_linear("kinetic")(model))
 
 
+def _dissipative(model: nn.Module) -> list[str]:
+    return _last_linear("net")(model) + _last_linear("dissipation_net")(model)
+
+
 DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "hnn": _last_linear("net"),
     "mlp": _last_linear("net"),
@@ -228,12 +232,14 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "ogn": _submodules("gn.node_decoder", "gn.edge_decoder"),
     "deltagn": _submodules("gn.node_decoder", "gn.edge_decoder"),
     "separable-hogn": _separable,
+    "dhnn": _dissipative,
 }
 """Model name → the names of its *decoder* parameters (ANIL's inner loop), in one place:
 the last linear layer of the MLP for the flat models (``hnn``: the layer reading out
 ``H``; ``mlp``: the one reading out ``dq, dp``), the node (and edge) decoder MLPs of
 the graph network for the graph models (``separable-hogn``: those of its potential
-and the last layer of its kinetic-energy MLP). Add an entry for a model of your own."""
+and the last layer of its kinetic-energy MLP; ``dhnn``: the last layers of its ``H``
+and ``D`` MLPs). Add an entry for a model of your own."""
 
 
 def decoder_names(model: nn.Module) -> list[str]:

@@ -23,6 +23,7 @@ CONFIGS = {
     "deltagn": {**GRAPH_CONFIG, "dt": 0.05},
     "hnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "mlp": {"n_particles": 3, "dim": 2, "hidden": 32},
+    "dhnn": {"n_particles": 3, "dim": 2, "hidden": 32},
 }
 GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn"]
 HAMILTONIAN = ["hogn", "separable-hogn", "hnn"]
@@ -51,7 +52,7 @@ def triples() -> GraphBatch:
 
 
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
-    return triples if name in ("hnn", "mlp") else springs
+    return triples if name in ("hnn", "mlp", "dhnn") else springs
 
 
 def permuted(graph: GraphBatch, seed: int = 0) -> tuple[GraphBatch, torch.Tensor]:
@@ -295,7 +296,7 @@ def test_wrong_dimension_or_constants_are_named(springs):
 
 
 def test_unknown_names_and_arguments():
-    with pytest.raises(ValueError, match="unknown model 'hgn'; expected one of: deltagn, hnn"):
+    with pytest.raises(ValueError, match="unknown model 'hgn'; expected one of: deltagn, dhnn"):
         models.get("hgn")
     with pytest.raises(ValueError, match=r"hidden_size.*arguments are dim, node_constants"):
         models.get("hogn", hidden_size=3)
@@ -309,7 +310,7 @@ def test_unknown_names_and_arguments():
         models.get("ogn", dim=0)
 
 
-@pytest.mark.parametrize("name", ["hnn", "mlp"])
+@pytest.mark.parametrize("name", ["hnn", "mlp", "dhnn"])
 def test_fixed_size_models_reject_other_particle_counts(name, springs):
     with pytest.raises(ValueError, match=rf"{name} expects graphs of exactly 3 particle\(s\), "
                                          r"got sizes \[3, 4, 6\]"):

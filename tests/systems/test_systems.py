@@ -58,7 +58,7 @@ def _sample(case, n=3, seed=0):
 # ------------------------------------------------------------------------ registry
 def test_registry():
     # dissipative: test_damped.py; periodic box, changing neighbours: test_lennard_jones.py
-    assert systems.names() == [*NAMES, "damped-pendulum", "lennard-jones"]
+    assert systems.names() == [*NAMES, "damped-pendulum", "damped-mass-spring", "lennard-jones"]
     for name in NAMES:
         system = systems.get(name)
         assert system.name == name
