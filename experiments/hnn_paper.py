@@ -1,6 +1,7 @@
-"""Experiment 1: the HNN paper's table (Greydanus et al. 2019, as summarised in
-``hnn-report.txt``): a baseline MLP against a Hamiltonian neural network on an ideal
-mass-spring, an ideal pendulum, a damped ("real") pendulum, two-body and three-body.
+"""Experiment 1: the HNN paper's table (Greydanus et al. 2019, as summarised in M.
+Merkle's report "Hamiltonian Neural Networks", TU Munich): a baseline MLP against a
+Hamiltonian neural network on an ideal mass-spring, an ideal pendulum, a damped
+("real") pendulum, two-body and three-body.
 
 Setups (the authors' code, greydanus/hamiltonian-nn, where it and the report's text
 differ): both models are 3 linear layers x 200 units, tanh (``hogn.models.HNN`` /

@@ -188,7 +188,8 @@ class Preset:
         return self.t_end / (self.points - 1)
 
 
-_HNN_REPORT = "HNN paper (Greydanus et al. 2019) as hnn-report.txt's text describes it"
+_HNN_REPORT = ("HNN paper (Greydanus et al. 2019) as the text of M. Merkle's report "
+               "'Hamiltonian Neural Networks' (TU Munich) describes it")
 _HNN_CODE = ("HNN paper (Greydanus et al. 2019): the authors' code, greydanus/hamiltonian-nn "
              "experiment-*/data.py (see the PRESETS comments)")
 _HNN = _HNN_REPORT  # the real pendulum: the report's pendulum plus friction
