@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -270,6 +271,13 @@ class DynamicsModel(nn.Module):
         return integrators.require_fit(method, self.separable, f"{self.name}'s {kind}")
 
     # ------------------------------------------------------------- validation
+    def _create_graph(self, q: Tensor, p: Tensor, create_graph: bool | None) -> bool:
+        """``create_graph`` as given, or (``None``) whether the derivative will be
+        differentiated: grad enabled and training, or the state itself requires grad."""
+        if create_graph is not None:
+            return create_graph
+        return torch.is_grad_enabled() and (self.training or q.requires_grad or p.requires_grad)
+
     def check_state(self, q: Tensor, p: Tensor, graph: GraphBatch) -> None:
         """Check a state and its static graph against the model's config.
 
@@ -425,6 +433,21 @@ class DynamicsModel(nn.Module):
         return model
 
 
+def state_gradients(fns: Sequence[Callable[[Tensor, Tensor, GraphBatch], Tensor]], q: Tensor,
+                    p: Tensor, graph: GraphBatch, create_graph: bool
+                    ) -> list[tuple[Tensor, Tensor]]:
+    """``(∂F/∂q [N, d], ∂F/∂p [N, d])`` by autograd of each scalar field ``F = fn(q, p,
+    graph)`` (``[G]``, summed over graphs), with ``create_graph`` when the result will be
+    differentiated again (training), and on detached copies of ``q, p`` otherwise."""
+    with torch.enable_grad():
+        if not create_graph or not q.requires_grad:
+            q = q.detach().requires_grad_(True)
+        if not create_graph or not p.requires_grad:
+            p = p.detach().requires_grad_(True)
+        return [torch.autograd.grad(fn(q, p, graph).sum(), (q, p), create_graph=create_graph,
+                                    materialize_grads=True) for fn in fns]
+
+
 class HamiltonianModel(DynamicsModel):
     """A model of a scalar ``H`` per graph; Hamilton's equations by autograd.
 
@@ -468,22 +491,8 @@ class HamiltonianModel(DynamicsModel):
 
     rollout_field.__doc__ = DynamicsModel.rollout_field.__doc__
 
-    def _create_graph(self, q: Tensor, p: Tensor, create_graph: bool | None) -> bool:
-        """``create_graph`` as given, or (``None``) whether the derivative will be
-        differentiated: grad enabled and training, or the state itself requires grad."""
-        if create_graph is not None:
-            return create_graph
-        return torch.is_grad_enabled() and (self.training or q.requires_grad or p.requires_grad)
-
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        create_graph = self._create_graph(q, p, create_graph)
-        with torch.enable_grad():
-            if not create_graph or not q.requires_grad:
-                q = q.detach().requires_grad_(True)
-            if not create_graph or not p.requires_grad:
-                p = p.detach().requires_grad_(True)
-            h = self.energy(q, p, graph).sum()
-            dh_dq, dh_dp = torch.autograd.grad(h, (q, p), create_graph=create_graph,
-                                               materialize_grads=True)
+        ((dh_dq, dh_dp),) = state_gradients((self.energy,), q, p, graph,
+                                            self._create_graph(q, p, create_graph))
         return dh_dp, -dh_dq

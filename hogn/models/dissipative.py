@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
-from hogn.models.base import DynamicsModel, GraphLike, as_graph, register
+from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
 from hogn.models.mlp_models import _FlatState
 from hogn.nn import MLP as _Net
 
@@ -140,20 +140,8 @@ class DHNN(_FlatState, DynamicsModel):
 
     def _parts(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
                ) -> tuple[Pair, Pair]:
-        if create_graph is None:  # as HamiltonianModel: when the result will be differentiated
-            create_graph = torch.is_grad_enabled() and (self.training or q.requires_grad
-                                                        or p.requires_grad)
-        with torch.enable_grad():
-            if not create_graph or not q.requires_grad:
-                q = q.detach().requires_grad_(True)
-            if not create_graph or not p.requires_grad:
-                p = p.detach().requires_grad_(True)
-            h = self.energy(q, p, graph).sum()
-            d = self.rayleigh(q, p, graph).sum()
-            dh_dq, dh_dp = torch.autograd.grad(h, (q, p), create_graph=create_graph,
-                                               materialize_grads=True)
-            dd_dq, dd_dp = torch.autograd.grad(d, (q, p), create_graph=create_graph,
-                                               materialize_grads=True)
+        (dh_dq, dh_dp), (dd_dq, dd_dp) = state_gradients(
+            (self.energy, self.rayleigh), q, p, graph, self._create_graph(q, p, create_graph))
         return (dh_dp, -dh_dq), (dd_dq, dd_dp)
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
