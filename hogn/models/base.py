@@ -363,8 +363,10 @@ class DynamicsModel(nn.Module):
         parameters, not in ``q, p``), and the parameters must not change while it is
         in use. Hamiltonian models whose network :mod:`hogn.models.inference` writes
         out (HOGN, SeparableHOGN, HNN) take ``∂H`` without autograd, with the
-        constant inputs' part of the first layers computed here once; other models
-        call their own derivative with ``create_graph=False``.
+        constant inputs' part of the first layers computed here once (on graphs of
+        thousands of edges the field also keeps its edge-sized work tensors from call
+        to call: about one evaluation's memory, held while the field lives); other
+        models call their own derivative with ``create_graph=False``.
 
         Args:
             graph: Static graph (``c``, ``edge_index``, ``edge_attr``, ``ptr``), with a
