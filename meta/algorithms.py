@@ -225,6 +225,15 @@ def _dissipative(model: nn.Module) -> list[str]:
     return _last_linear("net")(model) + _last_linear("dissipation_net")(model)
 
 
+def _dissipative_graph(model: nn.Module) -> list[str]:
+    names = _submodules("hogn.gn.node_decoder", "hogn.gn.edge_decoder",
+                        "dissipation_gn.node_decoder", "dissipation_gn.edge_decoder")(model)
+    for mlp in ("dissipation_node", "dissipation_edge"):  # dissipation_inputs="momenta"
+        if getattr(model, mlp, None) is not None:
+            names += _last_linear(mlp)(model)
+    return names
+
+
 DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "hnn": _last_linear("net"),
     "mlp": _last_linear("net"),
@@ -233,13 +242,16 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "deltagn": _submodules("gn.node_decoder", "gn.edge_decoder"),
     "separable-hogn": _separable,
     "dhnn": _dissipative,
+    "dissipative-hogn": _dissipative_graph,
 }
 """Model name → the names of its *decoder* parameters (ANIL's inner loop), in one place:
 the last linear layer of the MLP for the flat models (``hnn``: the layer reading out
 ``H``; ``mlp``: the one reading out ``dq, dp``), the node (and edge) decoder MLPs of
 the graph network for the graph models (``separable-hogn``: those of its potential
 and the last layer of its kinetic-energy MLP; ``dhnn``: the last layers of its ``H``
-and ``D`` MLPs). Add an entry for a model of your own."""
+and ``D`` MLPs; ``dissipative-hogn``: the decoders of its ``H`` graph network and of
+its ``D`` graph network, or with ``"momenta"`` the last layers of its per-node and
+per-edge ``D`` MLPs). Add an entry for a model of your own."""
 
 
 def decoder_names(model: nn.Module) -> list[str]:

@@ -23,6 +23,7 @@ from hogn.models.base import (
     register,
 )
 from hogn.models.dissipative import DHNN
+from hogn.models.dissipative_graph import DissipativeHOGN
 from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
 from hogn.models.mlp_models import HNN, MLP
 
@@ -33,6 +34,7 @@ __all__ = [
     "MLP",
     "OGN",
     "DeltaGN",
+    "DissipativeHOGN",
     "DynamicsModel",
     "HamiltonianModel",
     "SeparableHOGN",

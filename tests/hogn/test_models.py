@@ -24,8 +24,9 @@ CONFIGS = {
     "hnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "mlp": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dhnn": {"n_particles": 3, "dim": 2, "hidden": 32},
+    "dissipative-hogn": {**GRAPH_CONFIG, "edge_energies": True},
 }
-GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn"]
+GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn"]
 HAMILTONIAN = ["hogn", "separable-hogn", "hnn"]
 
 
