@@ -9,7 +9,8 @@
 Registered models (:func:`names`): ``hogn``, ``separable-hogn`` (Hamiltonian graph
 networks), ``ogn`` (derivatives directly), ``deltagn`` (a stepper over a fixed
 ``dt``), ``hnn`` (Hamiltonian MLP over a fixed-size state), ``dhnn`` (dissipative
-Hamiltonian MLPs ``H`` and ``D``) and ``mlp`` (baseline).
+Hamiltonian MLPs ``H`` and ``D``), ``dissipative-hogn`` (a HOGN's ``H`` plus a
+graph-network dissipation ``D``) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (
