@@ -40,7 +40,7 @@ from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state
 from hogn.models.mlp_models import _FlatState
 from hogn.nn import MLP as _Net
 
-__all__ = ["DHNN", "DISSIPATION_INPUTS"]
+__all__ = ["DHNN", "DISSIPATION_INPUTS", "DissipativeModel", "check_dissipation_inputs"]
 
 DISSIPATION_INPUTS = ("state", "momenta")
 """What the dissipation function ``D`` may read: ``(q, p)`` or ``p`` alone."""
@@ -48,65 +48,25 @@ DISSIPATION_INPUTS = ("state", "momenta")
 Pair = tuple[Tensor, Tensor]
 
 
-@register
-class DHNN(_FlatState, DynamicsModel):
-    """Dissipative Hamiltonian network: MLPs ``H`` (``net``) and ``D``
-    (``dissipation_net``) of the flattened state ``[q, p, c]``, and the field
-    ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd (Sosanya & Greydanus
-    2022; see the module docstring for the sign of ``D``: friction ``−γ p`` is
-    ``D = −γ|p|²/2``).
+class DissipativeModel(DynamicsModel):
+    """A learned ``H`` and a learned dissipation function ``D`` with the field
+    ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd (the shared part of
+    :class:`DHNN` and :class:`~hogn.models.DissipativeHOGN`; a subclass defines
+    ``energy`` and ``rayleigh``, both ``(q, p, graph) -> [G]`` without input checks).
 
-    It is not a Hamiltonian model: its ``H`` is not conserved along its own field
-    (unless ``D`` is constant), it is not a :class:`~hogn.models.HamiltonianModel`
-    (so :mod:`hogn.models.inference` never writes out its gradient), its field is
-    not separable (the splitting integrators are refused; ``rk4`` and the implicit
-    methods fit) and it is not a stepper. Graphs must have exactly ``n_particles``
-    nodes, as for :class:`~hogn.models.HNN`.
-
-    Args:
-        n_particles: Particles per graph ``n`` (fixed).
-        dim: Coordinates per particle ``d``.
-        node_constants: Node constants per particle ``k`` (inputs of both MLPs).
-        hidden: Hidden width of each MLP.
-        layers: Linear layers of each MLP, output included (3 = two hidden layers).
-        activation: Smooth activation name.
-        dissipation_inputs: What ``D`` reads besides the node constants: ``"state"``
-            (``q`` and ``p``, as in the paper) or ``"momenta"`` (``p`` only, so the
-            friction it learns is identifiable; see the module docstring).
+    Not a Hamiltonian model: its ``H`` is not conserved along its own field (unless
+    ``D`` is constant), its field is not separable and it is not a stepper.
     """
 
-    name: ClassVar[str] = "dhnn"
     separable: ClassVar[bool] = False
 
-    def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
-                 hidden: int = 200, layers: int = 3, activation: str = "tanh",
-                 dissipation_inputs: str = "state") -> None:
-        if dissipation_inputs not in DISSIPATION_INPUTS:
-            raise ValueError(f"{self.name}: dissipation_inputs must be one of "
-                             f"{', '.join(map(repr, DISSIPATION_INPUTS))}, got "
-                             f"{dissipation_inputs!r}")
-        self._init_flat(False, n_particles, dim, node_constants, hidden, layers, activation)
-        self._config["dissipation_inputs"] = dissipation_inputs
-        self.dissipation_inputs = dissipation_inputs
-        width = self.in_features
-        if dissipation_inputs == "momenta":
-            width -= n_particles * dim
-        self.dissipation_net = _Net(width, hidden, 1, layers, activation, rows="graphs")
-
-    # ------------------------------------------------------------ the two scalars
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
-        """Learned ``H`` without input checks: ``q, p [N, d]`` -> ``[G]``."""
-        return self.net(self.flatten(q, p, graph))[:, 0]
+        """Learned ``H`` without input checks, ``[G]``."""
+        raise NotImplementedError
 
     def rayleigh(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
-        """Learned dissipation function ``D`` without input checks: ``q, p [N, d]`` ->
-        ``[G]``."""
-        if self.dissipation_inputs == "momenta":
-            g = graph.num_graphs
-            x = torch.cat([p.reshape(g, -1), graph.c.reshape(g, -1)], -1)
-        else:
-            x = self.flatten(q, p, graph)
-        return self.dissipation_net(x)[:, 0]
+        """Learned ``D`` without input checks, ``[G]``."""
+        raise NotImplementedError
 
     def hamiltonian(self, graph: GraphLike) -> Tensor:
         """Learned ``H`` of each graph at its state, ``[G]`` (not conserved by the
@@ -148,3 +108,67 @@ class DHNN(_FlatState, DynamicsModel):
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
         (dq_h, dp_h), (dq_d, dp_d) = self._parts(q, p, graph, create_graph)
         return dq_h + dq_d, dp_h + dp_d
+
+
+def check_dissipation_inputs(model: str, value: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of :data:`DISSIPATION_INPUTS`."""
+    if value not in DISSIPATION_INPUTS:
+        raise ValueError(f"{model}: dissipation_inputs must be one of "
+                         f"{', '.join(map(repr, DISSIPATION_INPUTS))}, got {value!r}")
+
+
+@register
+class DHNN(_FlatState, DissipativeModel):
+    """Dissipative Hamiltonian network: MLPs ``H`` (``net``) and ``D``
+    (``dissipation_net``) of the flattened state ``[q, p, c]``, and the field
+    ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd (Sosanya & Greydanus
+    2022; see the module docstring for the sign of ``D``: friction ``−γ p`` is
+    ``D = −γ|p|²/2``).
+
+    It is not a Hamiltonian model: its ``H`` is not conserved along its own field
+    (unless ``D`` is constant), it is not a :class:`~hogn.models.HamiltonianModel`
+    (so :mod:`hogn.models.inference` never writes out its gradient), its field is
+    not separable (the splitting integrators are refused; ``rk4`` and the implicit
+    methods fit) and it is not a stepper. Graphs must have exactly ``n_particles``
+    nodes, as for :class:`~hogn.models.HNN`.
+
+    Args:
+        n_particles: Particles per graph ``n`` (fixed).
+        dim: Coordinates per particle ``d``.
+        node_constants: Node constants per particle ``k`` (inputs of both MLPs).
+        hidden: Hidden width of each MLP.
+        layers: Linear layers of each MLP, output included (3 = two hidden layers).
+        activation: Smooth activation name.
+        dissipation_inputs: What ``D`` reads besides the node constants: ``"state"``
+            (``q`` and ``p``, as in the paper) or ``"momenta"`` (``p`` only, so the
+            friction it learns is identifiable; see the module docstring).
+    """
+
+    name: ClassVar[str] = "dhnn"
+
+    def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
+                 hidden: int = 200, layers: int = 3, activation: str = "tanh",
+                 dissipation_inputs: str = "state") -> None:
+        check_dissipation_inputs(self.name, dissipation_inputs)
+        self._init_flat(False, n_particles, dim, node_constants, hidden, layers, activation)
+        self._config["dissipation_inputs"] = dissipation_inputs
+        self.dissipation_inputs = dissipation_inputs
+        width = self.in_features
+        if dissipation_inputs == "momenta":
+            width -= n_particles * dim
+        self.dissipation_net = _Net(width, hidden, 1, layers, activation, rows="graphs")
+
+    # ------------------------------------------------------------ the two scalars
+    def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """Learned ``H`` without input checks: ``q, p [N, d]`` -> ``[G]``."""
+        return self.net(self.flatten(q, p, graph))[:, 0]
+
+    def rayleigh(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """Learned dissipation function ``D`` without input checks: ``q, p [N, d]`` ->
+        ``[G]``."""
+        if self.dissipation_inputs == "momenta":
+            g = graph.num_graphs
+            x = torch.cat([p.reshape(g, -1), graph.c.reshape(g, -1)], -1)
+        else:
+            x = self.flatten(q, p, graph)
+        return self.dissipation_net(x)[:, 0]

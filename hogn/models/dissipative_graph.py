@@ -30,18 +30,15 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
-from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
-from hogn.models.dissipative import DISSIPATION_INPUTS
+from hogn.models.base import register
+from hogn.models.dissipative import DissipativeModel, check_dissipation_inputs
 from hogn.models.graph_models import HOGN, _graph_sum
 from hogn.nn import MLP
 
 __all__ = ["DissipativeHOGN"]
 
-Pair = tuple[Tensor, Tensor]
-
-
 @register
-class DissipativeHOGN(DynamicsModel):
+class DissipativeHOGN(DissipativeModel):
     """Dissipative Hamiltonian graph network: ``H`` from a :class:`~hogn.models.HOGN`
     (``self.hogn``) and a dissipation function ``D`` read out per node (and per edge)
     and summed per graph; ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd.
@@ -71,7 +68,6 @@ class DissipativeHOGN(DynamicsModel):
     """
 
     name: ClassVar[str] = "dissipative-hogn"
-    separable: ClassVar[bool] = False
 
     def __init__(self, dim: int = 2, node_constants: int = 1, hidden: int = 128,
                  steps: int = 2, layers: int = 2, activation: str = "softplus",
@@ -79,10 +75,7 @@ class DissipativeHOGN(DynamicsModel):
                  absolute_positions: bool = False, scatter: str = "auto",
                  distance_eps: float = 1e-8, cutoff: float | None = None,
                  dissipation_inputs: str = "state") -> None:
-        if dissipation_inputs not in DISSIPATION_INPUTS:
-            raise ValueError(f"{self.name}: dissipation_inputs must be one of "
-                             f"{', '.join(map(repr, DISSIPATION_INPUTS))}, got "
-                             f"{dissipation_inputs!r}")
+        check_dissipation_inputs(self.name, dissipation_inputs)
         graph_config = dict(
             dim=dim, node_constants=node_constants, hidden=hidden, steps=steps, layers=layers,
             activation=activation, edge_features=edge_features, edge_energies=edge_energies,
@@ -121,44 +114,3 @@ class DissipativeHOGN(DynamicsModel):
                 parts.append(graph.edge_attr)
             edge = self.dissipation_edge(torch.cat(parts, -1))[:, 0]
         return _graph_sum(node, edge, graph, backend)
-
-    def hamiltonian(self, graph: GraphLike) -> Tensor:
-        """Learned ``H`` of each graph at its state, ``[G]`` (not conserved by the
-        model's dynamics)."""
-        g = as_graph(graph)
-        self.check_state(g.q, g.p, g)
-        return self.energy(g.q, g.p, g)
-
-    def dissipation(self, graph: GraphLike) -> Tensor:
-        """Learned dissipation function ``D`` of each graph at its state, ``[G]``."""
-        g = as_graph(graph)
-        self.check_state(g.q, g.p, g)
-        return self.rayleigh(g.q, g.p, g)
-
-    # ----------------------------------------------------------------- dynamics
-    def field_parts(self, graph: GraphLike, create_graph: bool | None = None
-                    ) -> tuple[Pair, Pair]:
-        """The two parts of the field at the graph's state, checked.
-
-        Args:
-            graph: State and static graph.
-            create_graph: As for :meth:`derivative`.
-
-        Returns:
-            ``((∂H/∂p, −∂H/∂q), (∂D/∂q, ∂D/∂p))``, each ``[N, d]``: the conservative
-            and the dissipative part; :meth:`time_derivative` is their sum.
-        """
-        g = as_graph(graph)
-        self.check_state(g.q, g.p, g)
-        return self._parts(g.q, g.p, g, create_graph)
-
-    def _parts(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
-               ) -> tuple[Pair, Pair]:
-        (dh_dq, dh_dp), (dd_dq, dd_dp) = state_gradients(
-            (self.energy, self.rayleigh), q, p, graph, self._create_graph(q, p, create_graph))
-        return (dh_dp, -dh_dq), (dd_dq, dd_dp)
-
-    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
-                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        (dq_h, dp_h), (dq_d, dp_d) = self._parts(q, p, graph, create_graph)
-        return dq_h + dq_d, dp_h + dp_d
