@@ -911,9 +911,11 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
                                                  generator=gen)
     budget = None
     if cfg.edge_budget:  # every rank cuts the same global batches (seeded per epoch)
-        budget = EdgeBudgetBatches(train_set.costs(), cfg.edge_budget, seed=cfg.seed)
-    full_batch = (int(train_set.costs().sum()) <= cfg.edge_budget if budget is not None
-                  else sampler is None and cfg.batch_size >= len(train_set))
+        costs = train_set.costs()
+        budget = EdgeBudgetBatches(costs, cfg.edge_budget, seed=cfg.seed)
+        full_batch = int(costs.sum()) <= cfg.edge_budget
+    else:
+        full_batch = sampler is None and cfg.batch_size >= len(train_set)
     # a full batch is taken in the stored order: shuffling it would only reorder the sum
     shuffle = sampler is None and not full_batch
     train_loader = _loader(train_set, cfg.batch_size, shuffle=shuffle, sampler=sampler,

@@ -106,6 +106,13 @@ class Dataset:
         return str(self.meta.get("derivatives", "analytic"))
 
     @property
+    def system_name(self) -> str | None:
+        """The system's registry name or label as ``meta`` records it (``None``: none)."""
+        system = self.meta.get("system")
+        name = system.get("name") if isinstance(system, dict) else system
+        return None if name is None else str(name)
+
+    @property
     def system_config(self) -> dict[str, Any]:
         """Config that rebuilds the system with ``systems.get(**config)``.
 
@@ -348,7 +355,7 @@ class Dataset:
     def __repr__(self) -> str:
         lo, hi = int(self.sizes.min()), int(self.sizes.max())
         particles = str(lo) if lo == hi else f"{lo}-{hi}"
-        name = self.meta.get("system", {}).get("name")
+        name = self.system_name
         if self.dt is None:  # states without time order
             head = f"states={len(self)}"
             tail = ""

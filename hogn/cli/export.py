@@ -57,8 +57,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for out in outs:  # every output checked before any is written
         check_output(out, args.force)
     keep = slice(None, None, args.stride)
-    name = data.meta.get("system", {}).get("name") if isinstance(data.meta.get("system"),
-                                                                  dict) else None
+    name = data.system_name
     for i, out in zip(indices, outs, strict=True):
         a, b = int(data.ptr[i]), int(data.ptr[i + 1])
         box = None if data.box is None else data.box[i]

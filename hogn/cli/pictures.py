@@ -54,8 +54,7 @@ def write_pictures(args: argparse.Namespace, truth: systems.Dataset, result: Eva
     a, b = int(truth.ptr[0]), int(truth.ptr[1])
     points = result.t.numel()
     box = None if truth.box is None else truth.box[0]
-    meta = truth.meta.get("system")
-    system = str((meta.get("name") if isinstance(meta, dict) else meta) or "data")
+    system = truth.system_name or "data"
     if args.animate:
         written.append(animate_rollout(
             truth.q[:points, a:b], result.q[:, a:b], args.animate, t=result.t, box=box,
