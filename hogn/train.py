@@ -448,7 +448,13 @@ def _split(data: Any, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def _batch_loss(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float) -> Tensor:
-    return _loss(*_prediction(model, batch, cfg, dt), cfg.loss)
+    loss = _loss(*_prediction(model, batch, cfg, dt), cfg.loss)
+    extra = model.auxiliary_loss(batch.graph, batch.y_q, batch.y_p)
+    return loss if extra is None else loss + extra
+
+
+def _has_auxiliary_loss(model: DynamicsModel) -> bool:
+    return type(model).auxiliary_loss is not DynamicsModel.auxiliary_loss
 
 
 def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
@@ -891,6 +897,10 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
            cfg: TrainConfig, progress: bool, data_info: Any) -> TrainResult:
     """:func:`train` with checked options, in one process or a process group."""
     shards = distributed.world_size() if distributed.active() else 1
+    if shards > 1 and _has_auxiliary_loss(model):
+        raise ValueError(f"{model.name} adds an auxiliary loss, which training in several "
+                         f"processes does not support yet; run it in one process (got "
+                         f"{shards})")
     device = torch.device(distributed.resolve_device(cfg.device))
     model.to(device)
     dtype = model.param_dtype

@@ -409,6 +409,22 @@ class DynamicsModel(nn.Module):
         g = as_graph(graph)
         return method.step(self.vector_field(g), g.q, g.p, dt)
 
+    def auxiliary_loss(self, graph: GraphBatch, y_q: Tensor, y_p: Tensor) -> Tensor | None:
+        """Extra training terms of the model, added by :func:`hogn.train` to the mean
+        loss of each batch (training, validation and test alike); ``None``: none (the
+        default). A model overrides it to train on more than its prediction, e.g. an
+        autoencoder's reconstruction.
+
+        Args:
+            graph: The batch's states.
+            y_q, y_p: Its targets, ``[N, d]`` (derivative target) or ``[N, k, d]``
+                (rollout target: the next ``k`` observed states).
+
+        Returns:
+            A scalar (already a mean over the batch) or ``None``.
+        """
+        return None
+
     def _stepper_error(self, what: str) -> ValueError:
         return ValueError(f"{self.name} is a stepper: it predicts the state change over "
                           f"its fixed dt and has no time derivative ({what} is undefined); "

@@ -197,3 +197,33 @@ def test_collated_batches_equal_pyg_batches_of_single_states(springs, target, k)
         assert torch.equal(getattr(ours.graph, key), getattr(ref, key)), key
     assert torch.equal(ours.y_q, ref.y_q) and torch.equal(ours.y_p, ref.y_p)
     assert ours.num_graphs == 4 and ours.graph.sizes.tolist() == ref.ptr.diff().tolist()
+
+
+class _ConstantExtra(hogn.models.OGN):
+    """OGN whose auxiliary loss is a constant (no gradient) or a weight penalty."""
+
+    penalty = 0.0
+
+    def auxiliary_loss(self, graph, y_q, y_p):
+        if self.penalty:
+            return self.penalty * sum(p.square().sum() for p in self.parameters())
+        return torch.tensor(3.0, dtype=y_q.dtype)
+
+
+def test_auxiliary_loss_is_added_to_every_reported_loss_and_trained(springs):
+    kw = dict(dim=2, node_constants=1, edge_features=2, hidden=16)
+    runs = {}
+    for key, cls, penalty in (("plain", hogn.models.OGN, 0.0), ("constant", _ConstantExtra, 0.0),
+                              ("penalty", _ConstantExtra, 1.0)):
+        torch.manual_seed(0)
+        model = cls(**kw).double()
+        model.penalty = penalty
+        result = hogn.train(model, springs, epochs=2, batch_size=16, lr=3e-3, progress=False)
+        runs[key] = (result, model)
+    (plain, m0), (const, _), (_, m2) = runs["plain"], runs["constant"], runs["penalty"]
+    for a, b in zip(plain.history, const.history, strict=True):  # no gradient: same weights
+        for key in ("train_loss", "val_loss"):
+            assert b[key] == pytest.approx(a[key] + 3.0, rel=1e-9)
+    assert const.test_loss == pytest.approx(plain.test_loss + 3.0, rel=1e-9)
+    norm = [sum(float(p.detach().square().sum()) for p in m.parameters()) for m in (m0, m2)]
+    assert norm[1] < 0.9 * norm[0]  # the penalty was trained on
