@@ -40,6 +40,9 @@ __all__ = ["Evaluation", "evaluate"]
 
 EnergyFn = Callable[[Tensor, Tensor], Tensor]
 
+ENERGY_REFERENCES = ("initial", "truth")
+"""What :func:`evaluate` compares the true energy along a prediction with."""
+
 
 @dataclass
 class Evaluation:
@@ -51,13 +54,16 @@ class Evaluation:
         relative_error: ``‖x̂ − x‖ / (‖x̂‖ + ‖x‖)`` of the whole state, ``[T + 1, G]``.
         state_mse: Mean squared state error, ``[T + 1, G]``.
         energy_error: ``|H(x̂_t) − H(x_0)| / |H(x_0)|`` under the true ``H``,
-            ``[T + 1, G]`` (``None`` without an energy function).
+            ``[T + 1, G]`` (``None`` without an energy function); with
+            ``energy_reference="truth"`` (systems that do not conserve ``H``)
+            ``|H(x̂_t) − H(x_t)| / |H(x_0)|``, the error against the true energy curve.
         batch: Graph of each node ``[N]``.
         derivative_rel_error: ``‖f̂ − f‖ / (‖f̂‖ + ‖f‖)`` of the predicted derivatives
             ``f̂ = (dq, dp)`` at the true states, ``[G]`` (only for states without
             time order, ``T = 1``, where ``q, p`` are those states, the errors of the
             state are 0 and ``energy_error`` is ``None``; else ``None``).
         derivative_mse: Mean squared error of those derivatives, ``[G]`` (or ``None``).
+        energy_reference: What ``energy_error`` is relative to (see :func:`evaluate`).
     """
 
     t: Tensor
@@ -69,6 +75,7 @@ class Evaluation:
     batch: Tensor
     derivative_rel_error: Tensor | None = None
     derivative_mse: Tensor | None = None
+    energy_reference: str = "initial"
 
     @property
     def num_graphs(self) -> int:
@@ -88,7 +95,9 @@ class Evaluation:
             ``state_mse``: mean over steps and trajectories;
             ``energy_drift``: geometric mean over trajectories of the largest
             relative error of the true energy along the prediction (``nan``
-            without an energy function);
+            without an energy function), named ``energy_error`` instead when it
+            was measured against the true energy curve (``energy_reference=
+            "truth"``);
             ``time_to_threshold``: median time until the relative error passes
             ``threshold`` (``inf`` if it never does); and the counts. With no step
             (states without time order) these are ``nan``, and
@@ -108,6 +117,8 @@ class Evaluation:
         else:
             rollout = dict.fromkeys(("rel_error", "final_rel_error", "state_mse",
                                      "energy_drift", "time_to_threshold"), math.nan)
+        if self.energy_reference == "truth":
+            rollout["energy_error"] = rollout.pop("energy_drift")
         out = {**rollout, "trajectories": self.num_graphs, "steps": steps}
         if self.derivative_rel_error is not None and self.derivative_mse is not None:
             out["derivative_rel_error"] = geometric_mean(self.derivative_rel_error).item()
@@ -117,7 +128,8 @@ class Evaluation:
 
 def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
              integrator: str | None = "rk4", steps: int | None = None, substeps: int = 1,
-             observed: bool = False, progress: bool = False) -> Evaluation:
+             observed: bool = False, progress: bool = False,
+             energy_reference: str = "initial") -> Evaluation:
     """Roll ``model`` out from each trajectory's first state and compare with the truth.
 
     Args:
@@ -132,6 +144,11 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
         substeps: Integrator steps per saved step (finer than the data's ``dt``).
         observed: Start from the noisy observation instead of the clean state.
         progress: Show a progress bar.
+        energy_reference: What the true energy along the prediction is compared
+            with: ``"initial"``, the true initial energy (its drift: for systems
+            that conserve ``H``), or ``"truth"``, the true energy at the same time
+            (for damped or driven systems, whose energy changes by design; still
+            relative to ``|H(x_0)|``).
 
     With one point per trajectory (states without time order) nothing is rolled
     out: the model's derivatives at the states are compared with ``data.dq, data.dp``
@@ -151,6 +168,9 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
                              f"trajectory): there is nothing to roll out, so steps must "
                              f"be None (the derivatives are compared), got {steps!r}")
         return _derivative_evaluation(model, data, observed)
+    if energy_reference not in ENERGY_REFERENCES:
+        raise ValueError(f"unknown energy_reference {energy_reference!r}; expected one of: "
+                         f"{', '.join(ENERGY_REFERENCES)}")
     steps = available if steps is None else checks.positive_int(steps, "steps")
     substeps = checks.positive_int(substeps, "substeps")
     if not 1 <= steps <= available:
@@ -168,13 +188,18 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
     energy_err = None
     if energy is not None:
         with torch.no_grad():
-            h0 = energy(q_true[:1], p_true[:1])[0]
-            energy_err = energy_error(q, p, energy, reference=h0)
+            if energy_reference == "initial":
+                h0 = energy(q_true[:1], p_true[:1])[0]
+                energy_err = energy_error(q, p, energy, reference=h0)
+            else:
+                h_true = energy(q_true, p_true)
+                energy_err = ((energy(q, p) - h_true).abs()
+                              / h_true[0].abs().clamp_min(torch.finfo(h_true.dtype).tiny))
     return Evaluation(
         t=data.t[: steps + 1] - data.t[0], q=q, p=p,
         relative_error=relative_error(q, p, q_true, p_true, batch, g),
         state_mse=state_mse(q, p, q_true, p_true, batch, g),
-        energy_error=energy_err, batch=batch)
+        energy_error=energy_err, batch=batch, energy_reference=energy_reference)
 
 
 _CHUNK_GRAPHS = 4096  # graphs per model call when scoring derivatives (bounds memory)

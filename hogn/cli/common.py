@@ -16,6 +16,7 @@ from hogn.models import load as load_model
 
 __all__ = ["DEVICE", "DTYPES", "FRACTION_BELOW_1", "NONNEG_FLOAT", "NONNEG_INT", "POS_FLOAT",
            "POS_INT", "TOLERANCE", "UserError", "check_output", "energy_of", "energy_problem",
+           "energy_reference",
            "load_run", "param", "particles", "run_record", "system_params"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -178,3 +179,12 @@ def energy_of(data: systems.Dataset) -> Any:
         return None
     system, graph = data.system(), data.graph
     return lambda q, p: system.hamiltonian(q, p, graph)
+
+
+def energy_reference(data: systems.Dataset) -> str:
+    """``"truth"`` for a system whose energy changes by design (damped, driven: the
+    true energy along a prediction is compared with the true energy curve), else
+    ``"initial"`` (its drift from the initial energy); see :func:`hogn.evaluate`."""
+    if energy_problem(data) is not None:
+        return "initial"
+    return "truth" if data.system().dissipative else "initial"

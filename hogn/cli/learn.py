@@ -24,6 +24,7 @@ from hogn.cli.common import (
     UserError,
     check_output,
     energy_of,
+    energy_reference,
     load_run,
     param,
     particles,
@@ -50,7 +51,11 @@ DERIVATIVE_COLUMNS = ("model", "trajectories", "particles", "steps", "derivative
 def eval_columns(row: dict[str, Any]) -> tuple[str, ...]:
     """The table columns of an evaluation row: rollout errors, or derivative errors
     where nothing was rolled out (``steps`` 0)."""
-    return DERIVATIVE_COLUMNS if row["steps"] == 0 else EVAL_COLUMNS
+    if row["steps"] == 0:
+        return DERIVATIVE_COLUMNS
+    if "energy_error" in row:  # a damped or driven system: against the true energy curve
+        return tuple("energy_error" if c == "energy_drift" else c for c in EVAL_COLUMNS)
+    return EVAL_COLUMNS
 
 
 ROLLOUT_FORMAT = "hogn-rollout"
@@ -212,7 +217,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     _check_rollout_work(horizon, args.substeps, truth.num_graphs, truth.q.shape[1], truth.dim)
     result = evaluate(model, truth, energy=energy_of(truth), integrator=integrator,
                       steps=args.steps if args.data is not None else None,
-                      substeps=args.substeps, progress=not args.quiet)
+                      substeps=args.substeps, progress=not args.quiet,
+                      energy_reference=energy_reference(truth))
     row = summary_row(model.name, integrator, truth, result, args.threshold)
     print(format_table([row], eval_columns(row)))
     if out is not None:
@@ -271,7 +277,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     horizon = data.t.numel() - 1 if args.steps is None else min(args.steps, data.t.numel())
     _check_rollout_work(horizon, args.substeps, data.num_graphs, data.q.shape[1], data.dim)
     result = evaluate(model, data, energy=energy_of(data), integrator=integrator,
-                      steps=args.steps, substeps=args.substeps, progress=not args.quiet)
+                      steps=args.steps, substeps=args.substeps, progress=not args.quiet,
+                      energy_reference=energy_reference(data))
     row = summary_row(model.name, integrator, data, result, args.threshold)
     print(format_table([row], eval_columns(row)))
     if args.json:

@@ -230,3 +230,15 @@ def test_generate_a_periodic_3d_lennard_jones_dataset(tmp_path, capsys):
                  "--trajectories", "2", "--steps", "2", "-o", str(out)]) == 0
     data = systems.Dataset.load(out)
     assert data.box is not None and data.box.shape == (2, 3) and data.dim == 3
+
+
+def test_evaluate_a_damped_system_scores_the_energy_against_its_true_curve(tmp_path, capsys):
+    data, run = tmp_path / "damped.pt", tmp_path / "run"
+    assert main(["generate", "damped-mass-spring", "--trajectories", "6", "--steps", "20",
+                 "--dt", "0.1", "-o", str(data)]) == 0
+    assert main(["train", "dhnn", str(data), "--epochs", "1", "--hidden", "8", "--quiet",
+                 "-o", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(data), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "energy_error" in out and "energy_drift" not in out

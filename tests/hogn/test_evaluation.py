@@ -96,3 +96,31 @@ def test_for_data_infers_sizes_and_refuses_mixed_sizes_for_fixed_models(truth):
     assert mlp.config()["n_particles"] == int(sizes[0])
     with pytest.raises(ValueError, match="unknown model"):
         hogn.models.for_data("nope", truth)
+
+
+class _DampedTrueField(TrueField):
+    def __init__(self, system, scale: float = 1.0) -> None:
+        DynamicsModel.__init__(self, {"dim": 1, "node_constants": 1, "edge_features": 0})
+        self.system, self.scale = system, scale
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+
+def test_energy_against_the_true_curve_for_a_damped_system():
+    data = systems.generate("damped-mass-spring", 3, 60, 0.1, seed=1, test_fraction=0.0,
+                            progress=False)
+    system, energy = data.system(), _energy(data)
+    exact = _DampedTrueField(system)
+    drift = hogn.evaluate(exact, data, energy=energy, substeps=4).summary()
+    truth = hogn.evaluate(exact, data, energy=energy, substeps=4, energy_reference="truth")
+    s = truth.summary()
+    # the exact field loses energy by design: a large 'drift' but no error against the curve
+    assert drift["energy_drift"] > 0.1 and s["energy_error"] < 1e-6
+    assert "energy_drift" not in s
+    wrong = hogn.evaluate(_DampedTrueField(system, scale=1.3), data, energy=energy,
+                          energy_reference="truth")
+    h_pred, h_true = energy(wrong.q, wrong.p), energy(data.q, data.p)
+    expected = (h_pred - h_true).abs() / h_true[0].abs()
+    assert torch.allclose(wrong.energy_error, expected, rtol=1e-12)
+    assert wrong.summary()["energy_error"] > 1e-2
+    with pytest.raises(ValueError, match="energy_reference"):
+        hogn.evaluate(exact, data, energy=energy, energy_reference="final")
