@@ -36,6 +36,7 @@ _CLASSES = {
     "TwoBody": "gravity", "ThreeBody": "gravity", "MagneticMirror": "mirror",
     "HenonHeiles": "henon_heiles", "SpringNBody": "springs", "GravityNBody": "gravity",
     "DampedPendulum": "damped", "DampedMassSpring": "damped", "LennardJones": "lennard_jones",
+    "PendulumChain": "chain", "ForcedPendulum": "forced",
 }
 
 __getattr__, __dir__ = attach(__name__, {
