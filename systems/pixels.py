@@ -112,7 +112,8 @@ def centroid_angle(frames: Tensor | np.ndarray) -> np.ndarray:
         frames, dtype=np.float64)
     size = math.isqrt(f.shape[-1])
     if size * size != f.shape[-1]:
-        raise ValueError(f"frames must be [..., size²], got last dimension {f.shape[-1]}")
+        raise ValueError(f"frames must be square, [..., size²], got last dimension "
+                         f"{f.shape[-1]}")
     x, y = (g.reshape(-1) for g in _grid(size))
     mass = f.sum(-1)
     return np.arctan2((f * x).sum(-1) / mass, -(f * y).sum(-1) / mass)
@@ -168,7 +169,7 @@ def generate(trajectories: int, steps: int, dt: float = 0.15, size: int = 28, se
 
     Args:
         trajectories: Trajectories ``G``.
-        steps: Pixel observations per trajectory ``T`` (``T + 1`` frames are drawn).
+        steps: Pixel observations per trajectory ``T >= 2`` (``T + 1`` frames are drawn).
         dt: Time between frames (default 0.15: about 42 frames per small swing of the
             default pendulum, period ``2π``).
         size: Frame side in pixels (the paper: 28).
@@ -182,5 +183,5 @@ def generate(trajectories: int, steps: int, dt: float = 0.15, size: int = 28, se
     import systems
 
     pendulum = systems.get("pendulum", **(system_params or {}))
-    angles = systems.generate(pendulum, trajectories, steps + 1, dt, seed=seed)
+    angles = systems.generate(pendulum, trajectories, steps, dt, seed=seed)
     return from_angles(angles, size, **drawing)
