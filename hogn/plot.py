@@ -26,7 +26,7 @@ from torch import Tensor
 
 from hogn.io import atomic_write
 
-__all__ = ["TrajectoryPanel", "animate_rollout", "frame_indices", "loss_curves",
+__all__ = ["TrajectoryPanel", "animate_rollout", "frame_indices", "image_strip", "loss_curves",
            "rollout_comparison", "save_figure", "trajectories_and_energy"]
 
 
@@ -353,3 +353,63 @@ def animate_rollout(truth_q: Tensor | np.ndarray, pred_q: Tensor | np.ndarray,
                        duration=max(1, round(1000 / fps)), loop=0)
 
     return atomic_write(path, write)
+
+
+def image_strip(frames_true: Tensor | np.ndarray, frames_pred: Tensor | np.ndarray,
+                path: str | os.PathLike, every: int = 1, max_frames: int = 16,
+                labels: tuple[str, str] = ("truth", "prediction"), title: str | None = None
+                ) -> Path:
+    """A PNG strip of frames: the true ones in the top row, the predicted below.
+
+    Args:
+        frames_true: Square grey frames ``[T, P]`` (``P = size²``, row-major) or
+            ``[T, size, size]``.
+        frames_pred: Predicted frames, the shape of ``frames_true``.
+        path: PNG file (written atomically).
+        every: Show every ``every``-th frame (from the first).
+        max_frames: At most this many columns (then the frames shown are spread
+            evenly over the ones kept by ``every``).
+        labels: Row labels.
+        title: Figure title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: for frames that are not square, of different shapes, or empty.
+    """
+    truth, pred = _np(frames_true).astype(float), _np(frames_pred).astype(float)
+    if truth.shape != pred.shape or truth.ndim not in (2, 3) or truth.shape[0] == 0:
+        raise ValueError(f"frames must be [T, P] or [T, size, size] of one shape, got "
+                         f"{truth.shape} and {pred.shape}")
+    if truth.ndim == 2:
+        size = math.isqrt(truth.shape[1])
+        if size * size != truth.shape[1]:
+            raise ValueError(f"frames [T, P] need a square P, got P = {truth.shape[1]}")
+        truth, pred = (x.reshape(-1, size, size) for x in (truth, pred))
+    if truth.shape[1] != truth.shape[2]:
+        raise ValueError(f"frames must be square, got {truth.shape[1]}x{truth.shape[2]}")
+    if not isinstance(every, int) or every < 1 or not isinstance(max_frames, int) or (
+            max_frames < 1):
+        raise ValueError(f"every and max_frames must be ints >= 1, got {every!r}, "
+                         f"{max_frames!r}")
+    kept = np.arange(0, truth.shape[0], every)
+    if kept.size > max_frames:
+        kept = kept[np.linspace(0, kept.size - 1, max_frames).round().astype(int)]
+    lo, hi = min(truth.min(), pred.min()), max(truth.max(), pred.max())
+    fig, axes = plt.subplots(2, kept.size, figsize=(0.8 * kept.size + 0.6, 2.0),
+                             squeeze=False)
+    for col, i in enumerate(kept):
+        for row, frames in enumerate((truth, pred)):
+            ax = axes[row, col]
+            ax.imshow(frames[i], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(str(int(i)), fontsize=7)
+        if col == 0:
+            for row, label in enumerate(labels):
+                axes[row, 0].set_ylabel(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)

@@ -10,7 +10,8 @@ Registered models (:func:`names`): ``hogn``, ``separable-hogn`` (Hamiltonian gra
 networks), ``ogn`` (derivatives directly), ``deltagn`` (a stepper over a fixed
 ``dt``), ``hnn`` (Hamiltonian MLP over a fixed-size state), ``dhnn`` (dissipative
 Hamiltonian MLPs ``H`` and ``D``), ``dissipative-hogn`` (a HOGN's ``H`` plus a
-graph-network dissipation ``D``) and ``mlp`` (baseline).
+graph-network dissipation ``D``), ``pixel-hnn`` (the HNN paper's pixel model: an
+autoencoder whose 2-D latent follows a learned ``H``) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (
@@ -23,21 +24,27 @@ from hogn.models.base import (
     names,
     register,
 )
+from hogn.models.constrained import CHNN
 from hogn.models.dissipative import DHNN
 from hogn.models.dissipative_graph import DissipativeHOGN
 from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
 from hogn.models.mlp_models import HNN, MLP
+from hogn.models.pixel import PixelHNN
+from hogn.models.srnn import SRNN
 
 __all__ = [
+    "CHNN",
     "DHNN",
     "HNN",
     "HOGN",
     "MLP",
     "OGN",
+    "SRNN",
     "DeltaGN",
     "DissipativeHOGN",
     "DynamicsModel",
     "HamiltonianModel",
+    "PixelHNN",
     "SeparableHOGN",
     "as_graph",
     "for_data",

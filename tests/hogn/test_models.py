@@ -25,6 +25,7 @@ CONFIGS = {
     "mlp": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dhnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dissipative-hogn": {**GRAPH_CONFIG, "edge_energies": True},
+    "pixel-hnn": {"dt": 0.05, "dim": 2, "node_constants": 1, "hidden": 16, "hnn_hidden": 16},
 }
 GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn"]
 HAMILTONIAN = ["hogn", "separable-hogn", "hnn"]
