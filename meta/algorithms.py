@@ -243,6 +243,10 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "separable-hogn": _separable,
     "dhnn": _dissipative,
     "dissipative-hogn": _dissipative_graph,
+    "srnn": lambda model: _last_linear("kinetic")(model) + _last_linear("potential")(model),
+    "symoden": lambda model: [name for net in ("inverse_mass_net", "potential_net", "input_net")
+                              if getattr(model, net, None) is not None
+                              for name in _last_linear(net)(model)],
     "pixel-hnn": _last_linear("decoder"),
 }
 """Model name → the names of its *decoder* parameters (ANIL's inner loop), in one place:
@@ -252,8 +256,9 @@ the graph network for the graph models (``separable-hogn``: those of its potenti
 and the last layer of its kinetic-energy MLP; ``dhnn``: the last layers of its ``H``
 and ``D`` MLPs; ``dissipative-hogn``: the decoders of its ``H`` graph network and of
 its ``D`` graph network, or with ``"momenta"`` the last layers of its per-node and
-per-edge ``D`` MLPs; ``pixel-hnn``: the last layer of its pixel decoder). Add an entry
-for a model of your own."""
+per-edge ``D`` MLPs; ``pixel-hnn``: the last layer of its pixel decoder; ``symoden``:
+the last layers of its ``M⁻¹``, ``V`` and ``g`` MLPs). Add an entry for a model of your
+own."""
 
 
 def decoder_names(model: nn.Module) -> list[str]:

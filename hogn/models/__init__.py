@@ -11,7 +11,9 @@ networks), ``ogn`` (derivatives directly), ``deltagn`` (a stepper over a fixed
 ``dt``), ``hnn`` (Hamiltonian MLP over a fixed-size state), ``dhnn`` (dissipative
 Hamiltonian MLPs ``H`` and ``D``), ``dissipative-hogn`` (a HOGN's ``H`` plus a
 graph-network dissipation ``D``), ``pixel-hnn`` (the HNN paper's pixel model: an
-autoencoder whose 2-D latent follows a learned ``H``) and ``mlp`` (baseline).
+autoencoder whose 2-D latent follows a learned ``H``), ``symoden`` (SymODEN:
+``H = ½ pᵀ M⁻¹(q) p + V(q)`` of ``(cos q, sin q)`` plus a control term ``g(q) u``) and
+``mlp`` (baseline).
 """
 
 from hogn.models.base import (
@@ -25,6 +27,7 @@ from hogn.models.base import (
     register,
 )
 from hogn.models.constrained import CHNN
+from hogn.models.control import SymODEN
 from hogn.models.dissipative import DHNN
 from hogn.models.dissipative_graph import DissipativeHOGN
 from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
@@ -46,6 +49,7 @@ __all__ = [
     "HamiltonianModel",
     "PixelHNN",
     "SeparableHOGN",
+    "SymODEN",
     "as_graph",
     "for_data",
     "get",

@@ -24,11 +24,13 @@ CONFIGS = {
     "hnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "mlp": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dhnn": {"n_particles": 3, "dim": 2, "hidden": 32},
+    "srnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dissipative-hogn": {**GRAPH_CONFIG, "edge_energies": True},
+    "symoden": {"n_particles": 3, "dim": 2, "node_constants": 1, "hidden": 32},
     "pixel-hnn": {"dt": 0.05, "dim": 2, "node_constants": 1, "hidden": 16, "hnn_hidden": 16},
 }
 GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn"]
-HAMILTONIAN = ["hogn", "separable-hogn", "hnn"]
+HAMILTONIAN = ["hogn", "separable-hogn", "hnn", "srnn"]
 
 
 def make(name: str, dtype: torch.dtype = torch.float64, **overrides) -> models.DynamicsModel:
@@ -54,7 +56,7 @@ def triples() -> GraphBatch:
 
 
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
-    return triples if name in ("hnn", "mlp", "dhnn") else springs
+    return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn") else springs
 
 
 def permuted(graph: GraphBatch, seed: int = 0) -> tuple[GraphBatch, torch.Tensor]:
