@@ -29,6 +29,7 @@ __all__ = [
     "metrics",
     "models",
     "nn",
+    "refine_start",
     "rollout",
     "train",
     "xyz",
@@ -37,14 +38,16 @@ __version__ = "0.1.0"
 
 __getattr__, __dir__ = attach(__name__, {
     "Evaluation": "evaluation", "evaluate": "evaluation", "GraphBatch": "graph",
-    "integrate": "integrators", "rollout": "rollout", "TrainConfig": "train",
-    "train": "train"}, submodules=("batching", "distributed", "graph", "integrators", "io",
-                                   "metrics", "models", "nn", "xyz"))
+    "integrate": "integrators", "refine_start": "refine", "rollout": "rollout",
+    "TrainConfig": "train", "train": "train"},
+    submodules=("batching", "distributed", "graph", "integrators", "io", "metrics", "models",
+                "nn", "xyz"))
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
     from hogn import batching, distributed, graph, integrators, io, metrics, models, nn, xyz
     from hogn.evaluation import Evaluation, evaluate
     from hogn.graph import GraphBatch
     from hogn.integrators import integrate
+    from hogn.refine import refine_start
     from hogn.rollout import rollout
     from hogn.train import TrainConfig, train

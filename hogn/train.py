@@ -84,7 +84,7 @@ from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
 from hogn.models.base import DynamicsModel
 
 __all__ = ["Batch", "NonFiniteLossError", "Samples", "TrainConfig", "TrainResult", "log_cosh",
-           "train"]
+           "partial_field", "train"]
 
 LOSSES = ("mse", "logcosh")
 TARGETS = ("derivative", "rollout")
@@ -140,6 +140,15 @@ class TrainConfig:
             two say; with both 0, only then. The default (every 30 s) keeps the
             run folder's cost per epoch small and independent of the epoch count; a
             killed run loses at most the epochs since its last checkpoint.
+        refine_initial: Rollout target only: the start state ``(q, p)`` of every
+            training sample gets a learnable offset, initialised at zero (the start is
+            the observation) and optimised with the network by the same Adam
+            optimizer, without weight decay (the initial-state refinement of
+            Chen et al., "Symplectic Recurrent Neural Networks", for noisy
+            observations). The targets (the next ``k`` observed states) are not
+            refined; validation and test samples start from the plain observation.
+            The refined starts are :attr:`TrainResult.refined_starts`. One process only.
+        refine_lr: Adam learning rate of the start offsets (0: ``lr``).
     """
 
     target: str | None = None
@@ -160,6 +169,8 @@ class TrainConfig:
     device: str = "cpu"
     checkpoint_every: int = 0
     checkpoint_seconds: float = 30.0
+    refine_initial: bool = False
+    refine_lr: float = 0.0
 
     def validate(self, model: DynamicsModel) -> None:
         """Check the options against each other and the model. Raises ``ValueError``."""
@@ -186,8 +197,19 @@ class TrainConfig:
                            ("grad_clip", checks.nonnegative_float),
                            ("seed", checks.nonnegative_int),
                            ("checkpoint_every", checks.nonnegative_int),
-                           ("checkpoint_seconds", checks.nonnegative_float)):
+                           ("checkpoint_seconds", checks.nonnegative_float),
+                           ("refine_lr", checks.nonnegative_float)):
             check(getattr(self, key), key)
+        if not isinstance(self.refine_initial, bool):
+            raise ValueError(f"refine_initial must be True or False, got "
+                             f"{self.refine_initial!r}")
+        if self.refine_initial and self.target != "rollout":
+            raise ValueError(f"refine_initial needs target 'rollout' (the start state is "
+                             f"refined through the rollout from it), got target "
+                             f"{self.target!r}")
+        if self.refine_lr and not self.refine_initial:
+            raise ValueError(f"refine_lr={self.refine_lr} is set but refine_initial is off; "
+                             "set refine_initial=True or leave refine_lr at 0")
         checks.fraction(self.val_fraction, "val_fraction", upper_open=True)
         checks.device(self.device, "device")
         default_epochs = TrainConfig.epochs
@@ -225,6 +247,12 @@ class TrainResult:
             ``batch_size`` covers the split); ``None`` when the dataset has none.
         steps: Optimizer steps the run has taken in all (before a resume included).
         full_batch: Whether every epoch was one step over all training samples.
+        refined_starts: With ``refine_initial``: the observed states plus their
+            learned offsets as the last epoch left them (whichever epoch's weights the
+            model holds: the validation loss, from plain observations, does not rank
+            the offsets), ``(q, p)`` each ``[T, N, d]`` in the model's dtype (equal to
+            the observations where no training sample starts: validation and test
+            trajectories, the last ``k`` times); ``None`` otherwise.
     """
 
     history: list[dict[str, float]]
@@ -235,6 +263,7 @@ class TrainResult:
     test_loss: float | None = None
     steps: int = 0
     full_batch: bool = False
+    refined_starts: tuple[Tensor, Tensor] | None = None
 
 
 def log_cosh(x: Tensor) -> Tensor:
@@ -260,18 +289,22 @@ class Batch:
         graph: The states ``q, p [N, d]`` with ``c``, edges and ``ptr``.
         y_q, y_p: Targets, ``[N, d]`` (derivative) or ``[N, k, d]`` (the next ``k``
             states, rollout).
+        start: Where each node's state lies in the dataset's ``[T, N_all, d]`` arrays,
+            as the flat index ``t · N_all + node`` ``[N]`` (``None``: not known).
     """
 
     graph: GraphBatch
     y_q: Tensor
     y_p: Tensor
+    start: Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
         return self.graph.num_graphs
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.graph.to(device), self.y_q.to(device), self.y_p.to(device))
+        return Batch(self.graph.to(device), self.y_q.to(device), self.y_p.to(device),
+                     None if self.start is None else self.start.to(device))
 
 
 class Samples(torch.utils.data.Dataset):
@@ -344,10 +377,39 @@ class Samples(torch.utils.data.Dataset):
                            edge_index, ptr.to(dev),
                            None if d.edge_attr is None else d.edge_attr[edges_d],
                            None if getattr(d, "box", None) is None else d.box[g.to(dev)])
+        start = t_d * self.q.shape[1] + nodes_d
         if self.target == "derivative":
-            return Batch(graph, d.dq[t_d, nodes_d], d.dp[t_d, nodes_d])
+            return Batch(graph, d.dq[t_d, nodes_d], d.dp[t_d, nodes_d], start)
         ahead = t_d[:, None] + torch.arange(1, self.k + 1, device=dev)  # [N, k]
-        return Batch(graph, self.q[ahead, nodes_d[:, None]], self.p[ahead, nodes_d[:, None]])
+        return Batch(graph, self.q[ahead, nodes_d[:, None]], self.p[ahead, nodes_d[:, None]],
+                     start)
+
+
+class _StartOffsets(torch.nn.Module):
+    """Learnable offsets of the training samples' start states (``refine_initial``):
+    ``q, p [T, N_all, d]``, zero at first, one per state of the dataset (only those
+    where a training sample starts ever receive a gradient, so Adam leaves the rest
+    at zero)."""
+
+    def __init__(self, like: Tensor) -> None:
+        super().__init__()
+        self.q = torch.nn.Parameter(torch.zeros_like(like))
+        self.p = torch.nn.Parameter(torch.zeros_like(like))
+
+    def shift(self, batch: Batch) -> Batch:
+        """The batch with its start states moved by their offsets (differentiably)."""
+        if batch.start is None:
+            raise ValueError("refine_initial needs batches that know where their states "
+                             "lie in the dataset (Batch.start)")
+        d = self.q.shape[-1]
+        graph = batch.graph
+        graph = graph.replace(q=graph.q + self.q.view(-1, d)[batch.start],
+                              p=graph.p + self.p.view(-1, d)[batch.start])
+        return Batch(graph, batch.y_q, batch.y_p, batch.start)
+
+    def starts(self, q_obs: Tensor, p_obs: Tensor) -> tuple[Tensor, Tensor]:
+        """The observations ``[T, N_all, d]`` plus the offsets (detached)."""
+        return (q_obs + self.q).detach(), (p_obs + self.p).detach()
 
 
 def _loader(samples: Samples, batch_size: int, shuffle: bool = False,
@@ -473,7 +535,7 @@ def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
             preds_p.append(p)
     else:
         step = integrators.get(cfg.integrator)
-        f = model.vector_field(graph)
+        f = partial_field(model.vector_field(graph))
         for _ in range(cfg.rollout_steps):
             q, p = step(f, q, p, dt)
             preds_q.append(q)
@@ -482,11 +544,32 @@ def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
     return pred, torch.cat([batch.y_q, batch.y_p], -1)
 
 
+def partial_field(f: integrators.VectorField) -> integrators.VectorField:
+    """``f`` evaluated on fresh views of ``q, p``, for differentiable rollouts.
+
+    A learned ``H``'s field takes ``∂H/∂q`` and ``∂H/∂p`` by ``torch.autograd.grad``
+    with respect to the ``q, p`` it is given. Inside a rollout that keeps its autograd
+    graph, ``p`` may have been computed from ``q`` (a splitting step ends with a kick
+    ``p += dt/2 · dp(q)``): the gradient with respect to ``q`` then sums every path
+    from ``H`` back to ``q``, through ``p`` too, which is not the partial derivative,
+    so the next step's kick is wrong (an error of order ``dt`` in ``dp``; rk4's
+    stages are unaffected, each stage's ``q`` and ``p`` being computed apart). On
+    views, made inside the call, no path joins them: the partial derivatives, with
+    the same values and gradients as a detached evaluation.
+    """
+    return lambda q, p: f(q.view_as(q), p.view_as(p))
+
+
 def _epoch(model: DynamicsModel, loader: _Batches, cfg: TrainConfig, dt: float,
-           optimizer: torch.optim.Optimizer | None, epoch: int, progress: bool) -> float:
+           optimizer: torch.optim.Optimizer | None, epoch: int, progress: bool,
+           offsets: _StartOffsets | None = None) -> float:
+    """One pass over ``loader`` (a training pass with ``optimizer``); the batches' start
+    states moved by ``offsets`` when given (``refine_initial``). Returns the mean loss."""
     total, count = 0.0, 0
     for step, batch in enumerate(_batches(loader, epoch, optimizer is not None, progress)):
         batch = batch.to(cfg.device)
+        if offsets is not None:
+            batch = offsets.shift(batch)
         if optimizer is None:
             loss = _batch_loss(model, batch, cfg, dt)
             loss = loss.detach()
@@ -901,6 +984,10 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
         raise ValueError(f"{model.name} adds an auxiliary loss, which training in several "
                          f"processes does not support yet; run it in one process (got "
                          f"{shards})")
+    if shards > 1 and cfg.refine_initial:
+        raise ValueError(f"refine_initial trains one offset per start state, which training "
+                         f"in several processes does not support; run it in one process "
+                         f"(got {shards})")
     device = torch.device(distributed.resolve_device(cfg.device))
     model.to(device)
     dtype = model.param_dtype
@@ -944,7 +1031,12 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     test_ids = data.test.cpu().nonzero().flatten()
     test_loader = (_loader(Samples(data, test_ids, k, cfg.target), cfg.batch_size,
                            shards=shards) if test_ids.numel() else None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    offsets = _StartOffsets(train_set.q) if cfg.refine_initial else None
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if offsets is not None:  # no decay: the offsets are not pulled back to the observation
+        groups.append({"params": list(offsets.parameters()), "weight_decay": 0.0,
+                       "lr": cfg.refine_lr or cfg.lr})
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
     if cfg.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
@@ -983,6 +1075,8 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
         if snapshot is not None:
             if not distributed.is_main():
                 _apply_checkpoint(snapshot, model, optimizer, scheduler, gen, device)
+            if offsets is not None:
+                _load_offsets(snapshot, offsets, run / "checkpoint.pt")
             start_epoch = snapshot["epoch"] + 1
             best, best_epoch = snapshot["best"], snapshot["best_epoch"]
             best_state = snapshot["best_model"]
@@ -1004,6 +1098,8 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     def run_epoch(loader: _Batches, opt: torch.optim.Optimizer | None, epoch: int,
                   net: DynamicsModel = model, bar: bool = progress) -> float:
         if shards == 1:
+            if offsets is not None and opt is not None:  # they move training samples only
+                return _epoch(net, loader, cfg, dt, opt, epoch, bar, offsets=offsets)
             return _epoch(net, loader, cfg, dt, opt, epoch, bar)
         return _sharded_epoch(ddp, net, loader, cfg, dt, opt, epoch, bar)
 
@@ -1062,11 +1158,14 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
                    or (cfg.checkpoint_seconds > 0
                        and now - last_checkpoint >= cfg.checkpoint_seconds))
             if due or now - last_snapshot >= _SNAPSHOT_SECONDS:
+                extra: dict[str, Any] = {
+                    "best": best, "best_epoch": best_epoch, "best_model": best_state,
+                    "metrics_length": length, "rng": _rng_state(gen, device),
+                    "steps": steps_done}
+                if offsets is not None:
+                    extra["start_offsets"] = _clone(offsets.state_dict())
                 folder.take_snapshot(
-                    epoch, best_state if improved else None, optimizer, scheduler,
-                    {"best": best, "best_epoch": best_epoch, "best_model": best_state,
-                     "metrics_length": length, "rng": _rng_state(gen, device),
-                     "steps": steps_done})
+                    epoch, best_state if improved else None, optimizer, scheduler, extra)
                 last_snapshot = now
             if due:
                 folder.commit()
@@ -1094,8 +1193,24 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     model.eval()
     if not scored:  # a resume with nothing left to do: score the returned weights now
         test_loss = score_test(None, start_epoch - 1)
+    refined = None if offsets is None else offsets.starts(train_set.q, train_set.p)
     return TrainResult(history, best, best_epoch, run, resumed, test_loss, steps_done,
-                       full_batch)
+                       full_batch, refined)
+
+
+def _load_offsets(snapshot: dict[str, Any], offsets: _StartOffsets, path: Path) -> None:
+    """Load a checkpoint's start offsets (``refine_initial``) into ``offsets``.
+
+    Raises:
+        FileFormatError: when the checkpoint holds none, or none that fit the data.
+    """
+    try:
+        offsets.load_state_dict(snapshot["start_offsets"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise hio.FileFormatError(
+            f"{path}: no start offsets that fit this data ({_first_line(exc)}); a run with "
+            "refine_initial resumes only from its own checkpoint on the same data: restore "
+            "it, or train into a new run folder") from None
 
 
 def _step_scheduler(scheduler: Any) -> Any:
