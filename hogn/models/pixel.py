@@ -18,7 +18,8 @@ only to refuse data sampled at another rate. One step of the model is one frame,
 ``substeps`` steps of ``1 / substeps`` of the latent ``integrator``. The learned H is
 not separable (it is any function of ``z``), so the splitting methods are refused;
 the default is ``rk4`` (no symplectic structure, but its energy error per step is
-``O(h⁵)``: the tests measure ``|ΔH| / |H|`` below ``1e-3`` over 300 steps);
+``O(h⁵)``: on a random model the tests measure ``|ΔH| / |H|`` of 1.4e-8 over 300
+frames, Euler's 8.9e-3);
 ``implicit_midpoint``/``gauss4`` keep H's error bounded at more cost.
 
 The model is a stepper (``is_stepper``): :meth:`PixelHNN.next_state` encodes the
