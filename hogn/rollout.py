@@ -46,7 +46,10 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
         dt: Step size; a stepper (DeltaGN) uses its own and rejects another.
         integrator: Integrator name for derivative models; must be ``None`` for a
             stepper.
-        substeps: Integrator steps per saved step (derivative models).
+        substeps: Integrator steps per saved step (derivative models). A model with
+            a ``project(q, p, graph) -> (q, p)`` method (a constrained model,
+            :class:`hogn.models.CHNN`) has its state mapped back onto its constraint
+            manifold after every integrator step.
         progress: Show a progress bar.
         neighbours: For systems whose neighbours change (large systems, short-range
             forces): the graph's edges are taken from this neighbour list before
@@ -77,6 +80,8 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
             if dt is None:
                 raise ValueError(f"{model.name} needs a dt for rollout")
             model.check_integrator(integrator)
+            if callable(getattr(model, "project", None)):
+                return _roll_projected(model, graph, steps, dt, integrator, substeps, progress)
             return integrators.integrate(model.rollout_field(graph), graph.q, graph.p, dt,
                                          steps, method=integrator, substeps=substeps,
                                          progress=f"rollout {model.name}" if progress else False,
@@ -136,6 +141,31 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
             h = dt / substeps
             for _ in range(substeps):
                 q, p = method.step(field, q, p, h)
+        qs[i], ps[i] = q, p
+    return qs, ps
+
+
+def _roll_projected(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float,
+                    integrator: str | None, substeps: int, progress: bool
+                    ) -> tuple[Tensor, Tensor]:
+    """:func:`rollout` of a model with ``project``: each integrator step of its rollout
+    field is followed by ``model.project(q, p, graph)``; the initial state is kept as
+    given."""
+    steps = checks.nonnegative_int(steps, "steps")
+    substeps = checks.positive_int(substeps, "substeps")
+    dt = checks.positive_float(dt, "dt")
+    integrators.check_state(graph.q, graph.p)
+    method = integrators.get(integrator)
+    field = model.rollout_field(graph)
+    project = model.project  # type: ignore[attr-defined]
+    qs = graph.q.new_empty((steps + 1, *graph.q.shape))
+    ps = torch.empty_like(qs)
+    qs[0], ps[0] = graph.q, graph.p
+    q, p = graph.q, graph.p
+    h = dt / substeps
+    for i in _step_range(model, steps, progress):
+        for _ in range(substeps):
+            q, p = project(*method.step(field, q, p, h), graph)
         qs[i], ps[i] = q, p
     return qs, ps
 

@@ -56,7 +56,7 @@ from hogn.graph import GraphBatch, ptr_from_sizes
 from hogn.integrators import VectorField
 from systems.base import System, node_sum, uniform
 
-__all__ = ["PendulumChain"]
+__all__ = ["PendulumChain", "chain_edges"]
 
 
 class _Chain:
@@ -218,14 +218,10 @@ class PendulumChain(System):
     # ---------------------------------------------------------------- sampling
     def default_edges(self, sizes: list[int], generator: torch.Generator
                       ) -> tuple[Tensor, Tensor | None]:
-        """Links ``i − 1 ↔ i`` in both directions (parent -> child first, then child ->
-        parent); their lengths are drawn with the states, so :meth:`sample` sets
-        ``edge_attr``."""
-        starts = torch.tensor([0, *sizes[:-1]]).cumsum(0).tolist()
-        pairs = [(s + i - 1, s + i) for s, n in zip(starts, sizes, strict=True)
-                 for i in range(1, n)]
-        fwd = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T
-        return torch.cat([fwd, fwd.flip(0)], 1), None
+        """Links ``i − 1 ↔ i`` in both directions, graph after graph (each graph's
+        parent -> child edges, then child -> parent); their lengths are drawn with the
+        states, so :meth:`sample` sets ``edge_attr``."""
+        return chain_edges(sizes), None
 
     def _sample_chains(self, sizes: list[int], generator: torch.Generator
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -271,6 +267,18 @@ class PendulumChain(System):
         q, p = self.embed(q, p, len(sizes))
         graph = GraphBatch(q, p, c, edge_index, ptr_from_sizes(sizes), lengths[child][:, None])
         return graph.to(device, dtype)
+
+
+def chain_edges(sizes: list[int]) -> Tensor:
+    """``edge_index [2, E]`` of chains of ``sizes`` nodes: ``i − 1 → i`` then ``i → i − 1``
+    within each graph, the graphs in order (edges grouped by graph, as batches need)."""
+    parts = []
+    start = 0
+    for n in sizes:
+        fwd = torch.stack([torch.arange(start, start + n - 1), torch.arange(start + 1, start + n)])
+        parts += [fwd, fwd.flip(0)]
+        start += n
+    return torch.cat(parts, 1) if parts else torch.empty(2, 0, dtype=torch.long)
 
 
 def _segment_cumsum(x: Tensor, ptr: Tensor, batch: Tensor) -> Tensor:

@@ -31,9 +31,9 @@ def chain_graph(theta: Tensor, omega: Tensor, m: Tensor, lengths: Tensor) -> Gra
     pivot = torch.zeros_like(lengths)
     pivot[:, 0] = lengths[:, 0]
     c = torch.stack([m, pivot], -1).reshape(-1, 2)
-    pairs = [(k * n + i - 1, k * n + i) for k in range(g) for i in range(1, n)]
-    fwd = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T
-    edge_index = torch.cat([fwd, fwd.flip(0)], 1)
+    pairs = [[(k * n + i - 1, k * n + i) for i in range(1, n)] for k in range(g)]
+    edge_index = torch.cat([torch.tensor(each + [(b, a) for a, b in each],
+                                         dtype=torch.long).reshape(-1, 2).T for each in pairs], 1)
     edge_attr = lengths.reshape(-1)[edge_index.max(0).values][:, None]
     return GraphBatch(q.reshape(-1, 2), (m[..., None] * v).reshape(-1, 2), c, edge_index,
                       ptr_from_sizes([n] * g), edge_attr)
@@ -92,6 +92,7 @@ def test_registered_and_sampled_in_its_encoding():
     assert graph.edge_index.shape[1] == 2 * int((sizes - 1).sum())
     src, dst = graph.edge_index
     assert ((src - dst).abs() == 1).all() and graph.edge_attr.shape == (len(src), 1)
+    assert (graph.edge_batch.diff() >= 0).all()  # edges grouped by graph
     lengths = chain.link_lengths(graph)
     assert ((lengths >= 0.5) & (lengths <= 1.5)).all()
     # the drawn lengths are the distances of the sampled positions (to rounding)
