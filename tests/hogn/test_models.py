@@ -28,6 +28,9 @@ CONFIGS = {
     "dissipative-hogn": {**GRAPH_CONFIG, "edge_energies": True},
     "symoden": {"n_particles": 3, "dim": 2, "node_constants": 1, "hidden": 32},
     "pixel-hnn": {"dt": 0.05, "dim": 2, "node_constants": 1, "hidden": 16, "hnn_hidden": 16},
+    # springs' edges as rigid links of length k (edge_attr[:, 0]), no pivot
+    "chnn": {"n_particles": 3, "dim": 2, "node_constants": 1, "edge_features": 2,
+             "pivot_constant": None, "hidden": 32},
 }
 GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn"]
 HAMILTONIAN = ["hogn", "separable-hogn", "hnn", "srnn"]
@@ -56,7 +59,7 @@ def triples() -> GraphBatch:
 
 
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
-    return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn") else springs
+    return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn", "chnn") else springs
 
 
 def permuted(graph: GraphBatch, seed: int = 0) -> tuple[GraphBatch, torch.Tensor]:
