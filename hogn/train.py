@@ -41,12 +41,13 @@ epoch: when that epoch was cut short, its untaken batches are not taken.
 Checkpoints. ``checkpoint.pt`` is one atomic write (temporary file and
 ``os.replace``) of the state at the end of an epoch: model, optimizer, scheduler,
 the batch-order generator and torch's global CPU (and CUDA) random state, the epoch,
-the best-so-far loss, epoch and weights, and the byte length of ``metrics.jsonl`` at
-that epoch. It is written every ``checkpoint_every`` epochs and/or every
-``checkpoint_seconds`` (default: every 30 s), after the final epoch, and when training
-stops on an exception (Ctrl-C, a non-finite loss): then it holds the last epoch that
-ended up to ~1 s before (the state is copied in memory at most once a second, so
-that the run folder costs the same per epoch however many epochs there are).
+the best-so-far loss, epoch and weights, the byte length of ``metrics.jsonl`` at
+that epoch and, with ``refine_initial``, the start offsets. It is written every
+``checkpoint_every`` epochs and/or every ``checkpoint_seconds`` (default: every 30 s),
+after the final epoch, and when training stops on an exception (Ctrl-C, a non-finite
+loss): then it holds the last epoch that ended up to ~1 s before (the state is copied
+in memory at most once a second, so that the run folder costs the same per epoch
+however many epochs there are).
 ``best.pt`` and ``last.pt`` are written from the checkpointed state right after it,
 never ahead of it. A resume reads only ``checkpoint.pt``: it cuts ``metrics.jsonl``
 back to the recorded length and goes on, so a run killed at any instant (SIGKILL,
@@ -147,7 +148,10 @@ class TrainConfig:
             Chen et al., "Symplectic Recurrent Neural Networks", for noisy
             observations). The targets (the next ``k`` observed states) are not
             refined; validation and test samples start from the plain observation.
-            The refined starts are :attr:`TrainResult.refined_starts`. One process only.
+            The refined starts are :attr:`TrainResult.refined_starts`. ``grad_clip``
+            clips the network's gradient only. With mini-batches, Adam's momentum
+            keeps moving an offset for some steps after its sample's batch (dense
+            Adam, as for embeddings). One process only.
         refine_lr: Adam learning rate of the start offsets (0: ``lr``).
     """
 
