@@ -26,6 +26,7 @@ EXPERIMENTS = (
     ("data_efficiency", "Experiment 3: data efficiency on three-body", "data_efficiency.py"),
     ("meta_learning", "Meta-learning across physical laws", "meta_learning.py"),
     ("lj_zero_shot", "Zero-shot to large Lennard-Jones systems", "lj_zero_shot.py"),
+    ("survey_models", "The survey's model families beside HNN and MLP", "survey_models.py"),
 )
 
 HEADER = """# Results: reproducing the papers

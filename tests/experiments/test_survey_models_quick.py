@@ -1,0 +1,102 @@
+"""``experiments/survey_models.py``: every available family beside HNN and MLP in
+``--quick``; the claim rule on made-up numbers; finished pieces kept on a rerun."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def module() -> ModuleType:
+    """The script imported by name (its dataclasses need their module in
+    ``sys.modules``, which ``load_script`` does not register)."""
+    if str(EXPERIMENTS) not in sys.path:
+        sys.path.insert(0, str(EXPERIMENTS))
+    return importlib.import_module("survey_models")
+
+
+def test_quick_run_has_every_available_family(tmp_path, run_script, module):
+    run_script("survey_models", "--quick", "--out", tmp_path, timeout=300)
+    results = json.loads((tmp_path / "survey_models.json").read_text())
+    assert (tmp_path / "survey_models.png").stat().st_size > 10_000
+    text = (tmp_path / "survey_models.md").read_text()
+    assert text == module.markdown(results)
+    assert results["config"]["quick"] and results["config"]["seeds"] == [0]
+    available = [f for f in module.FAMILIES if f.missing() is None]
+    assert [f.name for f in available][:1] == ["dissipative"]  # there today
+    assert set(results["skipped"]) == {f.name for f in module.FAMILIES} - {
+        f.name for f in available}
+    runs = results["runs"]
+    assert len(runs) == sum(len(f.systems) * len(f.model_names) for f in available)
+    for r in runs:
+        assert math.isfinite(r["rollout_mse"]) and r["rollout_mse"] > 0, r["model"]
+        assert math.isfinite(r["target_test_loss"]) and r["target_test_loss"] > 0
+        if not r["family"] == "pixels":  # no true energy of frames
+            assert math.isfinite(r["energy_error"]) and r["energy_error"] > 0, r["model"]
+            assert len(r["energy_true"]) == len(r["energy_pred"]) > 1
+        if r["model"] != "pixel-hnn":  # a stepper has no derivative
+            assert math.isfinite(r["deriv_mse"]) and r["deriv_mse"] > 0
+    # the dissipative model reports the friction it learned, the baselines do not
+    gammas = {(r["system"], r["model"]): r.get("gamma_hat") for r in runs
+              if r["family"] == "dissipative"}
+    assert all(math.isfinite(g) for (_, m), g in gammas.items() if m == "dhnn")
+    assert all(g is None for (_, m), g in gammas.items() if m != "dhnn")
+    # every family in the tables: a row per (system, model), or a skip line
+    for family in module.FAMILIES:
+        if family in available:
+            for spec in family.systems:
+                for name in family.model_names:
+                    assert f"| {family.name} | {spec.label} | {name.upper()} |" in text
+        else:
+            assert f"**{family.name}** (`{family.model}`" in text and "**skipped**" in text
+    # every claim judged (or said not measured) once
+    claims = [line for line in text.splitlines() if line.startswith("| §")]
+    assert len(claims) == len(module.CLAIMS)
+    assert "| supported |" in text or "| contradicted |" in text
+
+
+def _summary(a: tuple[float, float], b: tuple[float, float]) -> dict:
+    return {("f", "s", "x"): {"m": list(a)}, ("f", "s", "y"): {"m": list(b)}}
+
+
+@pytest.mark.parametrize(("a", "b", "verdict"), [
+    ((1.0, 0.1), (2.0, 0.1), "supported"),
+    ((2.0, 0.1), (1.0, 0.1), "contradicted"),
+    ((1.0, 0.6), (2.0, 0.6), "not resolved (within the seed spread)"),
+    ((1.0, 0.0), (1.0, 0.0), "not resolved (within the seed spread)"),
+])
+def test_judge_lower_uses_the_seed_spread(module, a, b, verdict):
+    claim = module.Claim("text", "f", "s", "m", "x", "y")
+    evidence, got = module.judge(claim, _summary(a, b))
+    assert got == verdict
+    assert f"{max(a[0], b[0]) / min(a[0], b[0]):.3g}×" in evidence
+
+
+def test_judge_near_and_missing(module):
+    near = module.Claim("text", "f", "s", "m", "x", kind="near", target=0.1, tolerance=0.01)
+    assert module.judge(near, _summary((0.095, 0.0), (0, 0)))[1] == "supported"
+    assert module.judge(near, _summary((0.085, 0.0), (0, 0)))[1] == "not supported"
+    assert module.judge(near, {})[1].startswith("not measured")
+
+
+def test_finished_pieces_are_kept(tmp_path, module):
+    family = module.FAMILIES[0]
+    tiny = module.Family(name=family.name, model=family.model, section=family.section,
+                         systems=family.systems[:1], options=family.options,
+                         baselines=("mlp",), metric=family.metric)
+    logs: list[str] = []
+    first = module.run((tiny,), [0], True, tmp_path, logs.append)
+    assert len(list(tmp_path.glob("*.json"))) == 2 and not any("kept" in m for m in logs)
+    logs.clear()
+    again = module.run((tiny,), [0], True, tmp_path, logs.append)
+    assert sum("kept" in m for m in logs) == 2
+    assert again["runs"] == json.loads(json.dumps(first["runs"]))
