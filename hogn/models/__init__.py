@@ -12,8 +12,9 @@ networks), ``ogn`` (derivatives directly), ``deltagn`` (a stepper over a fixed
 Hamiltonian MLPs ``H`` and ``D``), ``dissipative-hogn`` (a HOGN's ``H`` plus a
 graph-network dissipation ``D``), ``pixel-hnn`` (the HNN paper's pixel model: an
 autoencoder whose 2-D latent follows a learned ``H``), ``symoden`` (SymODEN:
-``H = ½ pᵀ M⁻¹(q) p + V(q)`` of ``(cos q, sin q)`` plus a control term ``g(q) u``) and
-``mlp`` (baseline).
+``H = ½ pᵀ M⁻¹(q) p + V(q)`` of ``(cos q, sin q)`` plus a control term ``g(q) u``),
+``chnn`` (a constrained HNN: a Cartesian ``H`` whose field is projected onto holonomic
+constraints read from the graph) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (

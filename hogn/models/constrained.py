@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from hogn import integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
-from hogn.models.mlp_models import _FlatState
+from hogn.models.mlp_models import _check_n, _FlatState
 from hogn.nn import MLP as _Net
 
 __all__ = ["CHNN", "Constraints"]
@@ -192,8 +192,6 @@ class CHNN(_FlatState, DynamicsModel):
                  edge_features: int = 1, hidden: int = 200, layers: int = 3,
                  activation: str = "tanh", length_feature: int = 0,
                  pivot_constant: int | None = 1, mass_hidden: int = 16) -> None:
-        from hogn.models.mlp_models import _check_n
-
         _check_n(self.name, n_particles)
         DynamicsModel.__init__(self, dict(
             n_particles=n_particles, dim=dim, node_constants=node_constants,
