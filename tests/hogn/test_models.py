@@ -303,7 +303,8 @@ def test_wrong_dimension_or_constants_are_named(springs):
 
 
 def test_unknown_names_and_arguments():
-    with pytest.raises(ValueError, match="unknown model 'hgn'; expected one of: deltagn, dhnn"):
+    with pytest.raises(ValueError,
+                       match="unknown model 'hgn'; expected one of: chnn, deltagn, dhnn"):
         models.get("hgn")
     with pytest.raises(ValueError, match=r"hidden_size.*arguments are dim, node_constants"):
         models.get("hogn", hidden_size=3)
