@@ -146,8 +146,10 @@ class TrainConfig:
             the observation) and optimised with the network by the same Adam
             optimizer, without weight decay (the initial-state refinement of
             Chen et al., "Symplectic Recurrent Neural Networks", for noisy
-            observations). The targets (the next ``k`` observed states) are not
-            refined; validation and test samples start from the plain observation.
+            observations). The training loss is then the mean over ``k + 1`` states:
+            the refined start against its observation, then the rollout against the
+            next ``k`` observed states (which are not refined). Validation and test
+            samples start from the plain observation (their loss: over ``k`` states).
             The refined starts are :attr:`TrainResult.refined_starts`. ``grad_clip``
             clips the network's gradient only. With mini-batches, Adam's momentum
             keeps moving an offset for some steps after its sample's batch (dense
@@ -513,8 +515,20 @@ def _split(data: Any, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     return perm[n_val:], perm[:n_val]
 
 
-def _batch_loss(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float) -> Tensor:
-    loss = _loss(*_prediction(model, batch, cfg, dt), cfg.loss)
+def _batch_loss(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float,
+                offsets: _StartOffsets | None = None) -> Tensor:
+    """The batch's mean loss plus the model's auxiliary loss. With start ``offsets``
+    (``refine_initial``) the rollout starts from the refined states, and the mean runs
+    over ``k + 1`` states: the refined start against its observation, then the ``k``
+    rollout states against theirs (the start is observed with the same noise)."""
+    if offsets is None:
+        loss = _loss(*_prediction(model, batch, cfg, dt), cfg.loss)
+    else:
+        moved = offsets.shift(batch)
+        pred, target = _prediction(model, moved, cfg, dt)
+        start = torch.cat([moved.graph.q, moved.graph.p], -1)[:, None]
+        observed = torch.cat([batch.graph.q, batch.graph.p], -1)[:, None]
+        loss = _loss(torch.cat([start, pred], 1), torch.cat([observed, target], 1), cfg.loss)
     extra = model.auxiliary_loss(batch.graph, batch.y_q, batch.y_p)
     return loss if extra is None else loss + extra
 
@@ -572,14 +586,12 @@ def _epoch(model: DynamicsModel, loader: _Batches, cfg: TrainConfig, dt: float,
     total, count = 0.0, 0
     for step, batch in enumerate(_batches(loader, epoch, optimizer is not None, progress)):
         batch = batch.to(cfg.device)
-        if offsets is not None:
-            batch = offsets.shift(batch)
         if optimizer is None:
-            loss = _batch_loss(model, batch, cfg, dt)
+            loss = _batch_loss(model, batch, cfg, dt, offsets)
             loss = loss.detach()
         else:
             optimizer.zero_grad(set_to_none=True)
-            loss = _batch_loss(model, batch, cfg, dt)
+            loss = _batch_loss(model, batch, cfg, dt, offsets)
             _step(loss, loss, model, optimizer, cfg, epoch, step)
         total += float(loss.detach()) * batch.num_graphs
         count += batch.num_graphs
