@@ -46,6 +46,8 @@ there when run again with the same settings, so a stopped run goes on where it w
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -78,6 +80,8 @@ EXTRA = ("gamma_hat", "constraint_error", "latent_energy_drift")
 DERIVATIVE = {"target": "derivative", "steps": 500, "batch_size": 10**9, "lr": 1e-2,
               "schedule": "cosine", "val_fraction": 0.0}
 QUICK_STEPS = 30
+#: a claim "A lower than B" needs B ≥ MARGIN · A in every seed (see :func:`judge`)
+MARGIN = 1.1
 
 MetricFn = Callable[[models.DynamicsModel, "systems.System | None", systems.Dataset,
                      Evaluation], dict[str, float]]
@@ -149,6 +153,29 @@ def latent_energy_drift(model: models.DynamicsModel, system: systems.System | No
     return {"latent_energy_drift": geometric_mean(drift.clamp_min(1e-300)).item()}
 
 
+def observed_derivatives(name: str, seed: int, **options: Any) -> systems.Dataset:
+    """Noisy data whose training targets are estimated from the noisy observations.
+
+    ``systems.generate(name, noise=...)`` gives exact derivatives at the clean states
+    as the targets of a derivative-trained model, however noisy its inputs. Measured
+    data have no such targets: here the training trajectories' ``dq, dp`` are the
+    second-order central differences in time (``numpy.gradient``) of the noisy
+    observations ``q_obs, p_obs``, as a user's trajectories without derivatives get
+    them. The test trajectories keep their exact derivatives, for scoring.
+    """
+    data = systems.generate(name, seed=seed, **options)
+    if data.q_obs is None or data.p_obs is None:
+        raise ValueError(f"observed_derivatives needs noisy observations: pass noise > 0 "
+                         f"in the options, got {options.get('noise', 0)!r}")
+    train = ~data.test[data.graph.batch][None, :, None]  # [1, N, 1] nodes of training graphs
+    fd_q, fd_p = (torch.from_numpy(np.gradient(x.numpy(), data.dt, axis=0, edge_order=2))
+                  for x in (data.q_obs, data.p_obs))
+    return dataclasses.replace(
+        data, dq=torch.where(train, fd_q, data.dq), dp=torch.where(train, fd_p, data.dp),
+        meta={**data.meta, "derivatives": "estimated: central differences of the noisy "
+              "observations (training trajectories; test trajectories exact)"})
+
+
 # ------------------------------------------------------------------ the table
 @dataclass(frozen=True)
 class SystemSpec:
@@ -162,9 +189,10 @@ class SystemSpec:
             ``steps``, ``dt``, ``noise``, ``n_particles``, ...).
         quick: Overrides of ``generate`` in ``--quick``.
         substeps: RK4 steps per saved step in the evaluation rollouts.
-        make: ``"module:function"`` building the dataset instead of
-            ``systems.generate(name, ...)`` (called as ``function(seed=..., **generate)``),
-            for data that no registered system simulates (pixels); ``""``: none.
+        make: A function building the dataset instead of ``systems.generate(name,
+            ...)``, called as ``make(seed=..., **generate)``, or its
+            ``"module:function"`` name (for a module that may not exist yet); ``""``:
+            none. The true energy is scored where ``name`` is a registered system.
     """
 
     name: str
@@ -173,10 +201,12 @@ class SystemSpec:
     generate: dict[str, Any] = field(default_factory=dict)
     quick: dict[str, Any] = field(default_factory=dict)
     substeps: int = 2
-    make: str = ""
+    make: str | Callable[..., systems.Dataset] = ""
 
     def builder(self) -> Callable[..., systems.Dataset] | None:
         """The ``make`` function, or ``None`` when its module or name does not exist."""
+        if callable(self.make):
+            return self.make
         module, _, name = self.make.partition(":")
         try:
             return getattr(importlib.import_module(module), name, None)
@@ -256,7 +286,15 @@ FAMILIES: tuple[Family, ...] = (
                             {"trajectories": 6, "steps": 10}),
                  SystemSpec("three-body", "three-body (noisy)", {},
                             {"trajectories": 25, "steps": 50, "dt": 0.05, "noise": 0.05},
-                            {"trajectories": 6, "steps": 10}, substeps=4)),
+                            {"trajectories": 6, "steps": 10}, substeps=4),
+                 SystemSpec("henon-heiles", "henon-heiles (noisy, estimated derivatives)", {},
+                            {"trajectories": 25, "steps": 50, "dt": 0.1, "noise": 0.05},
+                            {"trajectories": 6, "steps": 10},
+                            make=functools.partial(observed_derivatives, "henon-heiles")),
+                 SystemSpec("three-body", "three-body (noisy, estimated derivatives)", {},
+                            {"trajectories": 25, "steps": 50, "dt": 0.05, "noise": 0.05},
+                            {"trajectories": 6, "steps": 10}, substeps=4,
+                            make=functools.partial(observed_derivatives, "three-body"))),
         options={"srnn": _MLP, "hnn": _MLP, "mlp": _MLP},
         train={"srnn": {"target": "rollout", "integrator": "leapfrog", "rollout_steps": 5,
                         "refine_initial": True, "steps": 300, "batch_size": 256,
@@ -322,7 +360,9 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("§3.2, Table 1: the Generalized type suits conservative systems too: DHNN learns "
           "no friction there (|γ̂| < 0.01)", "dissipative", "mass-spring (conservative)",
           "gamma_hat", "dhnn", kind="near", target=0.0, tolerance=0.01),
-    *(c for label in ("henon-heiles (noisy)", "three-body (noisy)") for c in (
+    *(c for label in ("henon-heiles (noisy)", "three-body (noisy)",
+                      "henon-heiles (noisy, estimated derivatives)",
+                      "three-body (noisy, estimated derivatives)") for c in (
         Claim("§4, §3.3: a vanilla HNN fails on chaotic three-body / Hénon–Heiles data; "
               "symplectic (leapfrog) rollout training improves it", "symplectic recurrent",
               label, "rollout_mse", "srnn", "hnn"),)),
@@ -340,15 +380,17 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def judge(claim: Claim, summary: dict[tuple[str, str, str], dict[str, list[float]]]
+def judge(claim: Claim, summary: dict[tuple[str, str, str], dict[str, Any]]
           ) -> tuple[str, str]:
-    """(evidence, verdict) of ``claim`` from the mean ± std over seeds.
+    """(evidence, verdict) of ``claim`` from the per-seed values (``per_seed``; the
+    seeds share their data, so model ``a`` and ``b`` are compared seed by seed).
 
-    Rule for ``lower``: *supported* when ``mean_a + std_a < mean_b − std_b`` (a is
-    lower, beyond the seed spread), *contradicted* when ``mean_b + std_b < mean_a −
-    std_a``, else *not resolved* (within the seed spread). Rule for ``near``:
-    *supported* when ``|mean_a − target| ≤ tolerance``, else *not supported*. A claim
-    whose numbers are missing is *not measured*.
+    Rule for ``lower``: *supported* when ``a``'s value is at least :data:`MARGIN`
+    times lower than ``b``'s in every seed, *contradicted* when it is at least
+    :data:`MARGIN` times higher in every seed, else *not resolved* (the seeds
+    disagree, or the difference is within the margin). Rule for ``near``: *supported*
+    when ``|mean_a − target| ≤ tolerance``, else *not supported*. A claim whose numbers
+    are missing is *not measured*.
     """
     row_a = summary.get((claim.family, claim.system, claim.a), {})
     if claim.metric not in row_a:
@@ -363,32 +405,35 @@ def judge(claim: Claim, summary: dict[tuple[str, str, str], dict[str, list[float
     if claim.metric not in row_b:
         return "–", "not measured (baseline or metric not available)"
     mb, sb = row_b[claim.metric]
+    a = row_a.get("per_seed", {}).get(claim.metric, [ma])
+    b = row_b.get("per_seed", {}).get(claim.metric, [mb])
+    lower = sum(x < y for x, y in zip(a, b, strict=True))
     ratio = mb / ma if ma > 0 else math.inf
     evidence = (f"{claim.a.upper()} {ma:.3g} ± {sa:.2g} vs {claim.b.upper()} {mb:.3g} ± "
-                f"{sb:.2g}: {ratio:.3g}× lower" if ratio >= 1 else
+                f"{sb:.2g}: means {ratio:.3g}× lower" if ratio >= 1 else
                 f"{claim.a.upper()} {ma:.3g} ± {sa:.2g} vs {claim.b.upper()} {mb:.3g} ± "
-                f"{sb:.2g}: {1 / ratio:.3g}× higher")
-    if not (math.isfinite(ma) and math.isfinite(mb)):
-        verdict = ("supported" if math.isfinite(ma) else
-                   "contradicted" if math.isfinite(mb) else "not resolved")
-    elif ma + sa < mb - sb:
+                f"{sb:.2g}: means {1 / ratio:.3g}× higher")
+    evidence += f"; lower in {lower} of {len(a)} seed(s)"
+    if any(not (math.isfinite(x) or math.isfinite(y)) for x, y in zip(a, b, strict=True)):
+        verdict = "not resolved (both diverged)"
+    elif all(y >= MARGIN * x for x, y in zip(a, b, strict=True)):
         verdict = "supported"
-    elif mb + sb < ma - sa:
+    elif all(x >= MARGIN * y for x, y in zip(a, b, strict=True)):
         verdict = "contradicted"
     else:
-        verdict = "not resolved (within the seed spread)"
+        verdict = "not resolved (seeds disagree or within the margin)"
     return evidence, verdict
 
 
 # --------------------------------------------------------------- one piece of work
 def dataset(spec: SystemSpec, seed: int, quick: bool
             ) -> tuple[systems.System | None, systems.Dataset]:
-    """The system (``None`` for data built by ``spec.make``) and its float64
-    ground-truth dataset for ``seed``."""
+    """The system (``None`` when ``spec.name`` is not a registered system, for data
+    built by ``spec.make``) and its float64 ground-truth dataset for ``seed``."""
     options = {**spec.generate, **(spec.quick if quick else {})}
+    system = systems.get(spec.name, **spec.params) if spec.name in systems.names() else None
     if spec.make:
-        return None, spec.builder()(seed=seed, **options)
-    system = systems.get(spec.name, **spec.params)
+        return system, spec.builder()(seed=seed, **options)
     return system, systems.generate(system, seed=seed, **options)
 
 
@@ -489,9 +534,10 @@ def run(families: tuple[Family, ...], seeds: list[int], quick: bool, parts: Path
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std (ddof 1; 0 for one seed) of every metric per family, system, model."""
+    """Mean ± std (ddof 1; 0 for one seed) of every metric per family, system, model,
+    and the values per seed (``per_seed``, in seed order)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: r["seed"]):
         groups.setdefault((r["family"], r["system"], r["model"]), []).append(r)
     out = []
     for (fam, label, model_name), rows in groups.items():
@@ -502,6 +548,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = np.array([r[k] if r[k] is not None else math.nan for r in rows], float)
             entry[k] = [float(values.mean()),
                         float(values.std(ddof=1)) if len(values) > 1 else 0.0]
+        entry["per_seed"] = {k: [float(r[k]) if r[k] is not None else math.nan
+                                 for r in rows] for k in keys}
         out.append(entry)
     return out
 
@@ -561,8 +609,9 @@ def markdown(results: dict[str, Any]) -> str:
         if state:
             continue
         for s in fam["systems"]:
-            lines.append(f"  - `{s['name']}` {s['params'] or ''} generated with "
-                         f"{s['generate']}, RK4 substeps {s['substeps']}")
+            made = f" by `{s['make']}`" if s.get("make") else ""
+            lines.append(f"  - {s['label']}: `{s['name']}` {s['params'] or ''} generated"
+                         f"{made} with {s['generate']}, RK4 substeps {s['substeps']}")
         for m in fam["models"]:
             lines.append(f"  - `{m}`: options {fam['options'].get(m, {})}, train "
                          f"{fam['train'][m]}")
@@ -590,10 +639,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "![survey models](results/survey_models.png)", "",
               "The survey's claims, judged from the numbers above. Rule: a claim that model "
-              "A is lower than model B is *supported* when mean_A + std_A < mean_B − std_B "
-              "(A lower beyond the seed spread), *contradicted* when the reverse holds, "
-              "else *not resolved*; a claim that a value is near a target is *supported* "
-              "within the stated tolerance.", "",
+              f"A is lower than model B is *supported* when A is at least {MARGIN:g}× lower "
+              "than B in every seed (the seeds share their data, so the models are "
+              f"compared seed by seed), *contradicted* when A is at least {MARGIN:g}× "
+              "higher in every seed, else *not resolved*; a claim that a value is near a "
+              "target is *supported* within the stated tolerance.", "",
               "| Claim (survey) | System | Metric | Evidence | Verdict |",
               "|---|---|---|---|---|"]
     for row in claim_rows(results):
@@ -645,13 +695,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------- main
+def _make_name(spec: SystemSpec) -> str:
+    """``spec.make`` as text: ``"module:function"``, or the function's name and the
+    system it is bound to (``observed_derivatives('three-body')``)."""
+    if not callable(spec.make):
+        return spec.make
+    if isinstance(spec.make, functools.partial):
+        args = ", ".join(map(repr, spec.make.args))
+        return f"{spec.make.func.__name__}({args})"
+    return spec.make.__name__
+
+
 def family_config(family: Family, quick: bool) -> dict[str, Any]:
     """The JSON record of a family's setup."""
     return {"name": family.name, "model": family.model, "section": family.section,
             "models": list(family.model_names),
             "systems": [{"name": s.name, "label": s.label, "params": s.params,
                          "generate": {**s.generate, **(s.quick if quick else {})},
-                         "substeps": s.substeps} for s in family.systems],
+                         "substeps": s.substeps, "make": _make_name(s)}
+                        for s in family.systems],
             "options": {m: family.options.get(m, {}) for m in family.model_names},
             "train": {m: family.train_options(m, quick) for m in family.model_names}}
 

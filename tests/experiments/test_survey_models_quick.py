@@ -1,5 +1,6 @@
 """``experiments/survey_models.py``: every available family beside HNN and MLP in
-``--quick``; the claim rule on made-up numbers; finished pieces kept on a rerun."""
+``--quick``; the claim rule on made-up numbers; finished pieces kept on a rerun; the
+noisy data whose training derivatives are estimated from the observations."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import torch
+
+import systems
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -64,27 +69,32 @@ def test_quick_run_has_every_available_family(tmp_path, run_script, module):
     assert "| supported |" in text or "| contradicted |" in text
 
 
-def _summary(a: tuple[float, float], b: tuple[float, float]) -> dict:
-    return {("f", "s", "x"): {"m": list(a)}, ("f", "s", "y"): {"m": list(b)}}
+def _summary(a: list[float], b: list[float]) -> dict:
+    def row(values: list[float]) -> dict:
+        return {"m": [sum(values) / len(values), 0.0], "per_seed": {"m": values}}
+    return {("f", "s", "x"): row(a), ("f", "s", "y"): row(b)}
 
 
 @pytest.mark.parametrize(("a", "b", "verdict"), [
-    ((1.0, 0.1), (2.0, 0.1), "supported"),
-    ((2.0, 0.1), (1.0, 0.1), "contradicted"),
-    ((1.0, 0.6), (2.0, 0.6), "not resolved (within the seed spread)"),
-    ((1.0, 0.0), (1.0, 0.0), "not resolved (within the seed spread)"),
+    ([1.0, 2.0, 3.0], [1.2, 2.5, 30.0], "supported"),
+    ([1.2, 2.5, 30.0], [1.0, 2.0, 3.0], "contradicted"),
+    ([1.0, 2.0, 3.0], [1.2, 1.0, 30.0], "not resolved (seeds disagree or within the margin)"),
+    ([1.0, 2.0, 3.0], [1.05, 2.5, 30.0], "not resolved (seeds disagree or within the margin)"),
+    ([1.0, 2.0], [math.inf, 3.0], "supported"),
+    ([math.inf], [math.inf], "not resolved (both diverged)"),
 ])
-def test_judge_lower_uses_the_seed_spread(module, a, b, verdict):
+def test_judge_lower_compares_seed_by_seed(module, a, b, verdict):
     claim = module.Claim("text", "f", "s", "m", "x", "y")
     evidence, got = module.judge(claim, _summary(a, b))
     assert got == verdict
-    assert f"{max(a[0], b[0]) / min(a[0], b[0]):.3g}×" in evidence
+    lower = sum(x < y for x, y in zip(a, b, strict=True))
+    assert f"lower in {lower} of {len(a)} seed(s)" in evidence
 
 
 def test_judge_near_and_missing(module):
     near = module.Claim("text", "f", "s", "m", "x", kind="near", target=0.1, tolerance=0.01)
-    assert module.judge(near, _summary((0.095, 0.0), (0, 0)))[1] == "supported"
-    assert module.judge(near, _summary((0.085, 0.0), (0, 0)))[1] == "not supported"
+    assert module.judge(near, _summary([0.09, 0.1], [0.0]))[1] == "supported"
+    assert module.judge(near, _summary([0.085], [0.0]))[1] == "not supported"
     assert module.judge(near, {})[1].startswith("not measured")
 
 
@@ -100,3 +110,19 @@ def test_finished_pieces_are_kept(tmp_path, module):
     again = module.run((tiny,), [0], True, tmp_path, logs.append)
     assert sum("kept" in m for m in logs) == 2
     assert again["runs"] == json.loads(json.dumps(first["runs"]))
+
+
+def test_observed_derivatives_are_differences_of_the_noisy_training_data(module):
+    options = {"trajectories": 5, "steps": 10, "dt": 0.1, "noise": 0.05}
+    exact = systems.generate("henon-heiles", seed=0, **options)
+    data = module.observed_derivatives("henon-heiles", seed=0, **options)
+    assert torch.equal(data.q_obs, exact.q_obs) and data.derivatives.startswith("estimated")
+    train = ~data.test[data.graph.batch]
+    assert 0 < int(train.sum()) < train.numel()
+    # test trajectories keep the exact targets, training ones get the noisy differences
+    assert torch.equal(data.dq[:, ~train], exact.dq[:, ~train])
+    fd = torch.from_numpy(np.gradient(exact.p_obs.numpy(), 0.1, axis=0, edge_order=2))
+    torch.testing.assert_close(data.dp[:, train], fd[:, train], rtol=0, atol=0)
+    assert (data.dp[:, train] - exact.dp[:, train]).abs().mean() > 0.1  # noise / dt
+    with pytest.raises(ValueError, match="needs noisy observations"):
+        module.observed_derivatives("henon-heiles", seed=0, **{**options, "noise": 0.0})
