@@ -80,6 +80,8 @@ class Consts:
         d: Coordinates per node.
         pairs: Undirected node pairs ``(i, j)`` of a graph, ``[P, 2]``.
         edge_attr: Per-pair constants ``[B, P, k]`` (springs: stiffness, rest length).
+        node_attr: Node constants after the mass, ``[B, n, k − 1]`` (forced pendulum:
+            its torque).
     """
 
     params: dict[str, Any]
@@ -88,6 +90,7 @@ class Consts:
     d: int
     pairs: np.ndarray
     edge_attr: np.ndarray | None
+    node_attr: np.ndarray | None = None
 
 
 def _split(y: np.ndarray, c: Consts) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +123,53 @@ def rhs_pendulum(c: Consts) -> Rhs:
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         q, p = _split(y, c)
         return _join(p / (m * l * l), -m * g * l * np.sin(q) - gamma * p)
+
+    return rhs
+
+
+def rhs_forced_pendulum(c: Consts) -> Rhs:
+    """``dq = p / ml²``, ``dp = −mgl sin q + u`` (torque ``u``: node constant 1)."""
+    m, g, l = c.mass[:, :, None], c.params["g"], c.params["l"]
+    assert c.node_attr is not None
+    u = c.node_attr[..., :1]
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        q, p = _split(y, c)
+        return _join(p / (m * l * l), -m * g * l * np.sin(q) + u)
+
+    return rhs
+
+
+def rhs_pendulum_chain(c: Consts) -> Rhs:
+    """Pendulum chain in Cartesian coordinates, links held by Lagrange multipliers:
+    ``dq = p / m``, ``dp = f − DΦᵀλ`` with gravity ``f = −m g ŷ`` and ``λ`` from the
+    tridiagonal system that keeps each link's length constant to second order
+    (``K λ = |u|² + d · (a_i − a_{i−1})``, ``d`` a link, ``u`` its rate)."""
+    m, g, n = c.mass, c.params["g"], c.n
+    inv = 1.0 / m
+    inv_parent = np.concatenate([np.zeros_like(inv[:, :1]), inv[:, :-1]], 1)
+    i = np.arange(n)
+
+    def behind(x: np.ndarray) -> np.ndarray:  # the previous mass (the pivot: 0)
+        return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], 1)
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        q, p = _split(y, c)
+        v = p * inv[..., None]
+        f = np.zeros_like(q)
+        f[..., 1] = -g * m
+        d, u, a = q - behind(q), v - behind(v), f * inv[..., None]
+        b = (u * u).sum(-1) + (d * (a - behind(a))).sum(-1)
+        k = np.zeros((m.shape[0], n, n))
+        k[:, i, i] = (d * d).sum(-1) * (inv + inv_parent)
+        off = -(d[:, 1:] * d[:, :-1]).sum(-1) * inv[:, :-1]
+        k[:, i[1:], i[:-1]] = off
+        k[:, i[:-1], i[1:]] = off
+        lam = np.linalg.solve(k, b[..., None])[..., 0]
+        pull = lam[..., None] * d
+        dp = f - pull
+        dp[:, :-1] += pull[:, 1:]
+        return _join(v, dp)
 
     return rhs
 
@@ -260,6 +310,8 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("gravity-nbody", rhs_gravity, n_particles=5, accuracy_horizon=2.0),
     Case("damped-pendulum", rhs_pendulum),
     Case("damped-mass-spring", rhs_mass_spring),
+    Case("pendulum-chain", rhs_pendulum_chain, n_particles=3, accuracy_horizon=2.0),
+    Case("forced-pendulum", rhs_forced_pendulum),
 )}
 
 
@@ -344,14 +396,17 @@ def constants_of(data: systems.Dataset, params: dict[str, Any]) -> Consts:
         if data.edge_attr is not None:
             attr = data.edge_attr.cpu().numpy()[up.numpy()][order]
             edge_attr = attr.reshape(g, len(pairs), -1)
-    return Consts(params, mass, n, data.q.shape[-1], pairs, edge_attr)
+    k = data.c.shape[-1]
+    node_attr = data.c[:, 1:].reshape(g, n, k - 1).cpu().numpy() if k > 1 else None
+    return Consts(params, mass, n, data.q.shape[-1], pairs, edge_attr, node_attr)
 
 
 def subset(c: Consts, index: np.ndarray | int) -> Consts:
     """The constants of the trajectories ``index`` (an int keeps one)."""
     index = np.atleast_1d(index)
     return Consts(c.params, c.mass[index], c.n, c.d, c.pairs,
-                  None if c.edge_attr is None else c.edge_attr[index])
+                  None if c.edge_attr is None else c.edge_attr[index],
+                  None if c.node_attr is None else c.node_attr[index])
 
 
 # ----------------------------------------------------------------------------- scipy
