@@ -20,7 +20,6 @@ from torch import Tensor
 from hogn import checks
 from hogn.models.base import DynamicsModel
 from hogn.rollout import initial_state
-from hogn.train import partial_field
 
 __all__ = ["refine_start"]
 
@@ -79,7 +78,7 @@ def refine_start(model: DynamicsModel, graph: Any, q_obs: Tensor, p_obs: Tensor,
     q0 = q_obs[0].detach().clone().requires_grad_(True)
     p0 = p_obs[0].detach().clone().requires_grad_(True)
     target = torch.cat([q_obs, p_obs], -1).detach()
-    field = partial_field(model.vector_field(static))  # partial derivatives, see there
+    field = model.vector_field(static)  # partial derivatives: see state_gradients
     optimizer = torch.optim.LBFGS([q0, p0], lr=lr, max_iter=iterations,
                                   line_search_fn="strong_wolfe")
 

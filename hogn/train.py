@@ -85,7 +85,7 @@ from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
 from hogn.models.base import DynamicsModel
 
 __all__ = ["Batch", "NonFiniteLossError", "Samples", "TrainConfig", "TrainResult", "log_cosh",
-           "partial_field", "train"]
+           "train"]
 
 LOSSES = ("mse", "logcosh")
 TARGETS = ("derivative", "rollout")
@@ -553,29 +553,13 @@ def _prediction(model: DynamicsModel, batch: Batch, cfg: TrainConfig, dt: float
             preds_p.append(p)
     else:
         step = integrators.get(cfg.integrator)
-        f = partial_field(model.vector_field(graph))
+        f = model.vector_field(graph)  # partial derivatives: see state_gradients
         for _ in range(cfg.rollout_steps):
             q, p = step(f, q, p, dt)
             preds_q.append(q)
             preds_p.append(p)
     pred = torch.cat([torch.stack(preds_q, 1), torch.stack(preds_p, 1)], -1)
     return pred, torch.cat([batch.y_q, batch.y_p], -1)
-
-
-def partial_field(f: integrators.VectorField) -> integrators.VectorField:
-    """``f`` evaluated on fresh views of ``q, p``, for differentiable rollouts.
-
-    A learned ``H``'s field takes ``∂H/∂q`` and ``∂H/∂p`` by ``torch.autograd.grad``
-    with respect to the ``q, p`` it is given. Inside a rollout that keeps its autograd
-    graph, ``p`` may have been computed from ``q`` (a splitting step ends with a kick
-    ``p += dt/2 · dp(q)``): the gradient with respect to ``q`` then sums every path
-    from ``H`` back to ``q``, through ``p`` too, which is not the partial derivative,
-    so the next step's kick is wrong (an error of order ``dt`` in ``dp``; rk4's
-    stages are unaffected, each stage's ``q`` and ``p`` being computed apart). On
-    views, made inside the call, no path joins them: the partial derivatives, with
-    the same values and gradients as a detached evaluation.
-    """
-    return lambda q, p: f(q.view_as(q), p.view_as(p))
 
 
 def _epoch(model: DynamicsModel, loader: _Batches, cfg: TrainConfig, dt: float,

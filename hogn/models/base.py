@@ -456,12 +456,20 @@ def state_gradients(fns: Sequence[Callable[[Tensor, Tensor, GraphBatch], Tensor]
                     ) -> list[tuple[Tensor, Tensor]]:
     """``(∂F/∂q [N, d], ∂F/∂p [N, d])`` by autograd of each scalar field ``F = fn(q, p,
     graph)`` (``[G]``, summed over graphs), with ``create_graph`` when the result will be
-    differentiated again (training), and on detached copies of ``q, p`` otherwise."""
+    differentiated again (training), and on detached copies of ``q, p`` otherwise.
+
+    With ``create_graph`` the gradients are taken with respect to fresh views of
+    ``q, p``: inside a differentiable rollout ``p`` may have been computed from ``q``
+    (a splitting step ends with the kick ``p += dt/2 · dp(q)``), and the gradient with
+    respect to ``q`` itself would then sum every path from ``F`` back to ``q``, through
+    ``p`` too: a total, not the partial derivative (the next kick off by ``O(dt)``).
+    No path joins two views made here, and the gradients still flow back through them.
+    """
     with torch.enable_grad():
-        if not create_graph or not q.requires_grad:
-            q = q.detach().requires_grad_(True)
-        if not create_graph or not p.requires_grad:
-            p = p.detach().requires_grad_(True)
+        q = (q.detach().requires_grad_(True) if not create_graph or not q.requires_grad
+             else q.view_as(q))
+        p = (p.detach().requires_grad_(True) if not create_graph or not p.requires_grad
+             else p.view_as(p))
         return [torch.autograd.grad(fn(q, p, graph).sum(), (q, p), create_graph=create_graph,
                                     materialize_grads=True) for fn in fns]
 

@@ -22,7 +22,6 @@ from hogn.graph import GraphBatch
 from hogn.io import FileFormatError
 from hogn.models.srnn import SRNN
 from hogn.refine import refine_start
-from hogn.train import partial_field
 
 F64 = torch.float64
 NOISE = 0.05
@@ -117,9 +116,9 @@ def test_field_is_separable_exactly_and_is_minus_grad_v_and_grad_t():
 def _symplectic_defect(model: SRNN, graph: GraphBatch, method: str, dt: float,
                        steps: int = 1) -> float:
     """``max |Mᵀ J M − J|`` of the Jacobian ``M`` of ``steps`` steps of ``method`` on
-    the model's field, the field evaluated as training evaluates it
-    (:func:`hogn.train.partial_field`)."""
-    f = partial_field(model.vector_field(graph))
+    the model's field, differentiated through the steps as training differentiates
+    them (partial derivatives: :func:`hogn.models.base.state_gradients`)."""
+    f = model.vector_field(graph)
     step = integrators.get(method)
     n = graph.q.numel()
     eye, zero = torch.eye(n, dtype=F64), torch.zeros(n, n, dtype=F64)
@@ -156,8 +155,8 @@ def test_training_rollout_is_the_models_own_rollout(method):
     """The differentiable k-step rollout that training matches (``_prediction``) is
     the same trajectory as the model's plain rollout (:func:`hogn.rollout`), also after
     a splitting step's last kick has made ``p`` a function of ``q`` (see
-    :func:`hogn.train.partial_field`: without it the second leapfrog step's kick is
-    off by ~1e-4 here)."""
+    :func:`hogn.models.base.state_gradients`: without its fresh views the second
+    leapfrog step's kick is off by ~1e-4 here)."""
     from hogn.train import Batch, TrainConfig, _prediction
 
     model = _model(seed=2).train()
