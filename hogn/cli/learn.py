@@ -366,6 +366,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      help=f"integrator of the rollout target (default rk4); {SPLITTING} "
                      "need a separable H (separable-hogn)")
     opt.add_argument("--rollout-steps", type=POS_INT, help="steps matched per sample (default 1)")
+    opt.add_argument("--refine-initial", action="store_true", default=None,
+                     help="rollout target: each training sample's start state is a learned "
+                     "offset from its observation (noisy data; SRNN, docs/srnn.md)")
+    opt.add_argument("--refine-lr", type=POS_FLOAT, help="learning rate of the refined start "
+                     "states (default: --lr)")
     opt.add_argument("--loss", choices=LOSSES, help="default mse")
     length = opt.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=POS_INT, help="passes over the training samples "

@@ -242,3 +242,17 @@ def test_evaluate_a_damped_system_scores_the_energy_against_its_true_curve(tmp_p
     assert main(["evaluate", str(run), str(data), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "energy_error" in out and "energy_drift" not in out
+
+
+def test_train_refines_initial_states_from_the_command_line(tmp_path, capsys):
+    data, run = tmp_path / "hh.pt", tmp_path / "run"
+    assert main(["generate", "henon-heiles", "--trajectories", "6", "--steps", "12",
+                 "--dt", "0.1", "--noise", "0.05", "-o", str(data)]) == 0
+    assert main(["train", "srnn", str(data), "--target", "rollout", "--integrator", "leapfrog",
+                 "--rollout-steps", "3", "--hidden", "8", "--steps", "3", "--refine-initial",
+                 "--refine-lr", "0.01", "--quiet", "-o", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    train_cfg = config.get("train", config)
+    assert train_cfg["refine_initial"] is True and train_cfg["refine_lr"] == 0.01
+    _error(capsys, ["train", "srnn", str(data), "--refine-initial", "--quiet",
+                    "-o", str(tmp_path / "r2")], "refine_initial")
