@@ -29,8 +29,22 @@ Metrics, per family, system, model and seed, all on the same footing:
   ``constraint_error`` (largest deviation of the link lengths along the rollout).
 
 The results markdown lists the survey's claims (:data:`CLAIMS`) and judges each from
-the measured numbers with one stated rule (:func:`judge`); a claim of a family that is
-not available is listed as not measured.
+the measured numbers with one stated rule (:func:`judge`: "A lower than B" is
+supported when A is at least :data:`MARGIN` times lower in every seed, contradicted
+when it is that much higher in every seed; "near a target" within a stated
+tolerance); a claim of a family that is not available is listed as not measured.
+
+Adding a family is one entry of :data:`FAMILIES` (plus, at most, a metric function
+and its claims in :data:`CLAIMS`)::
+
+    Family(name="my family", model="my-model", section="3.x",
+           systems=(SystemSpec("my-system", "my-system", {"param": 1.0},
+                               {"trajectories": 25, "steps": 50, "dt": 0.1},
+                               {"trajectories": 10, "steps": 20}),),   # --quick
+           options={"my-model": {...}, "hnn": {"hidden": 64}, "mlp": {"hidden": 64}},
+           train={"my-model": {"target": "rollout", "integrator": "leapfrog",
+                               "rollout_steps": 5}},    # over DERIVATIVE's defaults
+           metric=None)    # or f(model, system, test, evaluation) -> {name: value}
 
 Usage::
 
@@ -74,7 +88,8 @@ from hogn.report import format_table, write_json
 NAME = "survey_models"
 BASELINES = ("hnn", "mlp")
 METRICS = ("deriv_mse", "rollout_mse", "energy_error", "target_test_loss")
-#: metrics of the family metric functions (columns of the table where measured)
+#: metrics of the family metric functions in pieces saved before a piece listed them
+#: (``family_metrics``); new metric functions need no entry here
 EXTRA = ("gamma_hat", "constraint_error", "latent_energy_drift")
 #: derivative training, full batch (the 1-D and small systems fit one batch)
 DERIVATIVE = {"target": "derivative", "steps": 500, "batch_size": 10**9, "lr": 1e-2,
@@ -480,7 +495,9 @@ def run_piece(family: Family, spec: SystemSpec, model_name: str, seed: int, quic
     else:  # no true energy of the observations (pixels)
         row["energy_error"], row["energy_true"], row["energy_pred"] = math.nan, [], []
     if family.metric is not None:
-        row.update(family.metric(model, system, test, ev))
+        extra = family.metric(model, system, test, ev)
+        row.update(extra)
+        row["family_metrics"] = list(extra)
     row["seconds"] = round(time.perf_counter() - started, 2)
     return row
 
@@ -543,7 +560,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (fam, label, model_name), rows in groups.items():
         entry: dict[str, Any] = {"family": fam, "system": label, "model": model_name,
                                  "seeds": len(rows)}
-        keys = [k for k in (*METRICS, *EXTRA) if k in rows[0]]
+        extra = rows[0].get("family_metrics", [k for k in EXTRA if k in rows[0]])
+        keys = [k for k in (*METRICS, *extra) if k in rows[0]]
+        entry["family_metrics"] = list(extra)
         for k in keys:
             values = np.array([r[k] if r[k] is not None else math.nan for r in rows], float)
             entry[k] = [float(values.mean()),
@@ -616,7 +635,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"  - `{m}`: options {fam['options'].get(m, {})}, train "
                          f"{fam['train'][m]}")
     lines.append("")
-    extra_keys = [k for k in EXTRA if any(k in r for r in results["summary"])]
+    extra_keys = list(dict.fromkeys(k for r in results["summary"]
+                                    for k in r.get("family_metrics", ())))
     header = ["Family", "System", "Model", "deriv MSE", "rollout MSE", "energy error",
               "target test loss", *extra_keys]
     lines += ["Mean ± std over seeds (bold: lowest rollout MSE and energy error of the "
