@@ -81,6 +81,31 @@ class DissipativeModel(DynamicsModel):
         self.check_state(g.q, g.p, g)
         return self.rayleigh(g.q, g.p, g)
 
+    def linear_friction(self, graph: GraphLike) -> tuple[float, Tensor]:
+        """The linear friction the learned ``D`` stands for at the graph's states.
+
+        Least-squares fit ``∂D/∂p ≈ −γ p + a`` over every node and momentum
+        component of ``graph`` (a batch of states spread over the region of
+        interest), with one intercept per component (``a``: the gauge ``D + a·p``
+        that the data cannot fix, see the module docstring). For friction ``−γ p``
+        and ``D`` of the momenta (``dissipation_inputs="momenta"``) this recovers
+        ``γ``; a conservative system gives ``γ ≈ 0``. With ``D(q, p)`` a harmonic
+        part may move between ``H`` and ``D``, so the fit need not be ``γ`` there.
+
+        Args:
+            graph: States to fit over (their count sets the fit's quality).
+
+        Returns:
+            ``(γ, a [d])``, computed in float64.
+        """
+        _, (_, d_p) = self.field_parts(graph, create_graph=False)
+        p = as_graph(graph).p.detach().double()
+        n, d = p.shape
+        design = torch.cat([-p.reshape(-1, 1),
+                            torch.eye(d, dtype=torch.float64, device=p.device).repeat(n, 1)], 1)
+        fit = torch.linalg.lstsq(design, d_p.detach().double().reshape(-1, 1)).solution[:, 0]
+        return float(fit[0]), fit[1:]
+
     # ----------------------------------------------------------------- dynamics
     def field_parts(self, graph: GraphLike, create_graph: bool | None = None
                     ) -> tuple[Pair, Pair]:

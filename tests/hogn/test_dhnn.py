@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_geometric.nn import global_add_pool
 
 import hogn
 import hogn.models as models
 import systems
 from hogn import integrators
 from hogn.graph import GraphBatch
-from hogn.models.dissipative import DHNN
+from hogn.models.dissipative import DHNN, DissipativeModel
 
 F32, F64 = torch.float32, torch.float64
 TRAIN = {"steps": 300, "batch_size": 10**9, "val_fraction": 0.0, "lr": 1e-2,
@@ -155,15 +156,6 @@ def _states(system: systems.System) -> GraphBatch:
     return system.sample(200, seed=5).to(dtype=F32)
 
 
-def _gamma_from_slope(model: DHNN, graph: GraphBatch) -> tuple[float, float]:
-    """``γ`` and the offset ``a`` of the least-squares fit ``∂D/∂p ≈ −γ p + a``."""
-    _, (_, d_p) = model.field_parts(graph, create_graph=False)
-    p = graph.p[:, 0].double()
-    design = torch.stack([-p, torch.ones_like(p)], 1)
-    gamma, offset = torch.linalg.lstsq(design, d_p[:, :1].double()).solution[:, 0].tolist()
-    return gamma, offset
-
-
 def _gamma_from_laplacian(model: DHNN, graph: GraphBatch) -> float:
     """``−mean ΔD`` over the states (one particle, ``d = 1``: ``ΔD = D_qq + D_pp``)."""
     q, p = graph.q.clone().requires_grad_(True), graph.p.clone().requires_grad_(True)
@@ -181,7 +173,7 @@ def test_learns_no_friction_on_a_conservative_mass_spring():
     system = systems.get("mass-spring")
     model, _ = _trained(system, "momenta")
     graph = _states(system)
-    gamma, _ = _gamma_from_slope(model, graph)
+    gamma, _ = model.linear_friction(graph)
     assert abs(gamma) < 0.01  # a tenth of the damped systems' γ = 0.1
     (h_q, h_p), (d_q, d_p) = model.field_parts(graph, create_graph=False)
     assert torch.equal(d_q, torch.zeros_like(d_q))
@@ -196,7 +188,7 @@ def test_recovers_the_friction_of_damped_oscillators(name):
     system = _spring(gamma=gamma) if name == "damped-mass-spring" else systems.get(name)
     assert system.params["gamma"] == gamma
     model, data = _trained(system, "momenta")
-    estimate, _ = _gamma_from_slope(model, _states(system))
+    estimate, _ = model.linear_friction(_states(system))
     assert abs(estimate / gamma - 1) < 0.1
     # rolled out with rk4 from test states, it loses energy as the truth does
     test = torch.nonzero(data.test)[:4, 0]  # one particle per graph: node = graph
@@ -218,3 +210,36 @@ def test_state_dissipation_recovers_friction_from_its_laplacian():
     model, _ = _trained(system, "state")
     estimate = _gamma_from_laplacian(model, _states(system))
     assert abs(estimate / gamma - 1) < 0.1
+
+
+class _KnownFriction(DissipativeModel):
+    """``H = |p|²/2 + |q|²/2`` and ``D = −γ|p|²/2 + a·p`` by hand (a test double)."""
+
+    name = "known-friction"
+
+    def __init__(self, gamma: float, offset: list[float]) -> None:
+        super().__init__({"dim": len(offset), "node_constants": 1})
+        self.gamma, self.offset = gamma, torch.tensor(offset, dtype=torch.float64)
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def energy(self, q, p, graph):
+        return global_add_pool(((p**2 + q**2).sum(-1) / 2)[:, None], graph.batch)[:, 0]
+
+    def rayleigh(self, q, p, graph):
+        e = -self.gamma * (p**2).sum(-1) / 2 + (p * self.offset).sum(-1)
+        return global_add_pool(e[:, None], graph.batch)[:, 0]
+
+
+def test_linear_friction_recovers_a_known_dissipation_exactly():
+    model = _KnownFriction(0.37, [0.2, -0.5])
+    gen = torch.Generator().manual_seed(0)
+    n = 12
+    graph = GraphBatch(torch.randn(n, 2, generator=gen, dtype=torch.float64),
+                       torch.randn(n, 2, generator=gen, dtype=torch.float64),
+                       torch.ones(n, 1, dtype=torch.float64),
+                       torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 5, n]))
+    gamma, offset = model.linear_friction(graph)
+    assert gamma == pytest.approx(0.37, abs=1e-12)
+    assert torch.allclose(offset, torch.tensor([0.2, -0.5], dtype=torch.float64), atol=1e-12)
+    assert model.linear_friction(graph.replace(p=graph.p * 2))[0] == pytest.approx(0.37,
+                                                                                  abs=1e-12)
