@@ -33,13 +33,16 @@ def run_script() -> Callable[..., subprocess.CompletedProcess]:
 @pytest.fixture(scope="session")
 def load_script() -> Callable[[str], ModuleType]:
     """``load_script(name)`` imports ``experiments/<name>.py`` as a module (with the
-    folder on ``sys.path``, as when the script runs, for its sibling imports)."""
+    folder on ``sys.path``, as when the script runs, for its sibling imports; and in
+    ``sys.modules`` under its name, as an import would put it: dataclasses look their
+    module up there)."""
     if str(ROOT / "experiments") not in sys.path:
         sys.path.insert(0, str(ROOT / "experiments"))
 
     def load(name: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
         spec.loader.exec_module(module)
         return module
     return load
