@@ -42,13 +42,22 @@ max_rate]``; masses and lengths are numbers or ``(lo, hi)`` ranges drawn per
 particle. Positions ``q_i = Σ_{k≤i} l_k (sin θ_k, −cos θ_k)`` and velocities
 ``v_i = Σ_{k≤i} l_k ω_k (cos θ_k, sin θ_k)`` satisfy the constraints and their
 time derivatives to rounding.
+
+Angle coordinates (:func:`to_angles`, :func:`from_angles`, :func:`angle_hamiltonian`,
+:func:`angle_dataset`): link ``i``'s angle ``θ_i`` from the downward vertical,
+``d_i = l_i (sin θ_i, −cos θ_i)``, and its canonical momentum ``p_θ = M(θ) θ̇`` with
+``M(θ)_ij = μ_max(i,j) l_i l_j cos(θ_i − θ_j)``, ``μ_i = Σ_{k ≥ i} m_k`` (the mass
+hanging from link ``i``); the chain's energy is then
+``H(θ, p_θ) = ½ p_θᵀ M(θ)⁻¹ p_θ − g Σ_i μ_i l_i cos θ_i``, the same number as the
+Cartesian ``H``. These need chains of one size (``[..., G, n]`` arrays).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,7 +65,11 @@ from hogn.graph import GraphBatch, ptr_from_sizes
 from hogn.integrators import VectorField
 from systems.base import System, node_sum, uniform
 
-__all__ = ["PendulumChain", "chain_edges"]
+if TYPE_CHECKING:
+    from systems.dataset import Dataset
+
+__all__ = ["PendulumChain", "angle_dataset", "angle_hamiltonian", "angle_mass_matrix",
+           "chain_edges", "from_angles", "to_angles"]
 
 
 class _Chain:
@@ -286,3 +299,208 @@ def _segment_cumsum(x: Tensor, ptr: Tensor, batch: Tensor) -> Tensor:
     total = x.cumsum(0)
     before = torch.cat([x.new_zeros(1, x.shape[1]), total])[ptr[:-1]]
     return total - before[batch]
+
+
+# --------------------------------------------------------------- angle coordinates
+def _link_constants(graph: GraphBatch) -> tuple[Tensor, Tensor]:
+    """Masses and link lengths ``[G, n]`` of chains of one size ``n``.
+
+    Raises:
+        ValueError: when the graphs have different sizes.
+    """
+    sizes = graph.sizes
+    if graph.num_graphs == 0 or bool((sizes != sizes[0]).any()):
+        raise ValueError(f"angle coordinates need chains of one size (arrays [..., G, n]), "
+                         f"got graph sizes {sorted(set(sizes.tolist()))}")
+    shape = (graph.num_graphs, int(sizes[0]))
+    return graph.c[:, 0].reshape(shape), PendulumChain.link_lengths(graph).reshape(shape)
+
+
+def _behind(x: Tensor) -> Tensor:
+    """``x [..., n, k]`` of each link's parent node, zero (the pivot) for the first."""
+    return torch.cat([torch.zeros_like(x[..., :1, :]), x[..., :-1, :]], -2)
+
+
+def angle_mass_matrix(theta: Tensor, masses: Tensor, lengths: Tensor) -> Tensor:
+    """The chain's mass matrix in link angles, ``M(θ)_ij = μ_max(i,j) l_i l_j cos(θ_i − θ_j)``.
+
+    Args:
+        theta: Link angles ``[..., G, n]``.
+        masses: Particle masses ``[G, n]``.
+        lengths: Link lengths ``[G, n]``.
+
+    Returns:
+        ``M [..., G, n, n]`` (symmetric positive definite): the kinetic energy is
+        ``½ θ̇ᵀ M θ̇``.
+    """
+    below = masses.flip(-1).cumsum(-1).flip(-1)                   # μ_i = Σ_{k ≥ i} m_k
+    n = theta.shape[-1]
+    index = torch.arange(n, device=theta.device)
+    mu = below[..., torch.maximum(index[:, None], index[None, :])]  # [G, n, n]
+    ll = lengths[..., :, None] * lengths[..., None, :]
+    return mu * ll * torch.cos(theta[..., :, None] - theta[..., None, :])
+
+
+def to_angles(q: Tensor, p: Tensor, graph: GraphBatch) -> tuple[Tensor, Tensor]:
+    """Cartesian chain states to link angles and their canonical momenta.
+
+    Link ``i`` joins particle ``i − 1`` (the pivot for ``i = 0``) to particle ``i``;
+    its angle from the downward vertical is ``θ_i = atan2(d_x, −d_y)`` of the link
+    vector ``d_i = q_i − q_{i−1}`` (in ``(−π, π]``), its angular velocity
+    ``θ̇_i = (d_i × u_i) / |d_i|²`` with ``u_i = v_i − v_{i−1}``, ``v = p/m``, and
+    ``p_θ = M(θ) θ̇`` (:func:`angle_mass_matrix`, lengths from the graph).
+
+    Args:
+        q: Positions ``[..., N, 2]`` (any leading axes, e.g. time).
+        p: Momenta ``m v``, ``[..., N, 2]``.
+        graph: The chains' graph (:class:`PendulumChain`'s encoding: masses in
+            ``c[:, 0]``, lengths as :meth:`PendulumChain.link_lengths` reads them), all
+            of one size ``n``, ``G`` graphs, ``N = G n``.
+
+    Returns:
+        ``(θ, p_θ)``, each ``[..., G, n]``.
+
+    Raises:
+        ValueError: for chains of different sizes.
+    """
+    masses, lengths = _link_constants(graph)
+    g, n = masses.shape
+    lead = q.shape[:-2]
+    x = q.reshape(*lead, g, n, 2)
+    v = (p / graph.c[:, 0:1]).reshape(*lead, g, n, 2)
+    d, u = x - _behind(x), v - _behind(v)
+    theta = torch.atan2(d[..., 0], -d[..., 1])
+    omega = (d[..., 0] * u[..., 1] - d[..., 1] * u[..., 0]) / d.square().sum(-1)
+    p_theta = (angle_mass_matrix(theta, masses, lengths) @ omega[..., None])[..., 0]
+    return theta, p_theta
+
+
+def from_angles(theta: Tensor, p_theta: Tensor, graph: GraphBatch) -> tuple[Tensor, Tensor]:
+    """Link angles and canonical momenta to Cartesian positions and momenta.
+
+    The inverse of :func:`to_angles`: ``θ̇ = M(θ)⁻¹ p_θ`` (``torch.linalg.solve``),
+    ``q_i = Σ_{k ≤ i} l_k (sin θ_k, −cos θ_k)``,
+    ``v_i = Σ_{k ≤ i} l_k θ̇_k (cos θ_k, sin θ_k)``, ``p_i = m_i v_i``: on the
+    constraint manifold by construction (links of length ``l_i``, ``Φ̇ = 0``).
+
+    Args:
+        theta: Link angles ``[..., G, n]``.
+        p_theta: Their canonical momenta ``[..., G, n]``.
+        graph: The chains' graph (masses and lengths, as in :func:`to_angles`).
+
+    Returns:
+        ``(q, p)``, each ``[..., N, 2]`` with ``N = G n``, in the graph's node order.
+    """
+    masses, lengths = _link_constants(graph)
+    if theta.shape[-2:] != masses.shape or p_theta.shape != theta.shape:
+        raise ValueError(f"theta and p_theta must be [..., G, n] = [..., "
+                         f"{masses.shape[0]}, {masses.shape[1]}], got {tuple(theta.shape)} "
+                         f"and {tuple(p_theta.shape)}")
+    omega = torch.linalg.solve(angle_mass_matrix(theta, masses, lengths),
+                               p_theta[..., None])[..., 0]
+    sin, cos = torch.sin(theta), torch.cos(theta)
+    q = (lengths[..., None] * torch.stack([sin, -cos], -1)).cumsum(-2)
+    v = ((lengths * omega)[..., None] * torch.stack([cos, sin], -1)).cumsum(-2)
+    lead = theta.shape[:-2]
+    return q.reshape(*lead, -1, 2), (masses[..., None] * v).reshape(*lead, -1, 2)
+
+
+def angle_hamiltonian(theta: Tensor, p_theta: Tensor, graph: GraphBatch, g: float
+                      ) -> Tensor:
+    """The chain's energy in angle coordinates,
+    ``H = ½ p_θᵀ M(θ)⁻¹ p_θ − g Σ_i μ_i l_i cos θ_i``.
+
+    Args:
+        theta: Link angles ``[..., G, n]``.
+        p_theta: Canonical momenta ``[..., G, n]``.
+        graph: The chains' graph (masses and lengths).
+        g: Gravitational acceleration.
+
+    Returns:
+        ``H [..., G]`` (equal to :meth:`PendulumChain.hamiltonian` of the same states).
+    """
+    masses, lengths = _link_constants(graph)
+    below = masses.flip(-1).cumsum(-1).flip(-1)
+    omega = torch.linalg.solve(angle_mass_matrix(theta, masses, lengths),
+                               p_theta[..., None])[..., 0]
+    return 0.5 * (omega * p_theta).sum(-1) - g * (below * lengths * torch.cos(theta)).sum(-1)
+
+
+def _angle_field(theta: Tensor, p_theta: Tensor, graph: GraphBatch, g: float
+                 ) -> tuple[Tensor, Tensor]:
+    """Hamilton's equations of :func:`angle_hamiltonian` by autograd:
+    ``(∂H/∂p_θ, −∂H/∂θ)``, each ``[..., G, n]``."""
+    with torch.enable_grad():
+        th = theta.detach().requires_grad_(True)
+        pt = p_theta.detach().requires_grad_(True)
+        h = angle_hamiltonian(th, pt, graph, g)
+        dh_dth, dh_dp = torch.autograd.grad(h.sum(), (th, pt))
+    return dh_dp, -dh_dth
+
+
+def angle_dataset(data: Dataset) -> Dataset:
+    """A ``pendulum-chain`` dataset in angle coordinates, for models of generalized
+    coordinates (the angle-coordinate HNN).
+
+    Each trajectory stays one graph of ``n`` nodes, one per link, with ``d = 1``
+    (what the fixed-size ``hnn`` and ``mlp`` take directly, and the layout of the
+    ``pendulum`` and ``double-pendulum`` systems): ``q = θ``, ``p = p_θ``
+    ``[T, G n, 1]`` (:func:`to_angles`; each angle unwrapped along time with
+    ``numpy.unwrap``, so a link going over the top does not jump by 2π), and the exact
+    derivatives ``dq = ∂H/∂p_θ``, ``dp = −∂H/∂θ`` of :func:`angle_hamiltonian` by
+    autograd. Node constants ``c [N, 2]``: the particle's mass and its link's length;
+    no edges (the chain order is the node order). ``t``, ``ptr`` and the test split
+    are kept; noisy observations, if any, are converted too. ``meta["system"]`` is the
+    label ``{"name": "pendulum-chain (angles)"}`` (no registered system has this
+    energy), ``meta["of_system"]`` the chain's config and ``meta["coordinates"]`` says
+    what ``q, p`` are.
+
+    Args:
+        data: A dataset of the ``pendulum-chain`` system (``systems.generate``),
+            chains of one size.
+
+    Returns:
+        The angle-coordinate :class:`~systems.dataset.Dataset`, in ``data``'s dtype.
+
+    Raises:
+        ValueError: for data of another system or chains of different sizes.
+    """
+    from systems.dataset import Dataset
+
+    if data.system_name != PendulumChain.name:
+        raise ValueError(f"angle_dataset needs {PendulumChain.name!r} data, got data of "
+                         f"{data.system_name!r}")
+    system = data.system()
+    g = float(system.params["g"])
+    graph = data.state(0)
+    masses, lengths = _link_constants(graph)
+    steps = data.t.numel()
+
+    def angles(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        theta, p_theta = to_angles(q, p, graph)
+        unwrapped = np.unwrap(theta.detach().cpu().numpy(), axis=0)
+        return torch.from_numpy(unwrapped).to(theta.device, theta.dtype), p_theta
+
+    theta, p_theta = angles(data.q, data.p)
+    dtheta, dp_theta = _angle_field(theta, p_theta, graph, g)
+
+    def nodes(x: Tensor) -> Tensor:  # [T, G, n] -> [T, G n, 1]
+        return x.reshape(steps, -1, 1)
+
+    observed = (angles(data.q_obs, data.p_obs) if data.q_obs is not None
+                and data.p_obs is not None else (None, None))
+    out = Dataset(
+        t=data.t, q=nodes(theta), p=nodes(p_theta), dq=nodes(dtheta), dp=nodes(dp_theta),
+        c=torch.stack([masses, lengths], -1).reshape(-1, 2),
+        edge_index=torch.empty(2, 0, dtype=torch.long, device=data.edge_index.device),
+        ptr=data.ptr, test=data.test,
+        meta={**data.meta, "system": {"name": f"{PendulumChain.name} (angles)"},
+              "of_system": data.system_config,
+              "coordinates": "q: link angles from the downward vertical, p: their canonical "
+                             "momenta M(θ) θ̇ (systems.chain.to_angles); c: mass, link length"},
+        q_obs=None if observed[0] is None else nodes(observed[0]),
+        p_obs=None if observed[1] is None else nodes(observed[1]))
+    problem = out.validate()
+    if problem:
+        raise ValueError(f"angle_dataset built an inconsistent dataset: {problem}")
+    return out
