@@ -425,6 +425,21 @@ class DynamicsModel(nn.Module):
         """
         return None
 
+    def _check_own_step(self, integrator: Any, dt: float | None, detail: str = "") -> None:
+        """For a stepper's :meth:`next_state`: refuse an integrator, and a ``dt`` other
+        than the model's own (``self.dt``; to catch a mismatched rollout).
+
+        Raises:
+            ValueError: naming what was given and what the model steps.
+        """
+        own = float(self.dt)  # type: ignore[attr-defined]
+        if integrator is not None:
+            raise ValueError(f"{self.name} is a stepper over its fixed dt={own:g} and is used "
+                             f"with no integrator{detail}, got integrator "
+                             f"{getattr(integrator, 'name', integrator)!r}")
+        if dt is not None and abs(dt - own) > 1e-12 * max(1.0, abs(own)):
+            raise ValueError(f"{self.name} was built for dt={own:g}, got dt={dt:g}")
+
     def _stepper_error(self, what: str) -> ValueError:
         return ValueError(f"{self.name} is a stepper: it predicts the state change over "
                           f"its fixed dt and has no time derivative ({what} is undefined); "

@@ -269,12 +269,7 @@ class DeltaGN(DynamicsModel):
         Raises:
             ValueError: if an integrator is given or ``dt`` differs from the model's.
         """
-        if integrator is not None:
-            raise ValueError(f"{self.name} is a stepper over its fixed dt={self.dt:g} and is "
-                             f"used with no integrator, got integrator "
-                             f"{getattr(integrator, 'name', integrator)!r}")
-        if dt is not None and abs(dt - self.dt) > 1e-12 * max(1.0, abs(self.dt)):
-            raise ValueError(f"{self.name} was built for dt={self.dt:g}, got dt={dt:g}")
+        self._check_own_step(integrator, dt)
         g = as_graph(graph)
         dq, dp = self.delta(g)
         return g.q + dq, g.p + dp

@@ -280,12 +280,8 @@ class PixelHNN(DynamicsModel):
         Raises:
             ValueError: if an integrator is given or ``dt`` differs from the model's.
         """
-        if integrator is not None:
-            raise ValueError(f"{self.name} is a stepper over its fixed dt={self.dt:g} (its "
-                             f"latent integrator, {self.integrator.name}, is set when it is "
-                             f"built); got integrator {getattr(integrator, 'name', integrator)!r}")
-        if dt is not None and abs(dt - self.dt) > 1e-12 * max(1.0, abs(self.dt)):
-            raise ValueError(f"{self.name} was built for dt={self.dt:g}, got dt={dt:g}")
+        self._check_own_step(integrator, dt, f" (its latent integrator, {self.integrator.name}, "
+                             "is set when it is built)")
         return self._next(as_graph(graph))
 
     # ----------------------------------------------------------------- losses
