@@ -24,6 +24,12 @@ Metrics, per family, system, model and seed, all on the same footing:
   of the energy's decay (or growth);
 - ``target_test_loss``: :attr:`hogn.train.TrainResult.test_loss`, the test loss with
   each model's own training target (derivative or rollout MSE);
+- a baseline in other coordinates (:class:`Recoordinated`, e.g. ``hnn-angles``: an
+  ``hnn`` on the chain's link angles) is trained and rolled out in its own
+  coordinates and mapped back before it is scored, so its rollout, energy and family
+  metrics are in the family's coordinates like the others'; its ``deriv_mse`` is
+  ``nan`` (its derivatives are in other units: its ``target_test_loss`` is its
+  derivative MSE in those);
 - family metrics: ``gamma_hat`` (the friction ``γ`` recovered from a learned
   dissipation ``D``: slope of ``∂D/∂p`` against ``−p``, see :func:`gamma_hat`),
   ``constraint_error`` (largest deviation of the link lengths along the rollout).
@@ -44,7 +50,8 @@ and its claims in :data:`CLAIMS`)::
            options={"my-model": {...}, "hnn": {"hidden": 64}, "mlp": {"hidden": 64}},
            train={"my-model": {"target": "rollout", "integrator": "leapfrog",
                                "rollout_steps": 5}},    # over DERIVATIVE's defaults
-           metric=None)    # or f(model, system, test, evaluation) -> {name: value}
+           metric=None,    # or f(model, system, test, evaluation) -> {name: value}
+           recoordinated={})  # {"hnn-angles": Recoordinated("hnn", convert, back, note)}
 
 Usage::
 
@@ -82,8 +89,9 @@ import hogn
 import systems
 from hogn import models
 from hogn.evaluation import Evaluation, evaluate
-from hogn.metrics import geometric_mean
+from hogn.metrics import geometric_mean, relative_error, state_mse
 from hogn.report import format_table, write_json
+from systems.chain import angle_dataset, from_angles
 
 NAME = "survey_models"
 BASELINES = ("hnn", "mlp")
@@ -230,6 +238,48 @@ class SystemSpec:
 
 
 @dataclass(frozen=True)
+class Recoordinated:
+    """A baseline that learns the same trajectories in other coordinates.
+
+    It is trained on ``convert(data)`` (same trajectories, times and test split), rolled
+    out with RK4 in those coordinates from the converted test starts, and its rollout
+    is mapped back with ``back`` before it is scored, so every metric but the
+    derivative MSE is in the family's coordinates.
+
+    Attributes:
+        model: Registered model name (``hogn.models.names()``).
+        convert: The data in the other coordinates, ``convert(data) -> Dataset``.
+        back: ``back(q, p, test) -> (q, p)``: a rollout ``[T, N', d']`` in the other
+            coordinates to the family's ``[T, N, d]``, given the family's test data.
+        note: What the coordinates are (printed with the setup).
+    """
+
+    model: str
+    convert: Callable[[systems.Dataset], systems.Dataset]
+    back: Callable[[torch.Tensor, torch.Tensor, systems.Dataset],
+                   tuple[torch.Tensor, torch.Tensor]]
+    note: str = ""
+
+
+def _angles_back(q: torch.Tensor, p: torch.Tensor, test: systems.Dataset
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """An angle rollout ``θ, p_θ [T, G n, 1]`` to Cartesian ``q, p [T, G n, 2]``
+    (:func:`systems.chain.from_angles`, masses and lengths from the chain's graph)."""
+    steps, graphs = q.shape[0], test.num_graphs
+    return from_angles(q.reshape(steps, graphs, -1), p.reshape(steps, graphs, -1),
+                       test.state(0))
+
+
+#: the angle-coordinate HNN beside CHNN (Finzi et al. 2020 compare with it)
+HNN_ANGLES = Recoordinated(
+    "hnn", angle_dataset, _angles_back,
+    "an `hnn` on the same trajectories in link angles from the vertical and their "
+    "canonical momenta (`systems.chain.angle_dataset`, one node per link, d = 1, exact "
+    "derivatives), rolled out with RK4 in angles and mapped back with "
+    "`systems.chain.from_angles`")
+
+
+@dataclass(frozen=True)
 class Family:
     """One row group of the comparison: a model family beside the baselines.
 
@@ -244,6 +294,9 @@ class Family:
         baselines: Models trained on the same data beside the family's.
         metric: Extra metrics of the family, ``(model, system, test, evaluation) ->
             {name: value}`` (e.g. :func:`gamma_hat`), or ``None``.
+        recoordinated: Baselines in other coordinates, by their row name (e.g.
+            ``{"hnn-angles": HNN_ANGLES}``); their options and training options are
+            looked up under that name too.
     """
 
     name: str
@@ -254,11 +307,18 @@ class Family:
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     baselines: tuple[str, ...] = BASELINES
     metric: MetricFn | None = None
+    recoordinated: dict[str, Recoordinated] = field(default_factory=dict)
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        """The family's model first, then the baselines."""
-        return (self.model, *self.baselines)
+        """The family's model first, then the baselines (those in other coordinates
+        last)."""
+        return (self.model, *self.baselines, *self.recoordinated)
+
+    def registered(self, name: str) -> str:
+        """The registered model behind a row name."""
+        other = self.recoordinated.get(name)
+        return other.model if other is not None else name
 
     def train_options(self, model: str, quick: bool) -> dict[str, Any]:
         options = {**DERIVATIVE, **self.train.get(model, {})}
@@ -269,8 +329,8 @@ class Family:
     def missing(self) -> str | None:
         """Why the family cannot run yet (a model or system not registered), or ``None``."""
         for name in self.model_names:
-            if name not in models.names():
-                return f"model {name!r} is not registered yet"
+            if self.registered(name) not in models.names():
+                return f"model {self.registered(name)!r} is not registered yet"
         for spec in self.systems:
             if spec.make and spec.builder() is None:
                 return f"{spec.make} does not exist yet"
@@ -319,8 +379,8 @@ FAMILIES: tuple[Family, ...] = (
         systems=(SystemSpec("pendulum-chain", "pendulum-chain (2 links)", {},
                             {**_ONE_D, "n_particles": 2, "steps": 50},
                             _ONE_D_QUICK),),
-        options={"hnn": _MLP, "mlp": _MLP},
-        metric=constraint_error),
+        options={"hnn": _MLP, "mlp": _MLP, "hnn-angles": _MLP},
+        metric=constraint_error, recoordinated={"hnn-angles": HNN_ANGLES}),
     Family(
         name="control", model="symoden", section="3.4–3.5 (Angle input, Control)",
         systems=(SystemSpec("forced-pendulum", "forced-pendulum", {}, _ONE_D, _ONE_D_QUICK),),
@@ -384,6 +444,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("§3.5: Cartesian coordinates with explicit constraints simplify learning (CHNN "
           "beats the unconstrained HNN)", "constrained", "pendulum-chain (2 links)",
           "rollout_mse", "chnn", "hnn"),
+    *(Claim("§3.5: embedding in Cartesian coordinates with explicit constraints "
+            "dramatically simplifies learning compared with generalized (angle) coordinates "
+            "(Finzi et al.: CHNN beats the angle-coordinate HNN)", "constrained",
+            "pendulum-chain (2 links)", metric, "chnn", "hnn-angles")
+      for metric in ("rollout_mse", "energy_error")),
     Claim("§3.5: CHNN keeps the holonomic constraints (link lengths within 1e-6 along "
           "its rollout)", "constrained", "pendulum-chain (2 links)", "constraint_error",
           "chnn", kind="near", target=0.0, tolerance=1e-6),
@@ -472,21 +537,27 @@ def run_piece(family: Family, spec: SystemSpec, model_name: str, seed: int, quic
     started = time.perf_counter()
     system, data = dataset(spec, seed, quick)
     test = data.heldout
+    other = family.recoordinated.get(model_name)
+    learned = other.convert(data) if other is not None else data
     torch.manual_seed(seed)
-    model = models.for_data(model_name, data, **family.options.get(model_name, {}))
+    model = models.for_data(family.registered(model_name), learned,
+                            **family.options.get(model_name, {}))
     options = family.train_options(model_name, quick)
-    result = hogn.train(model, data, seed=seed, progress=False, **options)
+    result = hogn.train(model, learned, seed=seed, progress=False, **options)
     model.eval()
     row: dict[str, Any] = {"target_test_loss": result.test_loss, "train_loss": result.best_val,
                            "optimizer_steps": result.steps,
                            "parameters": sum(p.numel() for p in model.parameters())}
-    if model.is_stepper:
+    if model.is_stepper or other is not None:  # no derivative, or one in other units
         row["deriv_mse"] = math.nan
     else:
         graph, target = all_states(test, observed=False, dtype=model.param_dtype)
         row["deriv_mse"] = derivative_mse(model, graph, target)
-    ev = evaluate(model, test, integrator=None if model.is_stepper else "rk4",
-                  substeps=1 if model.is_stepper else spec.substeps)
+    if other is not None:
+        ev = evaluate_back(model, learned.heldout, test, other.back, spec.substeps)
+    else:
+        ev = evaluate(model, test, integrator=None if model.is_stepper else "rk4",
+                      substeps=1 if model.is_stepper else spec.substeps)
     finite = torch.isfinite(ev.state_mse[1:])
     row["rollout_mse"] = (float(ev.state_mse[1:].mean()) if bool(finite.all()) else math.inf)
     if system is not None:
@@ -502,13 +573,37 @@ def run_piece(family: Family, spec: SystemSpec, model_name: str, seed: int, quic
     return row
 
 
+def evaluate_back(model: models.DynamicsModel, converted: systems.Dataset,
+                  test: systems.Dataset, back: Callable[..., tuple[torch.Tensor,
+                                                                   torch.Tensor]],
+                  substeps: int) -> Evaluation:
+    """Roll a model of other coordinates out on ``converted`` (RK4, ``substeps`` per
+    saved step, from the converted test starts) and map the rollout back to
+    ``test``'s coordinates: an :class:`~hogn.evaluation.Evaluation` whose ``q, p``,
+    ``state_mse`` and ``relative_error`` are those of the mapped-back rollout against
+    ``test`` (``energy_error`` ``None``: the caller scores the true energy)."""
+    ev = evaluate(model, converted, integrator="rk4", substeps=substeps)
+    q, p = back(ev.q.double(), ev.p.double(), test)
+    q, p = q.to(test.q.dtype), p.to(test.q.dtype)
+    graph = test.graph
+    return dataclasses.replace(
+        ev, q=q, p=p, batch=graph.batch, energy_error=None,
+        state_mse=state_mse(q, p, test.q, test.p, graph.batch, graph.num_graphs),
+        relative_error=relative_error(q, p, test.q, test.p, graph.batch, graph.num_graphs))
+
+
 def fingerprint(family: Family, spec: SystemSpec, model_name: str, seed: int, quick: bool
                 ) -> dict[str, Any]:
     """What a saved piece must match to be taken again."""
-    return {"quick": quick, "family": family.name, "system": spec.name, "label": spec.label,
-            "params": spec.params, "generate": spec.generate, "substeps": spec.substeps,
-            "model": model_name, "options": family.options.get(model_name, {}),
-            "train": family.train_options(model_name, quick), "seed": seed}
+    key = {"quick": quick, "family": family.name, "system": spec.name, "label": spec.label,
+           "params": spec.params, "generate": spec.generate, "substeps": spec.substeps,
+           "model": model_name, "options": family.options.get(model_name, {}),
+           "train": family.train_options(model_name, quick), "seed": seed}
+    other = family.recoordinated.get(model_name)
+    if other is not None:
+        key["recoordinated"] = {"model": other.model, "convert": other.convert.__name__,
+                                "back": other.back.__name__}
+    return key
 
 
 def run(families: tuple[Family, ...], seeds: list[int], quick: bool, parts: Path | None,
@@ -632,16 +727,20 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"  - {s['label']}: `{s['name']}` {s['params'] or ''} generated"
                          f"{made} with {s['generate']}, RK4 substeps {s['substeps']}")
         for m in fam["models"]:
+            other = fam.get("recoordinated", {}).get(m)
+            what = f" — {other['note']}" if other else ""
             lines.append(f"  - `{m}`: options {fam['options'].get(m, {})}, train "
-                         f"{fam['train'][m]}")
+                         f"{fam['train'][m]}{what}")
     lines.append("")
     extra_keys = list(dict.fromkeys(k for r in results["summary"]
                                     for k in r.get("family_metrics", ())))
     header = ["Family", "System", "Model", "deriv MSE", "rollout MSE", "energy error",
               "target test loss", *extra_keys]
     lines += ["Mean ± std over seeds (bold: lowest rollout MSE and energy error of the "
-              "system; n/a: a stepper has no derivative, pixel frames no true energy, and "
-              "the pixel data's derivative targets are finite differences of the frames):",
+              "system; n/a: a stepper has no derivative, pixel frames no true energy, "
+              "the pixel data's derivative targets are finite differences of the frames, "
+              "and a model in other coordinates (HNN-ANGLES) has derivatives in other "
+              "units: its target test loss is its derivative MSE in those, not comparable):",
               "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     by_system: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -730,8 +829,13 @@ NOTES = (
     "derivatives)' rows the derivative-trained models get central differences of the "
     "noisy observations, as measured data would give them (the survey's setting); SRNN "
     "trains on the noisy trajectories (leapfrog rollouts, refined starts) in both. "
-    "(2) CHNN's baselines see the same Cartesian chain data; no angle-coordinate HNN is "
-    "trained here. (3) On pixel data HNN and MLP learn the frames' finite-difference "
+    "(2) CHNN's baselines HNN and MLP see the same Cartesian chain data; HNN-ANGLES is an "
+    "`hnn` trained (same options, same training) on the same trajectories in link angles "
+    "and canonical momenta, rolled out in angles and mapped back to Cartesian positions "
+    "and momenta, so its rollout MSE and energy error are on the same footing; its "
+    "constraint error is 0 by construction up to rounding (angles cannot stretch a "
+    "link), and its target test loss is a derivative MSE in (θ, p_θ) units. "
+    "(3) On pixel data HNN and MLP learn the frames' finite-difference "
     "derivatives; the pixel model is a stepper (no derivative MSE) rolled out by "
     "re-encoding each step, its latent energy drift measured along its latent rollout. "
     "(4) No dissipative graph system exists yet (the damped systems have one particle), "
@@ -758,7 +862,10 @@ def family_config(family: Family, quick: bool) -> dict[str, Any]:
                          "substeps": s.substeps, "make": _make_name(s)}
                         for s in family.systems],
             "options": {m: family.options.get(m, {}) for m in family.model_names},
-            "train": {m: family.train_options(m, quick) for m in family.model_names}}
+            "train": {m: family.train_options(m, quick) for m in family.model_names},
+            "recoordinated": {m: {"model": o.model, "convert": o.convert.__name__,
+                                  "back": o.back.__name__, "note": o.note}
+                              for m, o in family.recoordinated.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,21 @@ def test_quick_run_has_every_available_family(tmp_path, run_script, module):
         if not r["family"] == "pixels":  # no true energy of frames
             assert math.isfinite(r["energy_error"]) and r["energy_error"] > 0, r["model"]
             assert len(r["energy_true"]) == len(r["energy_pred"]) > 1
-        if r["model"] != "pixel-hnn":  # a stepper has no derivative
+        if r["model"] == "hnn-angles":  # derivatives in angle units: not scored
+            assert math.isnan(r["deriv_mse"])
+        elif r["model"] != "pixel-hnn":  # a stepper has no derivative
             assert math.isfinite(r["deriv_mse"]) and r["deriv_mse"] > 0
+    # the angle-coordinate HNN beside CHNN: trained on angles, scored in Cartesian
+    # coordinates: its start maps back to the true one (float32 rounding), its links
+    # cannot stretch, and it is rolled out (errors grow from 0)
+    angles = {r["model"]: r for r in runs if r["family"] == "constrained"}
+    if "chnn" in angles:
+        hnn_angles = angles["hnn-angles"]
+        assert hnn_angles["key"]["recoordinated"]["convert"] == "angle_dataset"
+        assert abs(hnn_angles["energy_pred"][0] - hnn_angles["energy_true"][0]) < 1e-5
+        assert hnn_angles["constraint_error"] < 1e-12 < angles["hnn"]["constraint_error"]
+        assert hnn_angles["target_test_loss"] > 0 and hnn_angles["rollout_mse"] > 1e-8
+        assert "HNN-ANGLES" in text and "| n/a |" in text
     # the dissipative model reports the friction it learned, the baselines do not
     gammas = {(r["system"], r["model"]): r.get("gamma_hat") for r in runs
               if r["family"] == "dissipative"}
