@@ -592,6 +592,12 @@ def evaluate_back(model: models.DynamicsModel, converted: systems.Dataset,
         relative_error=relative_error(q, p, test.q, test.p, graph.batch, graph.num_graphs))
 
 
+def _name(fn: Callable[..., Any]) -> str:
+    """A function's name (a ``functools.partial``: its function's)."""
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__",
+                                                    repr(fn))
+
+
 def fingerprint(family: Family, spec: SystemSpec, model_name: str, seed: int, quick: bool
                 ) -> dict[str, Any]:
     """What a saved piece must match to be taken again."""
@@ -601,8 +607,8 @@ def fingerprint(family: Family, spec: SystemSpec, model_name: str, seed: int, qu
            "train": family.train_options(model_name, quick), "seed": seed}
     other = family.recoordinated.get(model_name)
     if other is not None:
-        key["recoordinated"] = {"model": other.model, "convert": other.convert.__name__,
-                                "back": other.back.__name__}
+        key["recoordinated"] = {"model": other.model, "convert": _name(other.convert),
+                                "back": _name(other.back)}
     return key
 
 
@@ -863,8 +869,8 @@ def family_config(family: Family, quick: bool) -> dict[str, Any]:
                         for s in family.systems],
             "options": {m: family.options.get(m, {}) for m in family.model_names},
             "train": {m: family.train_options(m, quick) for m in family.model_names},
-            "recoordinated": {m: {"model": o.model, "convert": o.convert.__name__,
-                                  "back": o.back.__name__, "note": o.note}
+            "recoordinated": {m: {"model": o.model, "convert": _name(o.convert),
+                                  "back": _name(o.back), "note": o.note}
                               for m, o in family.recoordinated.items()}}
 
 
