@@ -90,6 +90,7 @@ import systems
 from hogn import models
 from hogn.evaluation import Evaluation, evaluate
 from hogn.metrics import geometric_mean, relative_error, state_mse
+from hogn.models.dissipative import DissipativeModel
 from hogn.report import format_table, write_json
 from systems.chain import angle_dataset, from_angles
 
@@ -115,19 +116,15 @@ def gamma_hat(model: models.DynamicsModel, system: systems.System, test: systems
               ev: Evaluation) -> dict[str, float]:
     """The friction ``γ`` recovered from a learned dissipation ``D(p)``.
 
-    The least-squares slope of ``∂D/∂p ≈ −γ p + a`` (with an intercept ``a``: the
-    gauge of ``D``) over 200 fresh states from the system's own initial-state sampler
-    (as ``tests/hogn/test_dhnn.py``). Only for models with ``field_parts`` (the
-    dissipative family); ``{}`` for the others.
+    :meth:`hogn.models.dissipative.DissipativeModel.linear_friction`: the least-squares
+    slope of ``∂D/∂p ≈ −γ p + a`` (with an intercept ``a``: the gauge of ``D``) over
+    200 fresh states from the system's own initial-state sampler. Only for the
+    dissipative family; ``{}`` for the others.
     """
-    if not hasattr(model, "field_parts"):
+    if not isinstance(model, DissipativeModel):
         return {}
-    graph = system.sample(200, seed=5).to(dtype=model.param_dtype)
-    _, (_, d_p) = model.field_parts(graph, create_graph=False)
-    p = graph.p.reshape(-1).double()
-    design = torch.stack([-p, torch.ones_like(p)], 1)
-    slope = torch.linalg.lstsq(design, d_p.detach().reshape(-1, 1).double()).solution[0, 0]
-    return {"gamma_hat": float(slope)}
+    gamma, _ = model.linear_friction(system.sample(200, seed=5).to(dtype=model.param_dtype))
+    return {"gamma_hat": gamma}
 
 
 def constraint_error(model: models.DynamicsModel, system: systems.System,
