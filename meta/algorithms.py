@@ -251,6 +251,9 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "chnn": lambda model: [name for net in ("net", "mass_net")
                            if getattr(model, net, None) is not None
                            for name in _last_linear(net)(model)],
+    "ghnn": lambda model: [name for net in ("net", "structure_net", "dissipation_net")
+                           if getattr(model, net, None) is not None
+                           for name in _last_linear(net)(model)],
 }
 """Model name → the names of its *decoder* parameters (ANIL's inner loop), in one place:
 the last linear layer of the MLP for the flat models (``hnn``: the layer reading out
@@ -261,7 +264,9 @@ and ``D`` MLPs; ``dissipative-hogn``: the decoders of its ``H`` graph network an
 its ``D`` graph network, or with ``"momenta"`` the last layers of its per-node and
 per-edge ``D`` MLPs; ``pixel-hnn``: the last layer of its pixel decoder; ``symoden``:
 the last layers of its ``M⁻¹``, ``V`` and ``g`` MLPs; ``chnn``: the last layers of its
-``V`` MLP and of its inverse-mass MLP). Add an entry for a model of your own."""
+``V`` MLP and of its inverse-mass MLP; ``ghnn``: the last layers of its ``H``, ``A``
+(of ``P``) and ``L`` (of ``Q``) MLPs, where it has them). Add an entry for a model of
+your own."""
 
 
 def decoder_names(model: nn.Module) -> list[str]:

@@ -14,7 +14,8 @@ graph-network dissipation ``D``), ``pixel-hnn`` (the HNN paper's pixel model: an
 autoencoder whose 2-D latent follows a learned ``H``), ``symoden`` (SymODEN:
 ``H = ½ pᵀ M⁻¹(q) p + V(q)`` of ``(cos q, sin q)`` plus a control term ``g(q) u``),
 ``chnn`` (a constrained HNN: a Cartesian ``H`` whose field is projected onto holonomic
-constraints read from the graph) and ``mlp`` (baseline).
+constraints read from the graph), ``ghnn`` (a generalized Hamiltonian network
+``dx = (P + Q) ∇H``: ``P`` skew, ``Q`` negative semi-definite) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (
@@ -31,6 +32,7 @@ from hogn.models.constrained import CHNN
 from hogn.models.control import SymODEN
 from hogn.models.dissipative import DHNN
 from hogn.models.dissipative_graph import DissipativeHOGN
+from hogn.models.generalized import GHNN
 from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
 from hogn.models.mlp_models import HNN, MLP
 from hogn.models.pixel import PixelHNN
@@ -39,6 +41,7 @@ from hogn.models.srnn import SRNN
 __all__ = [
     "CHNN",
     "DHNN",
+    "GHNN",
     "HNN",
     "HOGN",
     "MLP",

@@ -24,6 +24,7 @@ CONFIGS = {
     "hnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "mlp": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dhnn": {"n_particles": 3, "dim": 2, "hidden": 32},
+    "ghnn": {"n_particles": 3, "dim": 2, "hidden": 32, "structure": "learned"},
     "srnn": {"n_particles": 3, "dim": 2, "hidden": 32},
     "dissipative-hogn": {**GRAPH_CONFIG, "edge_energies": True},
     "symoden": {"n_particles": 3, "dim": 2, "node_constants": 1, "hidden": 32},
@@ -59,7 +60,8 @@ def triples() -> GraphBatch:
 
 
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
-    return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn", "chnn") else springs
+    return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn", "chnn",
+                               "ghnn") else springs
 
 
 def permuted(graph: GraphBatch, seed: int = 0) -> tuple[GraphBatch, torch.Tensor]:
@@ -318,7 +320,7 @@ def test_unknown_names_and_arguments():
         models.get("ogn", dim=0)
 
 
-@pytest.mark.parametrize("name", ["hnn", "mlp", "dhnn"])
+@pytest.mark.parametrize("name", ["hnn", "mlp", "dhnn", "ghnn"])
 def test_fixed_size_models_reject_other_particle_counts(name, springs):
     with pytest.raises(ValueError, match=rf"{name} expects graphs of exactly 3 particle\(s\), "
                                          r"got sizes \[3, 4, 6\]"):
