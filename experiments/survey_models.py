@@ -2,8 +2,9 @@
 
 The survey "Hamiltonian-based Neural Networks for Dynamics Learning: A Survey" (its
 Table 1 and sections 3.2–3.5) names the families a user of a neural-Hamiltonian
-framework asks for: dissipative (DHNN), symplectic recurrent training (SRNN),
-constrained (CHNN), control input (SymODEN) and pixels. Each family is one entry of
+framework asks for: dissipative (DHNN), the generalized form ``(P + Q)∇H`` (GHNN),
+symplectic recurrent training (SRNN), constrained (CHNN), control input (SymODEN) and
+pixels. Each family is one entry of
 :data:`FAMILIES`: its registered model, its natural system(s) with their generation
 options, the baselines ``hnn`` and ``mlp`` trained on the same data, the training
 options of each model and, at most, one extra metric function. A family whose model
@@ -32,7 +33,10 @@ Metrics, per family, system, model and seed, all on the same footing:
   derivative MSE in those);
 - family metrics: ``gamma_hat`` (the friction ``γ`` recovered from a learned
   dissipation ``D``: slope of ``∂D/∂p`` against ``−p``, see :func:`gamma_hat`),
-  ``constraint_error`` (largest deviation of the link lengths along the rollout).
+  ``constraint_error`` (largest deviation of the link lengths along the rollout),
+  ``latent_energy_drift`` (a pixel model's latent energy), ``learned_h_increase`` (how
+  often a model's own learned ``H`` rises along its rollout, see
+  :func:`learned_energy_increase`).
 
 The results markdown lists the survey's claims (:data:`CLAIMS`) and judges each from
 the measured numbers with one stated rule (:func:`judge`: "A lower than B" is
@@ -171,6 +175,30 @@ def latent_energy_drift(model: models.DynamicsModel, system: systems.System | No
     drift = (energy - energy[:1]).abs().amax(0) / spread
     drift = torch.where(torch.isfinite(drift), drift, torch.full_like(drift, float("inf")))
     return {"latent_energy_drift": geometric_mean(drift.clamp_min(1e-300)).item()}
+
+
+def learned_energy_increase(model: models.DynamicsModel, system: systems.System | None,
+                            test: systems.Dataset, ev: Evaluation) -> dict[str, float]:
+    """How often a model's own learned ``H`` increases along its own rollout.
+
+    A generalized Hamiltonian field ``(P + Q) ∇H`` (``P`` skew, ``Q`` negative
+    semi-definite) never increases its ``H``: ``dH/dt = ∇Hᵀ Q ∇H ≤ 0``. Measured as
+    the fraction of saved rollout steps ``t → t + 1`` (over all test trajectories)
+    where ``H(x̂_{t+1}) − H(x̂_t)`` exceeds ``1e-4`` of that trajectory's spread
+    ``max_t H − min_t H`` (float32 rounding of a conserved ``H`` is not an increase).
+    Only for models with a learned ``hamiltonian`` that are not steppers (``ghnn``,
+    ``hnn``); ``{}`` for the others.
+    """
+    if model.is_stepper or not hasattr(model, "hamiltonian"):
+        return {}
+    graph = test.graph.to(device=model.param_device, dtype=model.param_dtype)
+    q, p = ev.q.to(graph.q), ev.p.to(graph.q)
+    with torch.no_grad():
+        h = torch.stack([model.hamiltonian(graph.replace(q=q[t], p=p[t])).double()
+                         for t in range(q.shape[0])])  # [T + 1, G]
+    spread = (h.amax(0) - h.amin(0)).clamp_min(1e-30)
+    rises = h.diff(dim=0) > 1e-4 * spread
+    return {"learned_h_increase": float(rises.double().mean())}
 
 
 def observed_derivatives(name: str, seed: int, **options: Any) -> systems.Dataset:
@@ -352,6 +380,14 @@ FAMILIES: tuple[Family, ...] = (
         options={"dhnn": {**_MLP, "dissipation_inputs": "momenta"}, "hnn": _MLP, "mlp": _MLP},
         metric=gamma_hat),
     Family(
+        name="generalized (GHNN)", model="ghnn", section="3.2 (generalized Hamiltonian form)",
+        systems=(SystemSpec("damped-pendulum", "damped-pendulum", {"gamma": 0.1}, _ONE_D,
+                            _ONE_D_QUICK),
+                 SystemSpec("damped-mass-spring", "damped-mass-spring", {"gamma": 0.1}, _ONE_D,
+                            _ONE_D_QUICK)),
+        options={"ghnn": _MLP, "hnn": _MLP, "mlp": _MLP},
+        metric=learned_energy_increase),
+    Family(
         name="symplectic recurrent", model="srnn", section="3.3, Table 1 (Quadrature, Leapfrog)",
         systems=(SystemSpec("henon-heiles", "henon-heiles (noisy)", {},
                             {"trajectories": 25, "steps": 50, "dt": 0.1, "noise": 0.05},
@@ -432,6 +468,14 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("§3.2, Table 1: the Generalized type suits conservative systems too: DHNN learns "
           "no friction there (γ̂ within 0.01 of 0)", "dissipative", "mass-spring (conservative)",
           "gamma_hat", "dhnn", kind="near", target=0.0, tolerance=0.01),
+    *(c for label in ("damped-pendulum", "damped-mass-spring") for c in (
+        Claim("§3.2: the generalized form dx = (P + Q)∇H (Q negative semi-definite) "
+              "follows a dissipative system's energy loss (GHNN's true-energy error below "
+              "HNN's)", "generalized (GHNN)", label, "energy_error", "ghnn", "hnn"),
+        Claim("§3.2: in the generalized form the energy never increases (dH/dt = ∇HᵀQ∇H ≤ "
+              "0): GHNN's own H rises in at most 1% of its rollout steps",
+              "generalized (GHNN)", label, "learned_h_increase", "ghnn", kind="near",
+              target=0.0, tolerance=0.01))),
     *(c for label in ("henon-heiles (noisy)", "three-body (noisy)",
                       "henon-heiles (noisy, estimated derivatives)",
                       "three-body (noisy, estimated derivatives)") for c in (

@@ -68,6 +68,12 @@ def test_quick_run_has_every_available_family(tmp_path, run_script, module):
               if r["family"] == "dissipative"}
     assert all(math.isfinite(g) for (_, m), g in gammas.items() if m == "dhnn")
     assert all(g is None for (_, m), g in gammas.items() if m != "dhnn")
+    # GHNN and HNN report how often their own learned H rises along their rollout (a
+    # fraction of steps), the MLP has no H
+    rises = {(r["system"], r["model"]): r.get("learned_h_increase") for r in runs
+             if r["family"] == "generalized (GHNN)"}
+    assert rises and all((0 <= v <= 1) if m != "mlp" else v is None
+                         for (_, m), v in rises.items())
     # every family in the tables: a row per (system, model), or a skip line
     for family in module.FAMILIES:
         if family in available:
