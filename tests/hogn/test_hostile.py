@@ -236,9 +236,9 @@ def test_a_diverged_run_says_whether_a_checkpoint_exists(files, capsys, tmp_path
     real = training._batch_loss
     calls = []
 
-    def loss(model, batch, cfg, dt):
+    def loss(*args, **kwargs):
         calls.append(1)
-        value = real(model, batch, cfg, dt)
+        value = real(*args, **kwargs)
         return value * math.nan if len(calls) > 4 else value  # epoch 1: 2 + 2 batches
 
     monkeypatch.setattr(training, "_batch_loss", loss)
