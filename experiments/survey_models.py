@@ -1,7 +1,7 @@
 """The survey's model families beside HNN and MLP, each on its natural system.
 
-The survey "Hamiltonian-based Neural Networks for Dynamics Learning: A Survey" (its
-Table 1 and sections 3.2–3.5) names the families a user of a neural-Hamiltonian
+The survey "Learning Neural Hamiltonian Dynamics: A Methodological Overview" (Chen,
+Feng, Yan, Zha; its Table 1 and sections 3.2–3.5) names the families a user of a neural-Hamiltonian
 framework asks for: dissipative (DHNN), the generalized form ``(P + Q)∇H`` (GHNN),
 symplectic recurrent training (SRNN), constrained (CHNN), control input (SymODEN) and
 pixels. Each family is one entry of
