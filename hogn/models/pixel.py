@@ -216,8 +216,7 @@ class PixelHNN(DynamicsModel):
         if self.latent == "mlp":
             out = self.latent_net(torch.cat([zq, zp], -1))
             return out[..., :1], out[..., 1:]
-        create = torch.is_grad_enabled() and (self.training or zq.requires_grad
-                                              or zp.requires_grad)
+        create = self._create_graph(zq, zp, None)
         ((dh_dq, dh_dp),) = state_gradients((self._latent_energy,), zq, zp,
                                             None, create)  # type: ignore[arg-type]
         return dh_dp, -dh_dq
