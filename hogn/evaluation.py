@@ -188,13 +188,9 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
     energy_err = None
     if energy is not None:
         with torch.no_grad():
-            if energy_reference == "initial":
-                h0 = energy(q_true[:1], p_true[:1])[0]
-                energy_err = energy_error(q, p, energy, reference=h0)
-            else:
-                h_true = energy(q_true, p_true)
-                energy_err = ((energy(q, p) - h_true).abs()
-                              / h_true[0].abs().clamp_min(torch.finfo(h_true.dtype).tiny))
+            reference = (energy(q_true[:1], p_true[:1])[0] if energy_reference == "initial"
+                         else energy(q_true, p_true))  # [G], or the true curve [T + 1, G]
+            energy_err = energy_error(q, p, energy, reference=reference)
     return Evaluation(
         t=data.t[: steps + 1] - data.t[0], q=q, p=p,
         relative_error=relative_error(q, p, q_true, p_true, batch, g),

@@ -82,14 +82,18 @@ def energy_error(q: Tensor, p: Tensor, energy: EnergyFn, reference: Tensor | Non
         q, p: Predicted trajectory ``[T, N, d]``.
         energy: True Hamiltonian ``energy(q, p) -> [T, G]``.
         reference: True energies ``[G]`` to compare with (default: the energy of the
-            first predicted state, i.e. the initial condition).
+            first predicted state, i.e. the initial condition), or a true energy curve
+            ``[T, G]`` (for systems whose energy changes by design), compared time by
+            time and still relative to its initial value.
 
     Returns:
-        ``|H(q_t, p_t) − H_ref| / |H_ref|``, ``[T, G]``.
+        ``|H(q_t, p_t) − H_ref| / |H_ref|`` (``|H(q_t, p_t) − H_ref,t| / |H_ref,0|`` for
+        a curve), ``[T, G]``.
     """
     h = energy(q, p)
     ref = h[0] if reference is None else reference
-    return (h - ref).abs() / ref.abs().clamp_min(torch.finfo(h.dtype).tiny)
+    scale = ref[0] if ref.dim() == h.dim() else ref
+    return (h - ref).abs() / scale.abs().clamp_min(torch.finfo(h.dtype).tiny)
 
 
 def relative_drift(h: Tensor) -> Tensor:
