@@ -272,6 +272,15 @@ class System:
         """Native initial states: ``q, p [N, native_dim]`` and ``c [N, 1]`` (float64)."""
         raise NotImplementedError
 
+    def _sample_graph(self, sizes: list[int], generator: torch.Generator
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """Native ``q, p [N, native_dim]``, ``c [N, k]``, ``edge_index [2, E]`` and
+        ``edge_attr [E, a]`` or ``None``: :meth:`_sample` then :meth:`default_edges`.
+        Systems whose edge constants are drawn with the states override this."""
+        q, p, c = self._sample(sizes, generator)
+        edge_index, edge_attr = self.default_edges(sizes, generator)
+        return q, p, c, edge_index, edge_attr
+
     def _sizes(self, n: int, n_particles: int | tuple[int, int] | None,
                generator: torch.Generator) -> list[int]:
         if self.n_particles is not None:
@@ -304,14 +313,13 @@ class System:
         Returns:
             A :class:`GraphBatch` with ``q, p [N, d]``.
         """
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"number of samples must be a positive int, got {n!r}")
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be floating point, got {dtype}")
         gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
         sizes = self._sizes(n, n_particles, gen)
-        q, p, c = self._sample(sizes, gen)
-        edge_index, edge_attr = self.default_edges(sizes, gen)
+        q, p, c, edge_index, edge_attr = self._sample_graph(sizes, gen)
         q, p = self.embed(q, p, len(sizes))
         graph = GraphBatch(q, p, c, edge_index, ptr_from_sizes(sizes), edge_attr)
         return graph.to(device, dtype)

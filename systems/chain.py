@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hogn.graph import GraphBatch, ptr_from_sizes
+from hogn.graph import GraphBatch, batch_vector, ptr_from_sizes
 from hogn.integrators import VectorField
 from systems.base import System, node_sum, uniform
 
@@ -233,12 +233,14 @@ class PendulumChain(System):
                       ) -> tuple[Tensor, Tensor | None]:
         """Links ``i − 1 ↔ i`` in both directions, graph after graph (each graph's
         parent -> child edges, then child -> parent); their lengths are drawn with the
-        states, so :meth:`sample` sets ``edge_attr``."""
+        states, so :meth:`_sample_graph` sets ``edge_attr``."""
         return chain_edges(sizes), None
 
-    def _sample_chains(self, sizes: list[int], generator: torch.Generator
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``q, p [N, 2]``, ``c [N, 2]`` and each node's link length ``[N]`` (float64)."""
+    def _sample_graph(self, sizes: list[int], generator: torch.Generator
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``q, p [N, 2]``, ``c [N, 2]`` (mass, pivot-link length or 0), the links
+        ``edge_index [2, E]`` and ``edge_attr [E, 1]`` (the length of each link, drawn
+        with the states), float64."""
         n = sum(sizes)
         m = uniform(generator, n, *self._positive_range("mass"))
         lengths = uniform(generator, n, *self._positive_range("length"))
@@ -249,37 +251,15 @@ class PendulumChain(System):
         step_v = (lengths * omega)[:, None] * torch.stack([torch.cos(theta), torch.sin(theta)],
                                                           -1)
         ptr = ptr_from_sizes(sizes)
-        batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        batch = batch_vector(ptr)
         q, v = (_segment_cumsum(x, ptr, batch) for x in (step_q, step_v))
         first = torch.zeros(n, dtype=torch.bool)
         first[ptr[:-1]] = True
         pivot = torch.where(first, lengths, torch.zeros_like(lengths))
-        return q, m[:, None] * v, torch.stack([m, pivot], -1), lengths
-
-    def _sample(self, sizes: list[int], generator: torch.Generator
-                ) -> tuple[Tensor, Tensor, Tensor]:
-        q, p, c, _ = self._sample_chains(sizes, generator)
-        return q, p, c
-
-    def sample(self, n: int, seed: int | torch.Generator = 0,
-               n_particles: int | tuple[int, int] | None = None,
-               dtype: torch.dtype = torch.float64,
-               device: torch.device | str | None = None) -> GraphBatch:
-        """Draw ``n`` chains as one batch of graphs (as :meth:`System.sample`), with
-        ``c [N, 2]`` (mass, pivot-link length or 0) and ``edge_attr [E, 1]`` (the
-        length of each link)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"number of samples must be a positive int, got {n!r}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be floating point, got {dtype}")
-        gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
-        sizes = self._sizes(n, n_particles, gen)
-        q, p, c, lengths = self._sample_chains(sizes, gen)
-        edge_index, _ = self.default_edges(sizes, gen)
+        edge_index, _ = self.default_edges(sizes, generator)
         child = edge_index.max(0).values
-        q, p = self.embed(q, p, len(sizes))
-        graph = GraphBatch(q, p, c, edge_index, ptr_from_sizes(sizes), lengths[child][:, None])
-        return graph.to(device, dtype)
+        return (q, m[:, None] * v, torch.stack([m, pivot], -1), edge_index,
+                lengths[child][:, None])
 
 
 def chain_edges(sizes: list[int]) -> Tensor:

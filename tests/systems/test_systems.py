@@ -551,6 +551,8 @@ def test_bad_sample_requests():
     assert pend.sample(2, seed=0, n_particles=1).num_nodes == 2
     with pytest.raises(ValueError, match="number of samples must be a positive int"):
         pend.sample(0)
+    with pytest.raises(ValueError, match="number of samples must be a positive int"):
+        pend.sample(True)  # a bool is not a count
     with pytest.raises(ValueError, match="dtype must be floating point"):
         pend.sample(2, dtype=torch.int64)
     with pytest.raises(ValueError, match="could not sample energies"):
