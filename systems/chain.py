@@ -301,6 +301,11 @@ def _behind(x: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(x[..., :1, :]), x[..., :-1, :]], -2)
 
 
+def _hanging_masses(masses: Tensor) -> Tensor:
+    """``μ_i = Σ_{k ≥ i} m_k``, the mass hanging from each link, ``[G, n]``."""
+    return masses.flip(-1).cumsum(-1).flip(-1)
+
+
 def angle_mass_matrix(theta: Tensor, masses: Tensor, lengths: Tensor) -> Tensor:
     """The chain's mass matrix in link angles, ``M(θ)_ij = μ_max(i,j) l_i l_j cos(θ_i − θ_j)``.
 
@@ -313,10 +318,9 @@ def angle_mass_matrix(theta: Tensor, masses: Tensor, lengths: Tensor) -> Tensor:
         ``M [..., G, n, n]`` (symmetric positive definite): the kinetic energy is
         ``½ θ̇ᵀ M θ̇``.
     """
-    below = masses.flip(-1).cumsum(-1).flip(-1)                   # μ_i = Σ_{k ≥ i} m_k
     n = theta.shape[-1]
     index = torch.arange(n, device=theta.device)
-    mu = below[..., torch.maximum(index[:, None], index[None, :])]  # [G, n, n]
+    mu = _hanging_masses(masses)[..., torch.maximum(index[:, None], index[None, :])]
     ll = lengths[..., :, None] * lengths[..., None, :]
     return mu * ll * torch.cos(theta[..., :, None] - theta[..., None, :])
 
@@ -400,7 +404,7 @@ def angle_hamiltonian(theta: Tensor, p_theta: Tensor, graph: GraphBatch, g: floa
         ``H [..., G]`` (equal to :meth:`PendulumChain.hamiltonian` of the same states).
     """
     masses, lengths = _link_constants(graph)
-    below = masses.flip(-1).cumsum(-1).flip(-1)
+    below = _hanging_masses(masses)
     omega = torch.linalg.solve(angle_mass_matrix(theta, masses, lengths),
                                p_theta[..., None])[..., 0]
     return 0.5 * (omega * p_theta).sum(-1) - g * (below * lengths * torch.cos(theta)).sum(-1)
