@@ -116,6 +116,13 @@ MetricFn = Callable[[models.DynamicsModel, "systems.System | None", systems.Data
 
 
 # ----------------------------------------------------------------- family metrics
+def finite_geometric_mean(x: torch.Tensor) -> float:
+    """Geometric mean of per-trajectory errors ``x [G]`` (:func:`hogn.metrics.geometric_mean`,
+    floored at its ``eps``), a diverged (non-finite) trajectory counted as ``inf``."""
+    x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("inf")))
+    return geometric_mean(x).item()
+
+
 def gamma_hat(model: models.DynamicsModel, system: systems.System, test: systems.Dataset,
               ev: Evaluation) -> dict[str, float]:
     """The friction ``γ`` recovered from a learned dissipation ``D(p)``.
@@ -151,8 +158,7 @@ def constraint_error(model: models.DynamicsModel, system: systems.System,
 
     true = lengths(test.q[:1].double())
     dev = (lengths(ev.q.double()) - true).abs().amax(dim=(0, 2))  # [G]
-    dev = torch.where(torch.isfinite(dev), dev, torch.full_like(dev, float("inf")))
-    return {"constraint_error": geometric_mean(dev.clamp_min(1e-300)).item()}
+    return {"constraint_error": finite_geometric_mean(dev)}
 
 
 def latent_energy_drift(model: models.DynamicsModel, system: systems.System | None,
@@ -173,8 +179,7 @@ def latent_energy_drift(model: models.DynamicsModel, system: systems.System | No
         energy = model.latent_energy(z).double()  # [T + 1, G]
     spread = (energy[0].max() - energy[0].min()).clamp_min(1e-12)
     drift = (energy - energy[:1]).abs().amax(0) / spread
-    drift = torch.where(torch.isfinite(drift), drift, torch.full_like(drift, float("inf")))
-    return {"latent_energy_drift": geometric_mean(drift.clamp_min(1e-300)).item()}
+    return {"latent_energy_drift": finite_geometric_mean(drift)}
 
 
 def learned_energy_increase(model: models.DynamicsModel, system: systems.System | None,
@@ -567,9 +572,7 @@ def energy_error(system: systems.System, test: systems.Dataset, ev: Evaluation
         h_true = system.hamiltonian(test.q.double(), test.p.double(), graph)  # [T, G]
         h_pred = system.hamiltonian(ev.q.double(), ev.p.double(), graph)
     err = ((h_pred - h_true).abs() / h_true[:1].abs()).amax(0)
-    err = torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
-    return (geometric_mean(err.clamp_min(1e-300)).item(), h_true[:, 0].tolist(),
-            h_pred[:, 0].tolist())
+    return finite_geometric_mean(err), h_true[:, 0].tolist(), h_pred[:, 0].tolist()
 
 
 def run_piece(family: Family, spec: SystemSpec, model_name: str, seed: int, quick: bool
