@@ -726,6 +726,14 @@ def _pm(pair: list[float] | None) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3g} ± {std:.2g}"
 
 
+def by_system(summary: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The summary rows grouped by (family, system label), in their order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in summary:
+        groups.setdefault((r["family"], r["system"]), []).append(r)
+    return groups
+
+
 def claim_rows(results: dict[str, Any]) -> list[dict[str, str]]:
     """Every claim of :data:`CLAIMS` with its evidence and verdict."""
     summary = {(r["family"], r["system"], r["model"]): r for r in results["summary"]}
@@ -793,10 +801,7 @@ def markdown(results: dict[str, Any]) -> str:
               "units: its target test loss is its derivative MSE in those, not comparable):",
               "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    by_system: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results["summary"]:
-        by_system.setdefault((r["family"], r["system"]), []).append(r)
-    for (fam, label), rows in by_system.items():
+    for (fam, label), rows in by_system(results["summary"]).items():
         best = {k: min(r[k][0] for r in rows) for k in ("rollout_mse", "energy_error")}
         for r in rows:
             cells = [fam, label, r["model"].upper(), _pm(r.get("deriv_mse"))]
@@ -835,9 +840,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     from hogn.plot import save_figure
 
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results["summary"]:
-        groups.setdefault((r["family"], r["system"]), []).append(r)
+    groups = by_system(results["summary"])
     first = min((r["seed"] for r in results["runs"]), default=0)
     n = max(1, len(groups))
     fig, axes = plt.subplots(n, 3, figsize=(13, 3.0 * n), squeeze=False)
