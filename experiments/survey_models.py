@@ -901,9 +901,8 @@ def _make_name(spec: SystemSpec) -> str:
     if not callable(spec.make):
         return spec.make
     if isinstance(spec.make, functools.partial):
-        args = ", ".join(map(repr, spec.make.args))
-        return f"{spec.make.func.__name__}({args})"
-    return spec.make.__name__
+        return f"{_name(spec.make)}({', '.join(map(repr, spec.make.args))})"
+    return _name(spec.make)
 
 
 def family_config(family: Family, quick: bool) -> dict[str, Any]:
