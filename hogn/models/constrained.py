@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from hogn import integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
-from hogn.models.mlp_models import _check_n, _FlatState
+from hogn.models.mlp_models import _FlatState
 from hogn.nn import MLP as _Net
 
 __all__ = ["CHNN", "Constraints"]
@@ -192,8 +192,7 @@ class CHNN(_FlatState, DynamicsModel):
                  edge_features: int = 1, hidden: int = 200, layers: int = 3,
                  activation: str = "tanh", length_feature: int = 0,
                  pivot_constant: int | None = 1, mass_hidden: int = 16) -> None:
-        _check_n(self.name, n_particles)
-        DynamicsModel.__init__(self, dict(
+        self._init_fixed(dict(
             n_particles=n_particles, dim=dim, node_constants=node_constants,
             edge_features=edge_features, hidden=hidden, layers=layers, activation=activation,
             length_feature=length_feature, pivot_constant=pivot_constant,
@@ -205,7 +204,6 @@ class CHNN(_FlatState, DynamicsModel):
                                            or not 0 <= pivot_constant < node_constants):
             raise ValueError(f"chnn: pivot_constant must be None or a column of c (0 .. "
                              f"{node_constants - 1}), got {pivot_constant!r}")
-        self.n_particles = n_particles
         self.length_feature, self.pivot_constant = length_feature, pivot_constant
         self.net = _Net(n_particles * (dim + node_constants), hidden, 1, layers, activation,
                         rows="graphs")
@@ -226,8 +224,7 @@ class CHNN(_FlatState, DynamicsModel):
 
     def potential(self, q: Tensor, graph: GraphBatch) -> Tensor:
         """Learned ``V`` of each graph, ``[G]``, from ``q [N, d]`` and ``c``."""
-        g = graph.num_graphs
-        return self.net(torch.cat([q.reshape(g, -1), graph.c.reshape(g, -1)], -1))[:, 0]
+        return self.net(self.flatten_with_constants(q, graph))[:, 0]
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         """Learned ``H = ½ Σ |p|²/m + V`` without input checks, ``[G]``."""

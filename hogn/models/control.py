@@ -35,7 +35,7 @@ from torch.nn import functional
 from hogn import checks
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
-from hogn.models.mlp_models import _check_n, _FlatState
+from hogn.models.mlp_models import _FlatState
 from hogn.nn import MLP as _Net
 
 __all__ = ["MIN_INVERSE_MASS", "SymODEN", "rollout_with_control"]
@@ -70,15 +70,13 @@ class SymODEN(_FlatState, DynamicsModel):
     def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 2,
                  controls: int = 1, hidden: int = 64, layers: int = 3,
                  activation: str = "tanh") -> None:
-        _check_n(self.name, n_particles)
-        super().__init__(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
+        self._init_fixed(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
                               controls=controls, hidden=hidden, layers=layers,
                               activation=activation))
         if (not isinstance(controls, int) or isinstance(controls, bool)
                 or not 0 <= controls <= node_constants):
             raise ValueError(f"{self.name}: controls must be an int in [0, node_constants="
                              f"{node_constants}] (the last columns of c), got {controls!r}")
-        self.n_particles = n_particles
         self.controls = controls
         size = n_particles * dim
         width = 2 * size + n_particles * (node_constants - controls)

@@ -191,9 +191,6 @@ class DHNN(_FlatState, DissipativeModel):
     def rayleigh(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         """Learned dissipation function ``D`` without input checks: ``q, p [N, d]`` ->
         ``[G]``."""
-        if self.dissipation_inputs == "momenta":
-            g = graph.num_graphs
-            x = torch.cat([p.reshape(g, -1), graph.c.reshape(g, -1)], -1)
-        else:
-            x = self.flatten(q, p, graph)
+        x = (self.flatten_with_constants(p, graph) if self.dissipation_inputs == "momenta"
+             else self.flatten(q, p, graph))
         return self.dissipation_net(x)[:, 0]

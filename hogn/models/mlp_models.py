@@ -12,7 +12,7 @@ units and a linear output (``layers=3`` in :class:`hogn.nn.MLP`).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,15 +33,19 @@ class _FlatState:
     dim: int
     node_constants: int
 
+    def _init_fixed(self, config: dict[str, Any]) -> None:
+        """Check ``config["n_particles"]``, store the config (checked by
+        :class:`~hogn.models.DynamicsModel`) and ``self.n_particles``."""
+        _check_n(self.name, config["n_particles"])
+        super().__init__(config)  # type: ignore[call-arg]
+        self.n_particles = config["n_particles"]
+
     def _init_flat(self, derivatives: bool, n_particles: int, dim: int, node_constants: int,
                    hidden: int, layers: int, activation: str) -> None:
         """The shared constructor: check and store the config, build ``self.net`` with
         one output (``H``) or ``2 n d`` (``dq, dp``, with ``derivatives``)."""
-        _check_n(self.name, n_particles)
-        super().__init__(dict(n_particles=n_particles, dim=dim,  # type: ignore[call-arg]
-                              node_constants=node_constants, hidden=hidden, layers=layers,
-                              activation=activation))
-        self.n_particles = n_particles
+        self._init_fixed(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
+                              hidden=hidden, layers=layers, activation=activation))
         out = 2 * n_particles * dim if derivatives else 1
         self.net = _Net(self.in_features, hidden, out, layers, activation, rows="graphs")
 
@@ -55,6 +59,13 @@ class _FlatState:
         """``[q, p, c]`` per graph, ``[G, n·(2d + k)]``."""
         g = graph.num_graphs
         return torch.cat([q.reshape(g, -1), p.reshape(g, -1), graph.c.reshape(g, -1)], -1)
+
+    def flatten_with_constants(self, x: Tensor, graph: GraphBatch) -> Tensor:
+        """``[x, c]`` per graph, ``[G, n·(d + k)]``, for one half of the state ``x [G·n,
+        d]`` (``q`` or ``p``): the input of a network of the positions or of the momenta
+        alone."""
+        g = graph.num_graphs
+        return torch.cat([x.reshape(g, -1), graph.c.reshape(g, -1)], -1)
 
     @property
     def in_features(self) -> int:

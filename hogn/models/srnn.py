@@ -29,12 +29,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
 from hogn.models.base import HamiltonianModel, register
-from hogn.models.mlp_models import _check_n, _FlatState
+from hogn.models.mlp_models import _FlatState
 from hogn.nn import MLP as _Net
 
 __all__ = ["SRNN"]
@@ -59,23 +58,19 @@ class SRNN(_FlatState, HamiltonianModel):
 
     def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
                  hidden: int = 512, layers: int = 4, activation: str = "tanh") -> None:
-        _check_n(self.name, n_particles)
-        super().__init__(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
+        self._init_fixed(dict(n_particles=n_particles, dim=dim, node_constants=node_constants,
                               hidden=hidden, layers=layers, activation=activation))
-        self.n_particles = n_particles
         half = n_particles * (dim + node_constants)
         self.kinetic = _Net(half, hidden, 1, layers, activation, rows="graphs")
         self.potential = _Net(half, hidden, 1, layers, activation, rows="graphs")
 
     def kinetic_energy(self, p: Tensor, graph: GraphBatch) -> Tensor:
         """``T [G]`` from momenta ``p [G·n, d]`` and ``graph.c [G·n, k]``."""
-        g = graph.num_graphs
-        return self.kinetic(torch.cat([p.reshape(g, -1), graph.c.reshape(g, -1)], -1))[:, 0]
+        return self.kinetic(self.flatten_with_constants(p, graph))[:, 0]
 
     def potential_energy(self, q: Tensor, graph: GraphBatch) -> Tensor:
         """``V [G]`` from positions ``q [G·n, d]`` and ``graph.c [G·n, k]``."""
-        g = graph.num_graphs
-        return self.potential(torch.cat([q.reshape(g, -1), graph.c.reshape(g, -1)], -1))[:, 0]
+        return self.potential(self.flatten_with_constants(q, graph))[:, 0]
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         return self.kinetic_energy(p, graph) + self.potential_energy(q, graph)
