@@ -100,6 +100,12 @@ class Dataset:
         return None if dt is None else float(dt)
 
     @property
+    def particle_range(self) -> str:
+        """Particles per graph as text: ``"4"`` when every graph has 4, else ``"4-6"``."""
+        lo, hi = int(self.sizes.min()), int(self.sizes.max())
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    @property
     def derivatives(self) -> str:
         """Where ``dq, dp`` come from: ``"analytic"`` (generated ground truth),
         ``"given"`` (the user's arrays) or ``"estimated: ..."`` (finite differences)."""
@@ -265,11 +271,9 @@ class Dataset:
         (the energy numbers are ``nan`` where :meth:`energy_problem` says why)."""
         h = self.energy() if self.energy_problem() is None else torch.full(
             (self.t.numel(), len(self)), math.nan, dtype=self.q.dtype)
-        sizes = self.sizes
         return {
             "system": self.meta["system"]["name"],
-            "particles": (f"{int(sizes.min())}" if sizes.min() == sizes.max()
-                          else f"{int(sizes.min())}-{int(sizes.max())}"),
+            "particles": self.particle_range,
             "dims": self.dim,
             "trajectories": len(self),
             "points": self.t.numel(),
@@ -353,8 +357,6 @@ class Dataset:
         return replace(self, **changes)
 
     def __repr__(self) -> str:
-        lo, hi = int(self.sizes.min()), int(self.sizes.max())
-        particles = str(lo) if lo == hi else f"{lo}-{hi}"
         name = self.system_name
         if self.dt is None:  # states without time order
             head = f"states={len(self)}"
@@ -364,5 +366,5 @@ class Dataset:
             tail = f", dt={self.dt:g}"
         told = self.derivatives
         said = f", derivatives {told.split(':')[0]}" if told != "analytic" else ""
-        return (f"Dataset({name}, {head}, particles={particles}, dims={self.dim}{tail}"
+        return (f"Dataset({name}, {head}, particles={self.particle_range}, dims={self.dim}{tail}"
                 f"{said})")

@@ -141,16 +141,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     what = (f"{data.num_graphs} states" if states else
             f"{data.num_graphs} trajectories of {data.t.numel()} points (dt={data.dt:g})")
     print(f"wrote {out}: {what} of {data.system_config['name']} "
-          f"({_particles(data)} particle(s) x {data.dim} dims, {data.c.shape[1]} node "
+          f"({data.particle_range} particle(s) x {data.dim} dims, {data.c.shape[1]} node "
           f"constants, {data.edge_index.shape[1] // data.num_graphs} edges per graph), "
           f"{int(data.test.sum())} test; derivatives {data.derivatives}")
     return 0
-
-
-def _particles(data: systems.Dataset) -> str:
-    sizes = data.sizes
-    return (f"{int(sizes.min())}" if sizes.min() == sizes.max()
-            else f"{int(sizes.min())}-{int(sizes.max())}")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -184,7 +178,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [
         ("file", args.file), ("system", system.get("name")),
         ("parameters", json.dumps({k: v for k, v in system.items() if k != "name"})),
-        *origin, ("particles", _particles(data)), ("dims", data.dim),
+        *origin, ("particles", data.particle_range), ("dims", data.dim),
         ("node constants", data.c.shape[1] if data.c.dim() == 2 else tuple(data.c.shape)),
         ("edges", f"{data.edge_index.shape[1]} ({data.edge_index.shape[1] / len(data):g} "
                   "per graph)"),

@@ -123,12 +123,12 @@ def _learning(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 ev = evaluate(model, truth, energy=energy_of(truth), integrator=integrator)
             except integrators.ConvergenceError as exc:  # an implicit method's stages
                 print(f"{name}, {key}: {exc}")
-                rows.append({"model": name, "test": key, "particles": _sizes(truth),
+                rows.append({"model": name, "test": key, "particles": truth.particle_range,
                              "integrator": f"{integrator} (no convergence)",
                              "energy_drift": math.nan, "train_seconds": round(seconds, 1)})
                 continue
             rel = ev.relative_error
-            rows.append({"model": name, "test": key, "particles": _sizes(truth),
+            rows.append({"model": name, "test": key, "particles": truth.particle_range,
                          "integrator": integrator or f"own dt={dt:g}", "steps": len(ev.t) - 1,
                          "rel_error@100": geometric_mean(rel[1:101].mean(0)).item(),
                          "rel_error@horizon": ev.summary()["rel_error"],
@@ -168,11 +168,6 @@ def _learning(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "zero_shot_horizon": args.zero_shot_horizon, "dt": dt,
             "epochs": args.epochs, "samples_per_epoch": args.samples, "hidden": args.hidden,
             "histories": histories}
-
-
-def _sizes(data: systems.Dataset) -> str:
-    lo, hi = int(data.sizes.min()), int(data.sizes.max())
-    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

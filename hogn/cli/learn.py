@@ -72,10 +72,8 @@ def describe_data(data: systems.Dataset, path: str | None = None) -> dict[str, A
 def summary_row(name: str, integrator: str | None, data: systems.Dataset,
                 result: Evaluation, threshold: float = 0.1) -> dict[str, Any]:
     """One table row: the evaluation summary with what was evaluated."""
-    sizes = data.sizes
-    n = f"{int(sizes.min())}" if sizes.min() == sizes.max() else \
-        f"{int(sizes.min())}-{int(sizes.max())}"
-    return {"model": name, "integrator": integrator or "own step", "particles": n,
+    return {"model": name, "integrator": integrator or "own step",
+            "particles": data.particle_range,
             **result.summary(threshold)}
 
 

@@ -188,6 +188,10 @@ def test_metadata_and_time_grid(springs):
     summary = springs.summary()
     assert summary["trajectories"] == 8 and summary["points"] == 21 and summary["test"] == 2
     assert summary["max_rel_energy_drift"] < 1e-7
+    lo, hi = int(springs.sizes.min()), int(springs.sizes.max())
+    assert summary["particles"] == springs.particle_range == f"{lo}-{hi}"
+    same = springs.select(springs.sizes == lo)
+    assert same.particle_range == str(lo) and f"particles={lo}," in repr(same)
 
 
 def test_train_and_heldout_partition_the_trajectories(springs):
