@@ -6,6 +6,7 @@ per edge, so a model trained on 4-6 particles runs on 16 or 256.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -79,11 +80,11 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
                 return _roll_stepper(model, graph, steps, dt, integrator, progress)
             if dt is None:
                 raise ValueError(f"{model.name} needs a dt for rollout")
-            model.check_integrator(integrator)
+            method = model.check_integrator(integrator)
             if callable(getattr(model, "project", None)):
-                return _roll_projected(model, graph, steps, dt, integrator, substeps, progress)
+                method = _projected(method, model.project, graph)
             return integrators.integrate(model.rollout_field(graph), graph.q, graph.p, dt,
-                                         steps, method=integrator, substeps=substeps,
+                                         steps, method=method, substeps=substeps,
                                          progress=f"rollout {model.name}" if progress else False,
                                          separable=model.separable)
     finally:
@@ -145,29 +146,16 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
     return qs, ps
 
 
-def _roll_projected(model: DynamicsModel, graph: GraphBatch, steps: int, dt: float,
-                    integrator: str | None, substeps: int, progress: bool
-                    ) -> tuple[Tensor, Tensor]:
-    """:func:`rollout` of a model with ``project``: each integrator step of its rollout
-    field is followed by ``model.project(q, p, graph)``; the initial state is kept as
-    given."""
-    steps = checks.nonnegative_int(steps, "steps")
-    substeps = checks.positive_int(substeps, "substeps")
-    dt = checks.positive_float(dt, "dt")
-    integrators.check_state(graph.q, graph.p)
-    method = integrators.get(integrator)
-    field = model.rollout_field(graph)
-    project = model.project  # type: ignore[attr-defined]
-    qs = graph.q.new_empty((steps + 1, *graph.q.shape))
-    ps = torch.empty_like(qs)
-    qs[0], ps[0] = graph.q, graph.p
-    q, p = graph.q, graph.p
-    h = dt / substeps
-    for i in _step_range(model, steps, progress):
-        for _ in range(substeps):
-            q, p = project(*method.step(field, q, p, h), graph)
-        qs[i], ps[i] = q, p
-    return qs, ps
+def _projected(method: integrators.Integrator, project: Any, graph: GraphBatch
+               ) -> integrators.Integrator:
+    """``method`` with each of its steps followed by ``project(q, p, graph)`` (a
+    constrained model's return to its manifold), and without the cached kick of a
+    splitting method (the projection moves ``q`` after the kick was taken)."""
+    def step(f: integrators.VectorField, q: Tensor, p: Tensor, dt: float
+             ) -> tuple[Tensor, Tensor]:
+        return project(*method.step(f, q, p, dt), graph)
+
+    return dataclasses.replace(method, step_fn=step, cached_step=None)
 
 
 def _check_stepper(model: DynamicsModel, dt: float | None, integrator: str | None) -> None:

@@ -193,3 +193,35 @@ def test_rollout_field_checks_the_graph_once_and_refuses_steppers(springs):
         _model("hogn").rollout_field(state.replace(edge_attr=None))
     with pytest.raises(ValueError, match="stepper"):
         _model("deltagn", dt=0.1).rollout_field(state)
+
+
+def test_a_model_with_project_is_projected_after_every_integrator_step(springs):
+    """A model with ``project(q, p, graph)`` (as CHNN) is mapped back after every
+    (sub)step, also by a splitting method (whose cached kick would skip the projection's
+    move of ``q``): the rollout equals a hand loop of step-then-project, ends on the
+    'manifold' (here: every ``|q_i| = 1``) and differs from the unprojected rollout."""
+    calls = []
+
+    class OnCircles(type(_model("separable-hogn"))):
+        def project(self, q, p, graph):
+            calls.append(1)
+            return q / q.norm(dim=-1, keepdim=True), p
+
+    torch.manual_seed(0)
+    model = OnCircles(**_model("separable-hogn").config()).double()
+    state = springs.sample(2, seed=4, n_particles=3)
+    state = state.replace(q=state.q / state.q.norm(dim=-1, keepdim=True))
+    steps, substeps, dt = 6, 3, 0.02
+    q, p = rollout(model, state, steps=steps, dt=dt, integrator="leapfrog", substeps=substeps)
+    assert len(calls) == steps * substeps
+    field = model.eval().rollout_field(state)
+    method = hogn.integrators.get("leapfrog")
+    q_ref, p_ref = state.q, state.p
+    for _ in range(steps * substeps):
+        q_ref, p_ref = model.project(*method.step(field, q_ref, p_ref, dt / substeps), state)
+    assert torch.allclose(q[-1], q_ref, rtol=0, atol=1e-12)
+    assert torch.allclose(p[-1], p_ref, rtol=0, atol=1e-12)
+    assert ((q.norm(dim=-1) - 1).abs() < 1e-12).all()
+    q_free, _ = rollout(_model("separable-hogn"), state, steps=steps, dt=dt,
+                        integrator="leapfrog", substeps=substeps)
+    assert (q_free[-1].norm(dim=-1) - 1).abs().max() > 1e-6
