@@ -40,7 +40,7 @@ from torch import Tensor
 
 from hogn import checks
 from hogn.graph import fully_connected, ptr_from_sizes
-from systems.dataset import Dataset
+from systems.dataset import Dataset, random_test_mask
 
 __all__ = ["DEFAULT_LABEL", "HNN_KEYS", "NPZ_KEYS", "from_arrays", "load_npz"]
 
@@ -417,10 +417,7 @@ def _test_mask(test: Any, test_fraction: float | None, seed: int, count: int,
         fraction = checks.fraction(0.2 if test_fraction is None else test_fraction,
                                    "test_fraction", upper_open=True)
         seed = checks.nonnegative_int(seed, "seed")
-        mask = torch.zeros(count, dtype=torch.bool)
-        mask[torch.randperm(count, generator=torch.Generator().manual_seed(seed))[
-            : round(fraction * count)]] = True
-        return mask, fraction
+        return random_test_mask(count, fraction, torch.Generator().manual_seed(seed)), fraction
     array = np.asarray(test.cpu() if isinstance(test, Tensor) else test)
     if array.dtype.kind in "iu" and np.isin(array, (0, 1)).all():
         array = array.astype(bool)

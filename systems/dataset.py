@@ -368,3 +368,12 @@ class Dataset:
         said = f", derivatives {told.split(':')[0]}" if told != "analytic" else ""
         return (f"Dataset({name}, {head}, particles={self.particle_range}, dims={self.dim}{tail}"
                 f"{said})")
+
+
+def random_test_mask(count: int, fraction: float, generator: torch.Generator) -> Tensor:
+    """A held-out mask ``[count]`` (bool, CPU) with ``round(fraction · count)`` entries set,
+    chosen by a random permutation from ``generator`` (how :func:`systems.generate` and
+    :func:`systems.arrays.from_arrays` split their trajectories)."""
+    mask = torch.zeros(count, dtype=torch.bool)
+    mask[torch.randperm(count, generator=generator)[: round(fraction * count)]] = True
+    return mask

@@ -21,7 +21,7 @@ from hogn import checks
 from hogn.graph import GraphBatch
 from hogn.metrics import relative_drift
 from systems.base import System
-from systems.dataset import Dataset
+from systems.dataset import Dataset, random_test_mask
 
 __all__ = ["PRESETS", "Preset", "from_preset", "generate", "preset_names"]
 
@@ -128,8 +128,7 @@ def generate(system: System | str, trajectories: int, steps: int, dt: float, *,
                                              dtype=traj.q.dtype).to(traj.q.device)
         p_obs = traj.p + noise * torch.randn(traj.p.shape, generator=gen,
                                              dtype=traj.p.dtype).to(traj.p.device)
-    test = torch.zeros(trajectories, dtype=torch.bool)
-    test[torch.randperm(trajectories, generator=gen)[: round(test_fraction * trajectories)]] = True
+    test = random_test_mask(trajectories, test_fraction, gen)
     meta = {
         "system": system.config(), "dt": float(dt), "steps": steps, "seed": seed,
         "noise": float(noise), "method": method, "substeps": substeps,
