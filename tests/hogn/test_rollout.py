@@ -225,3 +225,40 @@ def test_a_model_with_project_is_projected_after_every_integrator_step(springs):
     q_free, _ = rollout(_model("separable-hogn"), state, steps=steps, dt=dt,
                         integrator="leapfrog", substeps=substeps)
     assert (q_free[-1].norm(dim=-1) - 1).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("name", ["hogn", "separable-hogn"])
+@pytest.mark.parametrize("variant", [*GRAPH_VARIANTS, {"cutoff": 1.5},
+                                     {"cutoff": 1.5, "edge_energies": True, "steps": 1}],
+                         ids=lambda v: ",".join(f"{k}={v[k]}" for k in v) or "default")
+def test_kept_edge_buffers_give_autograds_field_call_after_call(springs, monkeypatch, name,
+                                                                variant):
+    """Large graphs write their edge-sized tensors into buffers kept between calls of
+    the rollout field (inference._Buffers, from KEEP_EDGE_BUFFERS edges on; lowered to 1
+    here): every call is still autograd's field at its own state, and a later call
+    neither changes an earlier result nor depends on the state of the call before."""
+    from hogn.models import inference
+
+    made: list = []
+
+    class Spy(inference._Buffers):
+        def __init__(self, like, on):
+            super().__init__(like, on)
+            made.append(self)
+
+    monkeypatch.setattr(inference, "KEEP_EDGE_BUFFERS", 1)
+    monkeypatch.setattr(inference, "_Buffers", Spy)
+    model = _model(name, **variant)
+    state = hogn.models.as_graph(springs.sample(3, seed=6, n_particles=(3, 5)))
+    moved = state.replace(q=state.q * 1.1 + 0.05, p=-0.7 * state.p)
+    field = model.rollout_field(state)
+    first = field(state.q, state.p)
+    kept = [t.clone() for t in first]
+    second = field(moved.q, moved.p)
+    again = field(state.q, state.p)
+    assert made and all(b.on and b.kept for b in made)  # the buffers were used
+    for got, at in ((first, state), (second, moved)):
+        ref = _autograd(model, at)
+        assert _rel(got[0], ref[0]) < 1e-12 and _rel(got[1], ref[1]) < 1e-12
+    assert all(torch.equal(a, b) for a, b in zip(first, kept, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again, first, strict=True))
