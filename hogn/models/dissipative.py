@@ -48,14 +48,14 @@ DISSIPATION_INPUTS = ("state", "momenta")
 Pair = tuple[Tensor, Tensor]
 
 
-class DissipativeModel(DynamicsModel):
-    """A learned ``H`` and a learned dissipation function ``D`` with the field
-    ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd (the shared part of
-    :class:`DHNN` and :class:`~hogn.models.DissipativeHOGN`; a subclass defines
-    ``energy`` and ``rayleigh``, both ``(q, p, graph) -> [G]`` without input checks).
+class _SplitField(DynamicsModel):
+    """A learned ``H`` whose field is the sum of a conservative and a dissipative part
+    (the shared frame of :class:`DissipativeModel` and :class:`~hogn.models.GHNN`; a
+    subclass defines ``energy``, ``(q, p, graph) -> [G]`` without input checks, and
+    ``_parts``, the two parts without input checks).
 
     Not a Hamiltonian model: its ``H`` is not conserved along its own field (unless
-    ``D`` is constant), its field is not separable and it is not a stepper.
+    the dissipative part vanishes), its field is not separable and it is not a stepper.
     """
 
     separable: ClassVar[bool] = False
@@ -64,16 +64,54 @@ class DissipativeModel(DynamicsModel):
         """Learned ``H`` without input checks, ``[G]``."""
         raise NotImplementedError
 
-    def rayleigh(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
-        """Learned ``D`` without input checks, ``[G]``."""
-        raise NotImplementedError
-
     def hamiltonian(self, graph: GraphLike) -> Tensor:
         """Learned ``H`` of each graph at its state, ``[G]`` (not conserved by the
-        model's dynamics)."""
+        model's dynamics unless the dissipative part vanishes)."""
         g = as_graph(graph)
         self.check_state(g.q, g.p, g)
         return self.energy(g.q, g.p, g)
+
+    def field_parts(self, graph: GraphLike, create_graph: bool | None = None
+                    ) -> tuple[Pair, Pair]:
+        """The two parts of the field at the graph's state, checked.
+
+        Args:
+            graph: State and static graph.
+            create_graph: As for :meth:`derivative` (without it the parts carry no
+                autograd graph).
+
+        Returns:
+            ``((dq, dp), (dq, dp))``, each ``[N, d]``: the conservative and the
+            dissipative part; :meth:`time_derivative` is their sum.
+        """
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        return self._parts(g.q, g.p, g, create_graph)
+
+    def _parts(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
+               ) -> tuple[Pair, Pair]:
+        raise NotImplementedError
+
+    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
+                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
+        (dq_c, dp_c), (dq_d, dp_d) = self._parts(q, p, graph, create_graph)
+        return dq_c + dq_d, dp_c + dp_d
+
+
+class DissipativeModel(_SplitField):
+    """A learned ``H`` and a learned dissipation function ``D`` with the field
+    ``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p`` by autograd (the shared part of
+    :class:`DHNN` and :class:`~hogn.models.DissipativeHOGN`; a subclass defines
+    ``energy`` and ``rayleigh``, both ``(q, p, graph) -> [G]`` without input checks).
+    :meth:`field_parts` gives ``((∂H/∂p, −∂H/∂q), (∂D/∂q, ∂D/∂p))``.
+
+    Not a Hamiltonian model: its ``H`` is not conserved along its own field (unless
+    ``D`` is constant), its field is not separable and it is not a stepper.
+    """
+
+    def rayleigh(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
+        """Learned ``D`` without input checks, ``[G]``."""
+        raise NotImplementedError
 
     def dissipation(self, graph: GraphLike) -> Tensor:
         """Learned dissipation function ``D`` of each graph at its state, ``[G]``."""
@@ -107,32 +145,11 @@ class DissipativeModel(DynamicsModel):
         return float(fit[0]), fit[1:]
 
     # ----------------------------------------------------------------- dynamics
-    def field_parts(self, graph: GraphLike, create_graph: bool | None = None
-                    ) -> tuple[Pair, Pair]:
-        """The two parts of the field at the graph's state, checked.
-
-        Args:
-            graph: State and static graph.
-            create_graph: As for :meth:`derivative`.
-
-        Returns:
-            ``((∂H/∂p, −∂H/∂q), (∂D/∂q, ∂D/∂p))``, each ``[N, d]``: the conservative
-            and the dissipative part; :meth:`time_derivative` is their sum.
-        """
-        g = as_graph(graph)
-        self.check_state(g.q, g.p, g)
-        return self._parts(g.q, g.p, g, create_graph)
-
     def _parts(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
                ) -> tuple[Pair, Pair]:
         (dh_dq, dh_dp), (dd_dq, dd_dp) = state_gradients(
             (self.energy, self.rayleigh), q, p, graph, self._create_graph(q, p, create_graph))
         return (dh_dp, -dh_dq), (dd_dq, dd_dp)
-
-    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
-                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        (dq_h, dp_h), (dq_d, dp_d) = self._parts(q, p, graph, create_graph)
-        return dq_h + dq_d, dp_h + dp_d
 
 
 def check_dissipation_inputs(model: str, value: str) -> None:

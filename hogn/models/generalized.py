@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
-from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
+from hogn.models.base import GraphLike, as_graph, register, state_gradients
+from hogn.models.dissipative import Pair, _SplitField
 from hogn.models.mlp_models import _FlatState
 from hogn.nn import MLP as _Net
 
@@ -42,16 +43,17 @@ __all__ = ["GHNN", "STRUCTURES"]
 STRUCTURES = ("canonical", "learned")
 """The choices of ``P``: the fixed symplectic ``J`` or a learned ``A − Aᵀ``."""
 
-Pair = tuple[Tensor, Tensor]
-
 
 @register
-class GHNN(_FlatState, DynamicsModel):
+class GHNN(_FlatState, _SplitField):
     """Generalized Hamiltonian network: ``dx/dt = (P(x) + Q(x)) ∇H(x)`` with ``H``
     (``net``), ``P = A − Aᵀ`` (``structure_net``, or ``J``) and ``Q = −L Lᵀ``
     (``dissipation_net``) read from the flattened state ``[q, p, c]`` (see the module
     docstring). ``∇H`` is taken by autograd (:func:`~hogn.models.base.state_gradients`)
-    and multiplied per graph (batched ``[G, m, m] @ [G, m]``).
+    and multiplied per graph (batched ``[G, m, m] @ [G, m]``). :meth:`field_parts`
+    gives the conservative part ``P ∇H`` and the dissipative part ``Q ∇H``;
+    :meth:`hamiltonian` the learned ``H``, non-increasing along the model's own flow
+    (constant without dissipation).
 
     Not a :class:`~hogn.models.HamiltonianModel`: with dissipation its ``H`` decreases
     along its field; its field is not separable (the splitting integrators are
@@ -70,7 +72,6 @@ class GHNN(_FlatState, DynamicsModel):
     """
 
     name: ClassVar[str] = "ghnn"
-    separable: ClassVar[bool] = False
 
     def __init__(self, n_particles: int = 1, dim: int = 1, node_constants: int = 1,
                  hidden: int = 200, layers: int = 3, activation: str = "tanh",
@@ -136,24 +137,7 @@ class GHNN(_FlatState, DynamicsModel):
             neg = torch.zeros(g.num_graphs, m, m, dtype=dtype, device=device)
         return skew, neg
 
-    def hamiltonian(self, graph: GraphLike) -> Tensor:
-        """Learned ``H`` of each graph at its state, ``[G]`` (non-increasing along the
-        model's own flow; constant without dissipation)."""
-        g = as_graph(graph)
-        self.check_state(g.q, g.p, g)
-        return self.energy(g.q, g.p, g)
-
     # ------------------------------------------------------------- dynamics
-    def field_parts(self, graph: GraphLike, create_graph: bool | None = None
-                    ) -> tuple[Pair, Pair]:
-        """The conservative part ``P ∇H`` and the dissipative part ``Q ∇H`` of the
-        field at the graph's state, each as ``(dq [N, d], dp [N, d])``;
-        :meth:`time_derivative` is their sum. ``create_graph`` as for
-        :meth:`derivative` (without it the parts carry no autograd graph)."""
-        g = as_graph(graph)
-        self.check_state(g.q, g.p, g)
-        return self._parts(g.q, g.p, g, create_graph)
-
     def _parts(self, q: Tensor, p: Tensor, graph: GraphBatch, create_graph: bool | None
                ) -> tuple[Pair, Pair]:
         create = self._create_graph(q, p, create_graph)
@@ -176,8 +160,3 @@ class GHNN(_FlatState, DynamicsModel):
         """``[G, m]`` -> ``(dq, dp)``, each shaped as ``q [N, d]``."""
         half = self.state_size // 2
         return x[:, :half].reshape(q.shape), x[:, half:].reshape(q.shape)
-
-    def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
-                    create_graph: bool | None) -> tuple[Tensor, Tensor]:
-        (dq_c, dp_c), (dq_d, dp_d) = self._parts(q, p, graph, create_graph)
-        return dq_c + dq_d, dp_c + dp_d
