@@ -9,7 +9,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,6 +61,7 @@ def test_quick_run_has_every_available_family(tmp_path, run_script, module):
         assert hnn_angles["key"]["recoordinated"]["convert"] == "angle_dataset"
         assert abs(hnn_angles["energy_pred"][0] - hnn_angles["energy_true"][0]) < 1e-5
         assert hnn_angles["constraint_error"] < 1e-12 < angles["hnn"]["constraint_error"]
+        assert angles["chnn"]["constraint_error"] < 1e-6  # CHNN keeps its links (the claim)
         assert hnn_angles["target_test_loss"] > 0 and hnn_angles["rollout_mse"] > 1e-8
         assert "HNN-ANGLES" in text and "| n/a |" in text
     # the dissipative model reports the friction it learned, the baselines do not
@@ -74,6 +75,8 @@ def test_quick_run_has_every_available_family(tmp_path, run_script, module):
              if r["family"] == "generalized (GHNN)"}
     assert rises and all((0 <= v <= 1) if m != "mlp" else v is None
                          for (_, m), v in rises.items())
+    # (P + Q)∇H with Q negative semi-definite: GHNN's own H does not rise (the claim's 1%)
+    assert all(v <= 0.01 for (_, m), v in rises.items() if m == "ghnn"), rises
     # every family in the tables: a row per (system, model), or a skip line
     for family in module.FAMILIES:
         if family in available:
@@ -145,3 +148,37 @@ def test_observed_derivatives_are_differences_of_the_noisy_training_data(module)
     assert (data.dp[:, train] - exact.dp[:, train]).abs().mean() > 0.1  # noise / dt
     with pytest.raises(ValueError, match="needs noisy observations"):
         module.observed_derivatives("henon-heiles", seed=0, **{**options, "noise": 0.0})
+
+
+def test_finite_geometric_mean_counts_a_diverged_trajectory_as_inf(module):
+    x = torch.tensor([1e-2, 1e-4], dtype=torch.float64)
+    assert module.finite_geometric_mean(x) == pytest.approx(1e-3, rel=1e-12)
+    assert module.finite_geometric_mean(torch.tensor([1e-2, math.nan])) == math.inf
+    assert module.finite_geometric_mean(torch.zeros(3)) == pytest.approx(1e-30)  # the floor
+
+
+def test_energy_error_of_a_scaled_rollout(module):
+    """A rollout ``s · (q, p)`` of a mass-spring (``H`` quadratic) has the true energy
+    ``s² H`` at every step: relative error ``|s² − 1|`` on every trajectory."""
+    system = systems.get("mass-spring")
+    test = systems.generate(system, trajectories=3, steps=20, dt=0.1, seed=0)
+    exact = module.energy_error(system, test, SimpleNamespace(q=test.q, p=test.p))
+    assert exact[0] <= 1e-29 and exact[1] == exact[2]
+    err, h_true, h_pred = module.energy_error(
+        system, test, SimpleNamespace(q=1.1 * test.q, p=1.1 * test.p))
+    assert err == pytest.approx(0.21, rel=1e-6)
+    np.testing.assert_allclose(h_pred, 1.21 * np.array(h_true), rtol=1e-12)
+
+
+def test_constraint_error_of_stretched_links(module):
+    """Positions scaled by 1.1 about the pivot stretch every link by a tenth of its
+    length: the error is 0.1 · the longest link, per trajectory (geometric mean)."""
+    test = systems.generate("pendulum-chain", trajectories=3, steps=10, dt=0.05,
+                            n_particles=2, seed=0)
+    x = test.q[0].numpy().reshape(test.num_graphs, 2, 2)  # [G, n, d] from the pivot
+    links = np.linalg.norm(np.diff(x, axis=1, prepend=0.0), axis=-1)  # [G, n]
+    expected = np.exp(np.log(0.1 * links.max(1)).mean())
+    assert module.constraint_error(None, None, test, SimpleNamespace(q=test.q))[
+        "constraint_error"] < 1e-8  # the truth keeps its links
+    got = module.constraint_error(None, None, test, SimpleNamespace(q=1.1 * test.q))
+    assert got["constraint_error"] == pytest.approx(expected, rel=1e-6)
