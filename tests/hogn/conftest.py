@@ -1,4 +1,5 @@
-"""What the command-line tests of ``tests/hogn`` share."""
+"""What the tests of ``tests/hogn`` share: the command-line tests' generate-and-train
+runs, and the fixed-size models' random graphs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from hogn.cli import main
+from hogn.graph import GraphBatch
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +30,24 @@ def generate_and_train(root: Path, *, particles: str, trajectories: int, steps: 
     assert main(["train", "hogn", str(data), "--epochs", str(epochs), *train,
                  "-o", str(run)]) == 0
     return root, data, run
+
+
+@pytest.fixture(scope="session")
+def flat_graphs() -> Callable[..., GraphBatch]:
+    """:func:`random_flat_graphs`, for the tests of the fixed-size (flattened-state)
+    models."""
+    return random_flat_graphs
+
+
+def random_flat_graphs(n_graphs: int, n: int, d: int, k: int, seed: int,
+                       dtype: torch.dtype = torch.float64) -> GraphBatch:
+    """``n_graphs`` edgeless graphs of ``n`` nodes from ``seed``: ``q, p [n_graphs·n,
+    d]`` standard normal, ``c [n_graphs·n, k]`` uniform in ``[0.5, 1.5)`` (positive, as
+    masses are)."""
+    gen = torch.Generator().manual_seed(seed)
+    nodes = n_graphs * n
+    return GraphBatch(torch.randn(nodes, d, generator=gen, dtype=dtype),
+                      torch.randn(nodes, d, generator=gen, dtype=dtype),
+                      torch.rand(nodes, k, generator=gen, dtype=dtype) + 0.5,
+                      torch.empty(2, 0, dtype=torch.long),
+                      torch.arange(0, nodes + 1, n))

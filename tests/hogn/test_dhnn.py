@@ -27,17 +27,6 @@ TRAIN = {"steps": 300, "batch_size": 10**9, "val_fraction": 0.0, "lr": 1e-2,
          "schedule": "cosine", "progress": False}
 
 
-def _graph(n_graphs: int, n: int, d: int, k: int, seed: int, dtype: torch.dtype = F64
-           ) -> GraphBatch:
-    gen = torch.Generator().manual_seed(seed)
-    nodes = n_graphs * n
-    return GraphBatch(torch.randn(nodes, d, generator=gen, dtype=dtype),
-                      torch.randn(nodes, d, generator=gen, dtype=dtype),
-                      torch.rand(nodes, k, generator=gen, dtype=dtype) + 0.5,
-                      torch.empty(2, 0, dtype=torch.long),
-                      torch.arange(0, nodes + 1, n))
-
-
 def _model(seed: int = 0, **config) -> DHNN:
     torch.manual_seed(seed)
     return models.get("dhnn", **{"n_particles": 2, "dim": 2, "node_constants": 1,
@@ -49,7 +38,7 @@ def _spring(**params) -> systems.System:
 
 
 # --------------------------------------------------------------- declarations
-def test_registered_and_declared_not_hamiltonian():
+def test_registered_and_declared_not_hamiltonian(flat_graphs):
     assert "dhnn" in models.names() and models.DHNN is DHNN
     model = _model()
     assert isinstance(model, models.DynamicsModel)
@@ -64,16 +53,16 @@ def test_registered_and_declared_not_hamiltonian():
                                          "'momenta', got 'velocity'"):
         models.get("dhnn", dissipation_inputs="velocity")
     with pytest.raises(ValueError, match="dhnn expects graphs of exactly 2 particle"):
-        model.time_derivative(_graph(2, 3, 2, 1, seed=0))
+        model.time_derivative(flat_graphs(2, 3, 2, 1, seed=0))
 
 
 # ------------------------------------------------------------------ the field
 @pytest.mark.parametrize("inputs", ["state", "momenta"])
-def test_field_is_the_helmholtz_split_of_h_and_d(inputs):
+def test_field_is_the_helmholtz_split_of_h_and_d(inputs, flat_graphs):
     """``dq = ∂H/∂p + ∂D/∂q``, ``dp = −∂H/∂q + ∂D/∂p``, against autograd by hand on
     the two networks of random weights; the conservative part is an HNN's field."""
     model = _model(dissipation_inputs=inputs).eval()
-    graph = _graph(3, 2, 2, 1, seed=1)
+    graph = flat_graphs(3, 2, 2, 1, seed=1)
     q, p = graph.q.clone().requires_grad_(True), graph.p.clone().requires_grad_(True)
     c = graph.c.reshape(3, -1)
     h = model.net(torch.cat([q.reshape(3, -1), p.reshape(3, -1), c], -1))[:, 0]
@@ -100,9 +89,9 @@ def test_field_is_the_helmholtz_split_of_h_and_d(inputs):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
 
 
-def test_training_mode_keeps_the_graph_eval_mode_does_not():
+def test_training_mode_keeps_the_graph_eval_mode_does_not(flat_graphs):
     model = _model()
-    graph = _graph(2, 2, 2, 1, seed=2)
+    graph = flat_graphs(2, 2, 2, 1, seed=2)
     dq, dp = model.train().time_derivative(graph)
     (dq.square().sum() + dp.square().sum()).backward()
     # D is trained too: every weight moves the field (its constant, the last bias, not)
@@ -112,9 +101,9 @@ def test_training_mode_keeps_the_graph_eval_mode_does_not():
     assert dq.grad_fn is None and dp.grad_fn is None
 
 
-def test_save_and_load_round_trip(tmp_path):
+def test_save_and_load_round_trip(tmp_path, flat_graphs):
     model = _model(dissipation_inputs="momenta").eval()
-    graph = _graph(3, 2, 2, 1, seed=3)
+    graph = flat_graphs(3, 2, 2, 1, seed=3)
     path = model.save(tmp_path / "dhnn.pt")
     loaded = models.load(path)
     assert type(loaded) is DHNN and loaded.config() == model.config()
@@ -128,9 +117,9 @@ def test_save_and_load_round_trip(tmp_path):
     assert not torch.equal(other.time_derivative(graph)[1], model.time_derivative(graph)[1])
 
 
-def test_rollout_is_rk4_on_the_field():
+def test_rollout_is_rk4_on_the_field(flat_graphs):
     model = _model().eval()
-    graph = _graph(2, 2, 2, 1, seed=4)
+    graph = flat_graphs(2, 2, 2, 1, seed=4)
     q, p = hogn.rollout(model, graph, steps=5, dt=0.05, integrator="rk4")
     q_ref, p_ref = integrators.integrate(model.vector_field(graph), graph.q, graph.p, 0.05, 5,
                                          method="rk4")

@@ -22,17 +22,6 @@ TRAIN = {"steps": 300, "batch_size": 10**9, "val_fraction": 0.0, "lr": 1e-2,
          "schedule": "cosine", "progress": False}
 
 
-def _graph(n_graphs: int, n: int, d: int, k: int, seed: int, dtype: torch.dtype = F64
-           ) -> GraphBatch:
-    gen = torch.Generator().manual_seed(seed)
-    nodes = n_graphs * n
-    return GraphBatch(torch.randn(nodes, d, generator=gen, dtype=dtype),
-                      torch.randn(nodes, d, generator=gen, dtype=dtype),
-                      torch.rand(nodes, k, generator=gen, dtype=dtype) + 0.5,
-                      torch.empty(2, 0, dtype=torch.long),
-                      torch.arange(0, nodes + 1, n))
-
-
 def _model(seed: int = 0, **config) -> GHNN:
     torch.manual_seed(seed)
     return models.get("ghnn", **{"n_particles": 2, "dim": 2, "node_constants": 1,
@@ -53,7 +42,7 @@ def _energy_rate(model: GHNN, graph: GraphBatch) -> tuple[torch.Tensor, torch.Te
 
 
 # --------------------------------------------------------------- declarations
-def test_registered_and_declared_not_hamiltonian():
+def test_registered_and_declared_not_hamiltonian(flat_graphs):
     assert "ghnn" in models.names() and models.GHNN is GHNN
     model = _model()
     assert isinstance(model, models.DynamicsModel)
@@ -68,15 +57,15 @@ def test_registered_and_declared_not_hamiltonian():
     with pytest.raises(ValueError, match="dissipation must be True or False"):
         models.get("ghnn", dissipation="yes")
     with pytest.raises(ValueError, match="ghnn expects graphs of exactly 2 particle"):
-        model.time_derivative(_graph(2, 3, 2, 1, seed=0))
+        model.time_derivative(flat_graphs(2, 3, 2, 1, seed=0))
 
 
 # ------------------------------------------------------------------ structure
 @pytest.mark.parametrize("rank", [None, 1])
-def test_p_is_skew_and_q_negative_semidefinite_for_random_weights(rank):
+def test_p_is_skew_and_q_negative_semidefinite_for_random_weights(rank, flat_graphs):
     for seed in range(3):
         model = _model(seed, rank=rank).eval()
-        graph = _graph(5, 2, 2, 1, seed=seed)
+        graph = flat_graphs(5, 2, 2, 1, seed=seed)
         skew, neg = model.matrices(graph)
         assert skew.shape == neg.shape == (5, 8, 8)
         torch.testing.assert_close(skew, -skew.transpose(1, 2), rtol=0, atol=1e-14)
@@ -99,10 +88,10 @@ def test_p_is_skew_and_q_negative_semidefinite_for_random_weights(rank):
                                    field, rtol=0, atol=1e-12)
 
 
-def test_canonical_matrices_are_the_symplectic_j_and_zero():
+def test_canonical_matrices_are_the_symplectic_j_and_zero(flat_graphs):
     model = _model(structure="canonical", dissipation=False)
     assert model.structure_net is None and model.dissipation_net is None
-    skew, neg = model.matrices(_graph(2, 2, 2, 1, seed=0))
+    skew, neg = model.matrices(flat_graphs(2, 2, 2, 1, seed=0))
     j = torch.zeros(8, 8, dtype=F64)
     j[:4, 4:], j[4:, :4] = torch.eye(4), -torch.eye(4)
     assert torch.equal(skew, j.expand(2, 8, 8)) and torch.equal(neg, torch.zeros(2, 8, 8,
@@ -110,9 +99,9 @@ def test_canonical_matrices_are_the_symplectic_j_and_zero():
 
 
 @pytest.mark.parametrize("structure", ["canonical", "learned"])
-def test_learned_energy_never_increases_along_the_field(structure):
+def test_learned_energy_never_increases_along_the_field(structure, flat_graphs):
     """``dH/dt = ∇Hᵀ (P + Q) ∇H ≤ 0`` at random states; ``= 0`` without dissipation."""
-    graph = _graph(50, 2, 2, 1, seed=1)
+    graph = flat_graphs(50, 2, 2, 1, seed=1)
     for seed in range(3):
         rate, norm = _energy_rate(_model(seed, structure=structure).eval(), graph)
         assert (rate <= 1e-12).all()
@@ -123,9 +112,9 @@ def test_learned_energy_never_increases_along_the_field(structure):
         assert norm.min() > 1e-4  # the check above can fail: ∇H is not zero
 
 
-def test_canonical_conservative_form_is_an_hnn():
+def test_canonical_conservative_form_is_an_hnn(flat_graphs):
     hnn = models.get("hnn", n_particles=2, dim=2, node_constants=1, hidden=16).to(F64).eval()
-    graph = _graph(3, 2, 2, 1, seed=2)
+    graph = flat_graphs(3, 2, 2, 1, seed=2)
     for dissipation in (False, True):
         model = _model(structure="canonical", dissipation=dissipation).eval()
         hnn.net.load_state_dict(model.net.state_dict())
@@ -142,9 +131,9 @@ def test_canonical_conservative_form_is_an_hnn():
                 torch.testing.assert_close(x, y, rtol=0, atol=1e-12)
 
 
-def test_training_mode_keeps_the_graph_eval_mode_does_not():
+def test_training_mode_keeps_the_graph_eval_mode_does_not(flat_graphs):
     model = _model()
-    graph = _graph(2, 2, 2, 1, seed=2)
+    graph = flat_graphs(2, 2, 2, 1, seed=2)
     dq, dp = model.train().time_derivative(graph)
     (dq.square().sum() + dp.square().sum()).backward()
     for net in (model.net, model.structure_net, model.dissipation_net):
@@ -155,9 +144,9 @@ def test_training_mode_keeps_the_graph_eval_mode_does_not():
 
 
 # ------------------------------------------------------------- rollout, files
-def test_learned_energy_decreases_along_an_rk4_rollout():
+def test_learned_energy_decreases_along_an_rk4_rollout(flat_graphs):
     model = _model(3).eval()
-    graph = _graph(4, 2, 2, 1, seed=4)
+    graph = flat_graphs(4, 2, 2, 1, seed=4)
     q, p = hogn.rollout(model, graph, steps=100, dt=0.01, integrator="rk4")  # [101, N, d]
     h = torch.stack([model.energy(q[t], p[t], graph) for t in range(q.shape[0])])  # [T, G]
     steps = h.diff(dim=0)
@@ -167,9 +156,9 @@ def test_learned_energy_decreases_along_an_rk4_rollout():
         hogn.rollout(model, graph, steps=5, dt=0.05, integrator="leapfrog")
 
 
-def test_save_and_load_round_trip(tmp_path):
+def test_save_and_load_round_trip(tmp_path, flat_graphs):
     model = _model(rank=3).eval()
-    graph = _graph(3, 2, 2, 1, seed=3)
+    graph = flat_graphs(3, 2, 2, 1, seed=3)
     path = model.save(tmp_path / "ghnn.pt")
     loaded = models.load(path)
     assert type(loaded) is GHNN and loaded.config() == model.config()

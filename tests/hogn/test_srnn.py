@@ -33,15 +33,6 @@ def _model(seed: int = 0, n: int = 2, d: int = 2, k: int = 1, **config) -> SRNN:
                       **{"hidden": 16, "layers": 3, **config}).to(F64)
 
 
-def _graph(n_graphs: int, n: int, d: int, k: int, seed: int) -> GraphBatch:
-    gen = torch.Generator().manual_seed(seed)
-    nodes = n_graphs * n
-    return GraphBatch(torch.randn(nodes, d, generator=gen, dtype=F64),
-                      torch.randn(nodes, d, generator=gen, dtype=F64),
-                      torch.rand(nodes, k, generator=gen, dtype=F64) + 0.5,
-                      torch.empty(2, 0, dtype=torch.long), torch.arange(0, nodes + 1, n))
-
-
 class _TrueHenonHeiles(SRNN):
     """An SRNN whose ``T`` and ``V`` are the Hénon–Heiles system's own (its networks
     unused: training can move only the start offsets): ``V(q) = H(q, 0)``,
@@ -70,7 +61,7 @@ def _true_model() -> _TrueHenonHeiles:
 
 
 # --------------------------------------------------------------- declarations
-def test_registered_separable_and_accepts_every_integrator():
+def test_registered_separable_and_accepts_every_integrator(flat_graphs):
     assert "srnn" in models.names() and models.SRNN is SRNN
     model = _model()
     assert isinstance(model, models.HamiltonianModel) and model.separable
@@ -81,18 +72,18 @@ def test_registered_separable_and_accepts_every_integrator():
     defaults = SRNN(n_particles=3, dim=2)
     assert (defaults.config()["hidden"], defaults.config()["layers"]) == (512, 4)
     with pytest.raises(ValueError, match="srnn expects graphs of exactly 2 particle"):
-        model.time_derivative(_graph(2, 3, 2, 1, seed=0))
+        model.time_derivative(flat_graphs(2, 3, 2, 1, seed=0))
     with pytest.raises(ValueError, match="n_particles must be an int >= 1"):
         models.get("srnn", n_particles=0)
 
 
 # ------------------------------------------------------------------ the field
-def test_field_is_separable_exactly_and_is_minus_grad_v_and_grad_t():
+def test_field_is_separable_exactly_and_is_minus_grad_v_and_grad_t(flat_graphs):
     """float64 Jacobians of the field: ``∂dq/∂q`` and ``∂dp/∂p`` vanish exactly (not
     to rounding: the networks never see the other half), while the cross blocks do
     not; ``dq = ∂T/∂p``, ``dp = −∂V/∂q`` against autograd of the two networks."""
     model = _model().eval()
-    graph = _graph(3, 2, 2, 1, seed=1)
+    graph = flat_graphs(3, 2, 2, 1, seed=1)
 
     def field(q, p):
         return model.derivative(q, p, graph, create_graph=True)
@@ -135,7 +126,7 @@ def _symplectic_defect(model: SRNN, graph: GraphBatch, method: str, dt: float,
     return float((M.T @ J @ M - J).abs().max())
 
 
-def test_splitting_steps_of_srnn_are_symplectic_maps():
+def test_splitting_steps_of_srnn_are_symplectic_maps(flat_graphs):
     """The Jacobian ``M`` of leapfrog and yoshida4 rollouts (3 steps) of a random SRNN
     keeps the symplectic form, ``Mᵀ J M = J``, to rounding (float64; measured ~4e-16);
     rk4 steps of the same field do not (measured 1.8e-7 for one step at dt 0.3, with
@@ -144,14 +135,14 @@ def test_splitting_steps_of_srnn_are_symplectic_maps():
     with torch.no_grad():
         for net in (model.kinetic, model.potential):
             net[0].weight.mul_(10)
-    graph = _graph(1, 2, 2, 1, seed=4)
+    graph = flat_graphs(1, 2, 2, 1, seed=4)
     for method in ("leapfrog", "yoshida4", "symplectic_euler"):
         assert _symplectic_defect(model, graph, method, 0.3, steps=3) < 1e-13, method
     assert _symplectic_defect(model, graph, "rk4", 0.3) > 1e-9
 
 
 @pytest.mark.parametrize("method", ["leapfrog", "yoshida4", "rk4"])
-def test_training_rollout_is_the_models_own_rollout(method):
+def test_training_rollout_is_the_models_own_rollout(method, flat_graphs):
     """The differentiable k-step rollout that training matches (``_prediction``) is
     the same trajectory as the model's plain rollout (:func:`hogn.rollout`), also after
     a splitting step's last kick has made ``p`` a function of ``q`` (see
@@ -160,7 +151,7 @@ def test_training_rollout_is_the_models_own_rollout(method):
     from hogn.train import Batch, TrainConfig, _prediction
 
     model = _model(seed=2).train()
-    graph = _graph(2, 2, 2, 1, seed=5)
+    graph = flat_graphs(2, 2, 2, 1, seed=5)
     k = 4
     batch = Batch(graph, torch.zeros(4, k, 2, dtype=F64), torch.zeros(4, k, 2, dtype=F64))
     cfg = TrainConfig(target="rollout", integrator=method, rollout_steps=k)
