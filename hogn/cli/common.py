@@ -15,8 +15,7 @@ from hogn.models import DynamicsModel
 from hogn.models import load as load_model
 
 __all__ = ["DEVICE", "DTYPES", "FRACTION_BELOW_1", "NONNEG_FLOAT", "NONNEG_INT", "POS_FLOAT",
-           "POS_INT", "TOLERANCE", "UserError", "check_output", "energy_of", "energy_problem",
-           "energy_reference",
+           "POS_INT", "TOLERANCE", "UserError", "check_output", "energy_of", "energy_reference",
            "load_run", "param", "particles", "run_record", "system_params"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -166,16 +165,10 @@ def load_run(run: str | Path, which: str = "best", device: str | None = None
     return load_model(path, device=device), record
 
 
-def energy_problem(data: systems.Dataset) -> str | None:
-    """Why the true energy cannot be evaluated on ``data`` (``None`` when it can); see
-    :meth:`systems.Dataset.energy_problem`."""
-    return data.energy_problem()
-
-
 def energy_of(data: systems.Dataset) -> Any:
     """The true Hamiltonian on ``data``'s graphs: ``energy(q, p) -> [T, G]``, or
-    ``None`` where it cannot be evaluated (see :func:`energy_problem`)."""
-    if energy_problem(data) is not None:
+    ``None`` where it cannot be evaluated (see :meth:`systems.Dataset.energy_problem`)."""
+    if data.energy_problem() is not None:
         return None
     system, graph = data.system(), data.graph
     return lambda q, p: system.hamiltonian(q, p, graph)
@@ -185,6 +178,6 @@ def energy_reference(data: systems.Dataset) -> str:
     """``"truth"`` for a system whose energy changes by design (damped, driven: the
     true energy along a prediction is compared with the true energy curve), else
     ``"initial"`` (its drift from the initial energy); see :func:`hogn.evaluate`."""
-    if energy_problem(data) is not None:
+    if data.energy_problem() is not None:
         return "initial"
     return "truth" if data.system().dissipative else "initial"

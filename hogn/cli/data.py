@@ -21,7 +21,6 @@ from hogn.cli.common import (
     TOLERANCE,
     UserError,
     check_output,
-    energy_problem,
     param,
     particles,
     system_params,
@@ -151,7 +150,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Describe a dataset file."""
     data = systems.load(args.file)
     m = data.meta
-    problem = energy_problem(data)
+    problem = data.energy_problem()
     if problem is None:
         s = data.summary()
         energy_rows = [("energy range", f"[{s['energy_min']:.4g}, {s['energy_max']:.4g}]"),
