@@ -55,14 +55,13 @@ linear layers each way); ``H`` is a tanh MLP of 200 units (``hnn_layers=3``).
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from hogn import integrators
+from hogn import checks, integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel, GraphLike, as_graph, register, state_gradients
 from hogn.nn import ACTIVATIONS, Linear
@@ -138,9 +137,7 @@ class PixelHNN(DynamicsModel):
                  ae_weight: float = 1.0, cc_weight: float = 1.0, hnn_weight: float = 0.1
                  ) -> None:
         name = self.name
-        if not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0
-                and math.isfinite(dt)):
-            raise ValueError(f"{name}: dt must be a positive finite number, got {dt!r}")
+        dt = checks.positive_float(dt, f"{name}: dt")
         for key, value, low in (("hidden", hidden, 1), ("layers", layers, 2),
                                 ("hnn_hidden", hnn_hidden, 1), ("hnn_layers", hnn_layers, 2),
                                 ("substeps", substeps, 1)):
@@ -151,23 +148,20 @@ class PixelHNN(DynamicsModel):
         _check_choice(name, "hnn_activation", hnn_activation, sorted(ACTIVATIONS))
         method = integrators.require_fit(integrators.get(integrator), False,
                                          f"{name}'s latent field")
-        weights = {"ae_weight": ae_weight, "cc_weight": cc_weight, "hnn_weight": hnn_weight}
-        for key, value in weights.items():
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name}: {key} must be a finite number >= 0, got {value!r}")
+        weights = {key: checks.nonnegative_float(value, f"{name}: {key}") for key, value in
+                   (("ae_weight", ae_weight), ("cc_weight", cc_weight),
+                    ("hnn_weight", hnn_weight))}
         super().__init__(dict(
-            dt=float(dt), dim=dim, node_constants=node_constants, hidden=hidden, layers=layers,
+            dt=dt, dim=dim, node_constants=node_constants, hidden=hidden, layers=layers,
             activation=activation, decoder_output=decoder_output, latent=latent,
             hnn_hidden=hnn_hidden, hnn_layers=hnn_layers, hnn_activation=hnn_activation,
-            integrator=method.name, substeps=substeps,
-            **{k: float(v) for k, v in weights.items()}))
-        self.dt = float(dt)
+            integrator=method.name, substeps=substeps, **weights))
+        self.dt = dt
         self.latent = latent
         self.integrator = method
         self.substeps = substeps
         self.sigmoid_output = decoder_output == "sigmoid"
-        self.weights = {k.removesuffix("_weight"): float(v) for k, v in weights.items()}
+        self.weights = {k.removesuffix("_weight"): v for k, v in weights.items()}
         self.encoder = _autoencoder_mlp(2 * dim + node_constants, hidden, 2, layers, activation)
         self.decoder = _autoencoder_mlp(2, hidden, 2 * dim, layers, activation)
         self.latent_net = _Net(2, hnn_hidden, 1 if latent == "hnn" else 2, hnn_layers,

@@ -45,6 +45,8 @@ def test_registered_and_built_for_the_data(data):
         make(data, latent="cnn")
     with pytest.raises(ValueError, match="cc_weight must be a finite number >= 0"):
         make(data, cc_weight=-1.0)
+    with pytest.raises(ValueError, match="pixel-hnn: dt must be a finite number > 0, got nan"):
+        make(data, dt=float("nan"))
 
 
 def test_latent_field_is_hamiltons_equations(data):
