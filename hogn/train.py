@@ -1050,6 +1050,10 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
             budget.set_epoch(epoch)
         return len(train_loader)
 
+    def finished(epoch: int, steps: int) -> bool:
+        """Whether the run is complete before ``epoch``, with ``steps`` steps taken."""
+        return steps >= cfg.steps if cfg.steps else epoch > cfg.epochs
+
     run = Path(run_dir) if run_dir is not None else None
     start_epoch, best, best_epoch, steps_done = 1, math.inf, 0, 0
     best_state: dict[str, Tensor] | None = None
@@ -1119,7 +1123,7 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
     try:
         last_checkpoint = last_snapshot = time.monotonic()
         for epoch in itertools.count(start_epoch):
-            if steps_done >= cfg.steps if cfg.steps else epoch > cfg.epochs:
+            if finished(epoch, steps_done):
                 break
             started = time.perf_counter()
             batches = batches_in(epoch)  # (sets the edge budget's epoch)
@@ -1127,7 +1131,7 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
             if cfg.steps and steps_done + batches >= cfg.steps:  # the last epoch
                 batches = cfg.steps - steps_done
                 loader = _FirstBatches(train_loader, batches)
-            final = steps_done + batches >= cfg.steps if cfg.steps else epoch == cfg.epochs
+            final = finished(epoch + 1, steps_done + batches)
             lr = optimizer.param_groups[0]["lr"]
             model.train()
             train_loss = run_epoch(loader, optimizer, epoch)
