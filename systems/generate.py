@@ -191,7 +191,6 @@ _HNN_REPORT = ("HNN paper (Greydanus et al. 2019) as the text of M. Merkle's rep
                "'Hamiltonian Neural Networks' (TU Munich) describes it")
 _HNN_CODE = ("HNN paper (Greydanus et al. 2019): the authors' code, greydanus/hamiltonian-nn "
              "experiment-*/data.py (see the PRESETS comments)")
-_HNN = _HNN_REPORT  # the real pendulum: the report's pendulum plus friction
 _META = "meta-learning paper (Song & Jeong), appendix A.1"
 _META_LATER = ("later version of the meta-learning paper (Song & Jeong, 'Identifying "
                "Hamiltonian Manifold in Neural Networks'); sampling and span ours")
@@ -238,7 +237,7 @@ PRESETS: dict[str, Preset] = {
     # HNN's real pendulum is lab data; ours: the report's ideal pendulum plus friction.
     "hnn-real-pendulum": Preset("damped-pendulum", 50, 30, 3.0, 0.1,
                                 {"g": 3.0, "energy_range": (1.3, 2.3), "gamma": 0.1},
-                                source=_HNN),
+                                source=_HNN_REPORT),
     # Meta-learning: 10,000 trajectories per system, points/spans of appendix A.1,
     # one-degree-of-freedom systems embedded in d = 2.
     "meta-mass-spring": Preset("mass-spring", 10_000, 100, 10.0, params={"embed_dim": 2},
