@@ -7,9 +7,10 @@ Scripts run as ``python experiments/<name>.py``, so this folder is first on
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hogn.io import atomic_write
@@ -47,3 +48,10 @@ def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None
 def write_text(path: Path, text: str) -> Path:
     """Write a text file atomically (never half-written)."""
     return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def mean_std(values: Iterable[float]) -> list[float]:
+    """``[mean, std]`` of per-seed values (std with ``ddof=1``; 0 for one value), the
+    ``mean ± std over seeds`` of the results JSONs."""
+    x = np.asarray(list(values), dtype=float)
+    return [float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0]

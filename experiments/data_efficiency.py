@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _shared import begin, experiment_parser, write_text
+from _shared import begin, experiment_parser, mean_std, write_text
 from hnn_paper import all_states, derivative_mse
 
 import hogn
@@ -101,9 +101,7 @@ def run(sizes: list[int], seeds: list[int], steps: int, n_test: int, log: Any
             sel = [r for r in runs if r["trajectories"] == n and r["model"] == name]
             row = {"trajectories": n, "model": name}
             for key in METRICS:
-                values = np.array([r[key] for r in sel])
-                row[key] = [float(values.mean()),
-                            float(values.std(ddof=1)) if len(values) > 1 else 0.0]
+                row[key] = mean_std(r[key] for r in sel)
             summary_rows.append(row)
     return {"runs": runs, "summary": summary_rows}
 

@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _shared import begin, experiment_parser, write_text
+from _shared import begin, experiment_parser, mean_std, write_text
 
 import hogn
 import systems
@@ -288,12 +288,8 @@ def run_task(task: str, seeds: list[int], quick: bool, log: Any, variant: str = 
             f"(noise floor {row['noise_floor'] * s:.4g}; x{s:g}; {row['seconds']:.0f} s)")
     for name in ("mlp", "hnn"):
         for key in METRICS:
-            values = np.array([out["seeds"][str(s)][name][key] for s in seeds])
-            out[f"{key}_{name}"] = [float(values.mean()),
-                                    float(values.std(ddof=1)) if len(values) > 1 else 0.0]
-    floors = np.array([out["seeds"][str(s)]["noise_floor"] for s in seeds])
-    out["noise_floor"] = [float(floors.mean()),
-                          float(floors.std(ddof=1)) if len(floors) > 1 else 0.0]
+            out[f"{key}_{name}"] = mean_std(out["seeds"][str(s)][name][key] for s in seeds)
+    out["noise_floor"] = mean_std(out["seeds"][str(s)]["noise_floor"] for s in seeds)
     ratios = [out["seeds"][str(s)]["mlp"]["energy_mse"] / out["seeds"][str(s)]["hnn"][
         "energy_mse"] for s in seeds]
     out["energy_ratio"] = out["energy_mse_mlp"][0] / out["energy_mse_hnn"][0]

@@ -86,7 +86,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _shared import begin, experiment_parser, write_text
+from _shared import begin, experiment_parser, mean_std, write_text
 from hnn_paper import all_states, derivative_mse
 
 import hogn
@@ -709,9 +709,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         keys = [k for k in (*METRICS, *extra) if k in rows[0]]
         entry["family_metrics"] = list(extra)
         for k in keys:
-            values = np.array([r[k] if r[k] is not None else math.nan for r in rows], float)
-            entry[k] = [float(values.mean()),
-                        float(values.std(ddof=1)) if len(values) > 1 else 0.0]
+            entry[k] = mean_std(r[k] if r[k] is not None else math.nan for r in rows)
         entry["per_seed"] = {k: [float(r[k]) if r[k] is not None else math.nan
                                  for r in rows] for k in keys}
         out.append(entry)
