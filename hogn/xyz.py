@@ -276,7 +276,8 @@ def read_xyz(path: str | os.PathLike) -> XYZTrajectory:
         raise ValueError(f"{path}: no such file")
     lines = path.read_text().splitlines()
     at = 0
-    qs, ps, ts, cs = [], [], [], []
+    qs, ps, ts = [], [], []
+    constants: dict[str, np.ndarray] = {}  # the first frame's other real columns
     first: dict[str, str] | None = None
     count = 0
     props: list[tuple[str, str, int]] = []
@@ -327,7 +328,8 @@ def read_xyz(path: str | os.PathLike) -> XYZTrajectory:
         qs.append(columns.pop("pos"))
         if "momenta" in columns:
             ps.append(columns.pop("momenta"))
-        cs.append(columns)
+        if len(qs) == 1:
+            constants = columns
         if "Time" in pairs:
             ts.append(float(pairs["Time"]))
         at += 2 + n
@@ -341,8 +343,8 @@ def read_xyz(path: str | os.PathLike) -> XYZTrajectory:
     if "Lattice" in first and "T" in pbc:
         cell = np.array(first["Lattice"].split(), dtype=np.float64).reshape(3, 3)
         box = torch.from_numpy(np.diag(cell)[:d].copy())
-    names = [name for name in cs[0] if name != "momenta"]
-    c = (torch.from_numpy(np.concatenate([cs[0][name] for name in names], axis=1))
+    names = list(constants)
+    c = (torch.from_numpy(np.concatenate([constants[name] for name in names], axis=1))
          if names else torch.zeros(count, 0, dtype=torch.float64))
     info = {key: value for key, value in first.items() if key not in _RESERVED}
     return XYZTrajectory(
