@@ -287,13 +287,18 @@ def _hnn_arguments(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"q": x[:, :d], "p": x[:, d:], "dq": dx[:, :d], "dp": dx[:, d:], "test": test}
 
 
-def _floats(name: str, value: Any) -> Tensor:
-    """``value`` as a float64 CPU tensor of finite real numbers."""
+def _numpy(name: str, value: Any) -> np.ndarray:
+    """``value`` (a numpy array, a torch tensor on any device, nested lists) as numpy."""
     x = value.detach().cpu() if isinstance(value, Tensor) else value
     try:
-        array = np.asarray(x)
+        return np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged nested lists
         raise ValueError(f"{name} must be an array of numbers ({exc})") from None
+
+
+def _floats(name: str, value: Any) -> Tensor:
+    """``value`` as a float64 CPU tensor of finite real numbers."""
+    array = _numpy(name, value)
     if array.dtype.kind not in "fiu":
         raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}"
                          + (" (bool)" if array.dtype.kind == "b" else ""))
@@ -384,7 +389,7 @@ def _edges(edge_index: Any, edge_attr: Any, count: int, n: int
     if edge_index is None:
         local = (fully_connected([n]) if n > 1 else torch.zeros(2, 0, dtype=torch.long))
     else:
-        array = np.asarray(edge_index.cpu() if isinstance(edge_index, Tensor) else edge_index)
+        array = _numpy("edge_index", edge_index)
         if array.dtype.kind not in "iu":
             raise ValueError(f"edge_index must hold integer particle numbers, got dtype "
                              f"{array.dtype}")
@@ -418,7 +423,7 @@ def _test_mask(test: Any, test_fraction: float | None, seed: int, count: int,
                                    "test_fraction", upper_open=True)
         seed = checks.nonnegative_int(seed, "seed")
         return random_test_mask(count, fraction, torch.Generator().manual_seed(seed)), fraction
-    array = np.asarray(test.cpu() if isinstance(test, Tensor) else test)
+    array = _numpy("test", test)
     if array.dtype.kind in "iu" and np.isin(array, (0, 1)).all():
         array = array.astype(bool)
     if array.dtype.kind != "b":

@@ -146,6 +146,8 @@ def test_torch_float32_and_observations_are_stored_in_float64(tmp_path):
     ({"q": np.zeros((5, 2), bool)}, "q must hold real numbers, got dtype bool"),
     ({"edge_index": [[0], [1]]}, r"edge_index must number the particles.*0 \.\. 0"),
     ({"edge_index": np.zeros((3, 2), int)}, r"edge_index must be \[2, E\]"),
+    ({"edge_index": [[0, 1], [1]]}, "edge_index must be an array of numbers"),
+    ({"test": [[True], [False, True]]}, "test must be an array of numbers"),
     ({"system": ""}, "non-empty text label"),
 ])
 def test_states_mistakes_name_the_array_and_the_shape_expected(kwargs, match):
