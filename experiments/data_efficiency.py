@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from _shared import begin, experiment_parser, mean_std, write_text
-from hnn_paper import all_states, derivative_mse
+from hnn_paper import all_states, derivative_mse, within_spread
 
 import hogn
 import systems
@@ -138,7 +138,7 @@ def before_after(results: dict[str, Any]) -> list[str]:
                 if old is None:
                     cells.append(f"– → {after[0]:.3g} ± {after[1]:.2g}")
                     continue
-                ok = abs(after[0] - old[key][0]) <= max(after[1], old[key][1])
+                ok = within_spread(after, old[key])
                 cells.append(f"{old[key][0]:.3g} ± {old[key][1]:.2g} → {after[0]:.3g} ± "
                              f"{after[1]:.2g} {'✓' if ok else '✗'}")
             lines.append(f"| {r_name.upper()} | " + " | ".join(cells) + " |")

@@ -28,3 +28,19 @@ def test_quick_run(tmp_path, run_script, load_script):
     text = (tmp_path / "data_efficiency.md").read_text()
     assert text == load_script("data_efficiency").markdown(results)
     assert "| HOGN |" in text and "10 traj." in text and "40 traj." in text
+
+
+def test_before_after_marks_means_outside_the_seed_spread(load_script):
+    """✓ where before and after differ by no more than the larger seed std, ✗ beyond;
+    a size the earlier run lacks shows only the new value."""
+    script = load_script("data_efficiency")
+    after = [{"model": "mlp", "trajectories": n, "test_loss_clean": [1.0, 0.1],
+              "rel_error": [0.5, 0.05]} for n in (10, 40)]
+    before = [{"model": "mlp", "trajectories": 10, "test_loss_clean": [1.05, 0.01],
+               "rel_error": [0.7, 0.05]}]
+    results = {"summary": after, "config": {"sizes": [10, 40], "model_names": ["mlp"]},
+               "before": {"command": "old", "summary": before}}
+    text = "\n".join(script.before_after(results))
+    assert "1.05 ± 0.01 → 1 ± 0.1 ✓" in text  # 0.05 apart, within the larger std 0.1
+    assert "0.7 ± 0.05 → 0.5 ± 0.05 ✗" in text  # 0.2 apart, std 0.05
+    assert text.count("– → ") == 2  # no earlier run at 40 trajectories
