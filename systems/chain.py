@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hogn import checks
 from hogn.graph import GraphBatch, batch_vector, ptr_from_sizes
 from hogn.integrators import VectorField
 from systems.base import System, node_sum, uniform
@@ -138,10 +139,7 @@ class PendulumChain(System):
                              f"(embed_dim=2), got embed_dim={self.embed_dim!r}")
         self._positive_range("length")
         for key in ("max_angle", "max_rate"):
-            v = self.params[key]
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v)
-                                           and v >= 0):
-                raise ValueError(f"{self.name}: {key} must be a finite number >= 0, got {v!r}")
+            checks.nonnegative_float(self.params[key], f"{self.name}: {key}")
         if self.params["max_angle"] > math.pi:
             raise ValueError(f"{self.name}: max_angle must be at most π, got "
                              f"{self.params['max_angle']!r}")

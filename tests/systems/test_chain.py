@@ -114,6 +114,12 @@ def test_bad_parameters_are_named():
         systems.get("pendulum-chain", length=(1.0, 0.5))
     with pytest.raises(ValueError, match="max_angle"):
         systems.get("pendulum-chain", max_angle=4.0)
+    for key, bad in (("max_angle", -0.1), ("max_rate", float("nan")), ("max_rate", "1")):
+        with pytest.raises(ValueError, match=f"pendulum-chain: {key} must be a finite number "
+                           ">= 0"):
+            systems.get("pendulum-chain", **{key: bad})
+    with pytest.raises(ValueError, match="max_rate must be a number, got True"):
+        systems.get("pendulum-chain", max_rate=True)
     with pytest.raises(ValueError, match="needs n_particles"):
         systems.get("pendulum-chain").sample(2)
 
