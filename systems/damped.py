@@ -27,11 +27,11 @@ energy-drift check (which would reject every trajectory).
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 from torch import Tensor
 
+from hogn import checks
 from hogn.graph import GraphBatch
 from hogn.integrators import VectorField
 from systems.base import System, node_sum
@@ -53,9 +53,7 @@ class _LinearFriction(System):
 
     def _validate(self) -> None:
         super()._validate()
-        gamma = self.params["gamma"]
-        if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-            raise ValueError(f"{self.name}: gamma must be a finite number >= 0, got {gamma!r}")
+        checks.nonnegative_float(self.params["gamma"], f"{self.name}: gamma")
 
     def time_derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                         create_graph: bool = False) -> tuple[Tensor, Tensor]:
