@@ -161,6 +161,9 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
         ValueError: for a horizon the data does not cover, a stepper on states
             without time order, or anything :func:`hogn.rollout.rollout` refuses.
     """
+    if energy_reference not in ENERGY_REFERENCES:
+        raise ValueError(f"unknown energy_reference {energy_reference!r}; expected one of: "
+                         f"{', '.join(ENERGY_REFERENCES)}")
     available = data.t.numel() - 1
     if available == 0:
         if steps is not None:
@@ -168,9 +171,6 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
                              f"trajectory): there is nothing to roll out, so steps must "
                              f"be None (the derivatives are compared), got {steps!r}")
         return _derivative_evaluation(model, data, observed)
-    if energy_reference not in ENERGY_REFERENCES:
-        raise ValueError(f"unknown energy_reference {energy_reference!r}; expected one of: "
-                         f"{', '.join(ENERGY_REFERENCES)}")
     steps = available if steps is None else checks.positive_int(steps, "steps")
     substeps = checks.positive_int(substeps, "substeps")
     if not 1 <= steps <= available:

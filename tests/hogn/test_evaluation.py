@@ -124,3 +124,13 @@ def test_energy_against_the_true_curve_for_a_damped_system():
     assert wrong.summary()["energy_error"] > 1e-2
     with pytest.raises(ValueError, match="energy_reference"):
         hogn.evaluate(exact, data, energy=energy, energy_reference="final")
+
+
+def test_a_bad_energy_reference_is_refused_on_states_without_time_order():
+    gen = torch.Generator().manual_seed(0)
+    q, p = torch.randn(2, 5, 1, generator=gen, dtype=torch.float64)
+    states = systems.Dataset.from_arrays(q, p, dq=p, dp=-q)
+    model = hogn.models.for_data("hnn", states, hidden=8).double()
+    assert hogn.evaluate(model, states).summary()["derivative_mse"] > 0
+    with pytest.raises(ValueError, match="energy_reference"):
+        hogn.evaluate(model, states, energy_reference="final")
