@@ -147,11 +147,12 @@ def rhs_pendulum_chain(c: Consts) -> Rhs:
     (``K λ = |u|² + d · (a_i − a_{i−1})``, ``d`` a link, ``u`` its rate)."""
     m, g, n = c.mass, c.params["g"], c.n
     inv = 1.0 / m
-    inv_parent = np.concatenate([np.zeros_like(inv[:, :1]), inv[:, :-1]], 1)
     i = np.arange(n)
 
     def behind(x: np.ndarray) -> np.ndarray:  # the previous mass (the pivot: 0)
         return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], 1)
+
+    inv_parent = behind(inv)
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
         q, p = _split(y, c)
