@@ -351,6 +351,8 @@ class Family:
         return other.model if other is not None else name
 
     def train_options(self, model: str, quick: bool) -> dict[str, Any]:
+        """``hogn.train`` options of a row: :data:`DERIVATIVE` with the family's
+        ``train`` entry for it on top, ``steps`` :data:`QUICK_STEPS` in ``--quick``."""
         options = {**DERIVATIVE, **self.train.get(model, {})}
         if quick:
             options["steps"] = QUICK_STEPS
