@@ -4,11 +4,8 @@ noisy data whose training derivatives are estimated from the observations."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
@@ -17,16 +14,12 @@ import torch
 
 import systems
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-
 
 @pytest.fixture(scope="module")
-def module() -> ModuleType:
-    """The script imported by name (its dataclasses need their module in
-    ``sys.modules``, which ``load_script`` does not register)."""
-    if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))
-    return importlib.import_module("survey_models")
+def module(load_script) -> ModuleType:
+    """The script as a module (``load_script`` registers it in ``sys.modules``, which
+    its dataclasses need)."""
+    return load_script("survey_models")
 
 
 def test_quick_run_has_every_available_family(tmp_path, run_script, module):
