@@ -272,7 +272,7 @@ class Dataset:
         h = self.energy() if self.energy_problem() is None else torch.full(
             (self.t.numel(), len(self)), math.nan, dtype=self.q.dtype)
         return {
-            "system": self.meta["system"]["name"],
+            "system": self.system_name,
             "particles": self.particle_range,
             "dims": self.dim,
             "trajectories": len(self),

@@ -215,6 +215,9 @@ def test_a_hand_built_dataset_prints_and_says_what_its_meta_lacks():
     with pytest.raises(ValueError, match=r"names no system.*Dataset\.from_arrays"):
         data.system()
     assert "names no system" in data.energy_problem()
+    summary = data.summary()  # facts without a system: no name, energy numbers nan
+    assert summary["system"] is None and summary["trajectories"] == 3
+    assert math.isnan(summary["energy_min"]) and math.isnan(summary["max_rel_energy_drift"])
 
 
 def test_npz_files_numpy_cannot_give_as_named_arrays_are_refused(tmp_path):
