@@ -143,24 +143,46 @@ class Data:
         self.accuracy = {"rtol": sizes["rtol"]} if sizes["rtol"] else {}  # quick: looser
         self.train: dict[str, systems.Dataset] = {}
         self.eval: dict[str, systems.Dataset] = {}
+        self.valid: dict[tuple[str, int], dict[str, systems.Dataset]] = {}
         self.seconds = 0.0
 
-    def _make(self, name: str, evaluation: bool) -> systems.Dataset:
+    def _make(self, name: str, evaluation: bool, count: int | None = None,
+              offset: int | None = None) -> systems.Dataset:
+        """Training data (``evaluation`` false), evaluation data, or with ``offset`` (and
+        ``count``) another one-split draw such as the validation data of
+        :mod:`meta.selection`."""
         start = time.perf_counter()
-        count = self.sizes["eval_trajectories" if evaluation else "trajectories"]
+        if count is None:
+            count = self.sizes["eval_trajectories" if evaluation else "trajectories"]
+        if offset is None:
+            offset = 500 if evaluation else 0
         if self.sizes["points"] is None:
-            data = (protocol.eval_data(name, count, self.seed, **self.accuracy) if evaluation
-                    else protocol.load_systems([name], count, self.seed, **self.accuracy)[name])
+            if offset == 0:
+                data = protocol.load_systems([name], count, self.seed, **self.accuracy)[name]
+            else:
+                data = systems.from_preset(
+                    f"meta-{name}", trajectories=count, test_fraction=0.0, progress=False,
+                    seed=protocol._system_seed(name, self.seed, offset), **self.accuracy)
         else:  # quick: the preset's system and dt over a shorter span, the protocol's seeds
             preset = systems.get_preset(f"meta-{name}")
-            extra = {"test_fraction": 0.0} if evaluation else {}
+            extra = {"test_fraction": 0.0} if offset else {}
             data = systems.generate(
                 systems.get(preset.system, **preset.params), count,
                 self.sizes["points"] - 1, preset.dt, preset=f"meta-{name}", progress=False,
-                seed=protocol._system_seed(name, self.seed, 500 if evaluation else 0),
-                **extra, **self.accuracy)
+                seed=protocol._system_seed(name, self.seed, offset), **extra, **self.accuracy)
         self.seconds += time.perf_counter() - start
         return data
+
+    def validation(self, holdout: str, count: int) -> dict[str, systems.Dataset]:
+        """Validation trajectories of the six training systems of ``holdout``
+        (:func:`meta.selection.validation_data`'s seeds; never the held-out system)."""
+        from meta.selection import VALIDATION_OFFSET
+
+        key = (holdout, count)
+        if key not in self.valid:
+            self.valid[key] = {name: self._make(name, True, count, VALIDATION_OFFSET)
+                               for name in protocol.META_SYSTEMS if name != holdout}
+        return self.valid[key]
 
     def training(self, names: Sequence[str]) -> dict[str, systems.Dataset]:
         for name in names:

@@ -19,6 +19,7 @@ pair's rule is not adapted for that pair.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ from meta.batched import (
 from meta.evaluate import Adaptation, AdaptationPoints, check_eval_steps, rollout_mse
 from meta.metrics import derivative_nmse, short_rollout_nmse
 
-__all__ = ["adapt_many"]
+__all__ = ["OPTIMIZERS", "adapt_many"]
 
 
 def _rates(model: DynamicsModel, params: Mapping[str, Tensor], rules: Sequence[InnerLR]
@@ -73,6 +74,33 @@ def _rates(model: DynamicsModel, params: Mapping[str, Tensor], rules: Sequence[I
     return out
 
 
+OPTIMIZERS = ("sgd", "adam")
+"""Step rules of :func:`adapt_many`."""
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def _adam_step(model: DynamicsModel, current: Mapping[str, Tensor], support: StackedPoints,
+               loss: str | LossFn, rates: Mapping[str, Tensor], kinds: Mapping[str, str],
+               moments: dict[str, tuple[Tensor, Tensor]], step: int
+               ) -> tuple[dict[str, Tensor], list[Tensor]]:
+    """One Adam step of every pair on its own support loss (``torch.optim.Adam``'s rule,
+    elementwise, so the pairs stay independent); ``moments`` is updated in place."""
+    live = {k: current[k].detach().requires_grad_(True) for k in rates}
+    values = task_losses(model, {**current, **live}, support, loss, kinds)
+    grads = torch.autograd.grad(values.sum(), list(live.values()), allow_unused=True,
+                                materialize_grads=True)
+    b1, b2 = ADAM_BETAS
+    out = dict(current)
+    for (k, theta), g in zip(live.items(), grads, strict=True):
+        m, v = moments.get(k, (torch.zeros_like(g), torch.zeros_like(g)))
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        moments[k] = (m, v)
+        update = (m / (1 - b1 ** step)) / ((v / (1 - b2 ** step)).sqrt() + ADAM_EPS)
+        out[k] = (theta - rates[k] * update).detach()
+    return out, [values.detach()]
+
+
 def _split(x: Tensor, stacked: StackedPoints, j: int, nodes: int) -> Tensor:
     """Pair ``j``'s own nodes of per-node values ``[..., N, d]``."""
     a = stacked.offsets[j]
@@ -83,7 +111,8 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
                trajectories: Sequence[Any], rules: Sequence[InnerLR], seeds: Sequence[int],
                shots: int = 50, steps: int = 100, loss: str | LossFn = "logcosh",
                eval_steps: Sequence[int] | None = None, n_particles: int | None = None,
-               integrator: str = "rk4", substeps: int = 1, keep: Sequence[int] = ()
+               integrator: str = "rk4", substeps: int = 1, keep: Sequence[int] = (),
+               noise: float = 0.0, optimizer: str = "sgd", rollouts: bool = True
                ) -> list[Adaptation]:
     """:func:`meta.evaluate.adapt_and_evaluate` for ``P`` pairs at once.
 
@@ -107,6 +136,14 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
         integrator: Integrator of the rollouts.
         substeps: Integrator steps per saved interval.
         keep: Steps whose rollouts are returned.
+        noise: Observation noise of the support points (see
+            :class:`meta.evaluate.AdaptationPoints`).
+        optimizer: ``"sgd"`` (plain steps, the paper's adaptation) or ``"adam"`` (Adam
+            with the rule's rate, each pair its own moments: a network trained on its
+            support points, e.g. from random init to convergence).
+        rollouts: Roll out after the evaluated steps (``False``: only the derivative
+            NMSE is scored, the rollout scores are ``nan``; for cheap selection of
+            hyper-parameters).
 
     Returns:
         One :class:`meta.evaluate.Adaptation` per pair, in order.
@@ -122,6 +159,9 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
         raise ValueError(f"starts, trajectories, rules and seeds must have one entry per "
                          f"pair, got {pairs}, {len(trajectories)}, {len(rules)}, {len(seeds)}")
     evals = check_eval_steps(steps, eval_steps, keep)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of: "
+                         f"{', '.join(OPTIMIZERS)}")
     ref = next(iter(starts[0].values()))
     if n_particles is None:
         n_particles = getattr(model, "n_particles", None)
@@ -131,7 +171,7 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
         key = (id(traj), int(seed))
         if key not in cache:
             cache[key] = AdaptationPoints(traj, shots, int(seed), n_particles, ref.dtype,
-                                          ref.device)
+                                          ref.device, noise)
         trajs.append(cache[key])
     if len({(t.num_times, t.dt) for t in trajs}) > 1:
         raise ValueError("adapt_many integrates every pair together: the trajectories must "
@@ -157,23 +197,32 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
     rows: list[dict[str, list]] = [{"mse": [], "short": [], "deriv": [], "support": []}
                                    for _ in range(pairs)]
     kept: list[dict[int, tuple[Tensor, Tensor]]] = [{} for _ in range(pairs)]
+    moments: dict[str, tuple[Tensor, Tensor]] = {}
+    nan = torch.full((num_times, start.graph.num_nodes, start.graph.q.shape[-1]), math.nan,
+                     dtype=ref.dtype, device=ref.device)
     for s in range(steps + 1):
         if s in evals or s in keep:
             blocked = blocked_params(model, current, start, kinds)
-            with torch.no_grad():
-                q, p = integrators.integrate(field, start.graph.q, start.graph.p, dt,
-                                             num_times - 1, method=integrator,
-                                             substeps=substeps, separable=model.separable)
+            q = p = nan
+            if rollouts or s in keep:
+                with torch.no_grad():
+                    q, p = integrators.integrate(field, start.graph.q, start.graph.p, dt,
+                                                 num_times - 1, method=integrator,
+                                                 substeps=substeps, separable=model.separable)
             if s in evals and heldout is not None:
                 dq, dp = predict(model, blocked_params(model, current, heldout, kinds),
                                  heldout.graph, create_graph=False)
             for j in range(pairs):
                 qj, pj = _split(q, start, j, sizes[j]), _split(p, start, j, sizes[j])
                 t = trajs[j]
-                if s in evals:
+                if s in evals and not rollouts:
+                    rows[j]["mse"].append(torch.tensor(math.nan, dtype=ref.dtype))
+                    rows[j]["short"].append(math.nan)
+                elif s in evals:
                     rows[j]["mse"].append(rollout_mse(qj, pj, t.q_true, t.p_true, masks[j]))
                     rows[j]["short"].append(short_rollout_nmse(qj, pj, t.q_true, t.p_true,
                                                                masks[j]))
+                if s in evals:
                     if heldout is None or t.heldout is None:
                         rows[j]["deriv"].append(float("nan"))
                     else:
@@ -191,8 +240,12 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
                 for j in range(pairs):
                     rows[j]["support"].append(final[j])
                 break
-            adapted, losses = inner_loop(model, current, support, loss, 1, rates,
-                                         create_graph=False, only=list(rates), kinds=kinds)
+            if optimizer == "adam":
+                adapted, losses = _adam_step(model, current, support, loss, rates, kinds,
+                                             moments, s + 1)
+            else:
+                adapted, losses = inner_loop(model, current, support, loss, 1, rates,
+                                             create_graph=False, only=list(rates), kinds=kinds)
         for j in range(pairs):
             rows[j]["support"].append(losses[0][j])
         current = {k: v.detach() for k, v in adapted.items()}

@@ -254,6 +254,8 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "ghnn": lambda model: [name for net in ("net", "structure_net", "dissipation_net")
                            if getattr(model, net, None) is not None
                            for name in _last_linear(net)(model)],
+    "hnn-basis": lambda model: ["head"],
+    "hogn-basis": lambda model: ["head"],
 }
 """Model name → the names of its *decoder* parameters (ANIL's inner loop), in one place:
 the last linear layer of the MLP for the flat models (``hnn``: the layer reading out
@@ -265,7 +267,9 @@ its ``D`` graph network, or with ``"momenta"`` the last layers of its per-node a
 per-edge ``D`` MLPs; ``pixel-hnn``: the last layer of its pixel decoder; ``symoden``:
 the last layers of its ``M⁻¹``, ``V`` and ``g`` MLPs; ``chnn``: the last layers of its
 ``V`` MLP and of its inverse-mass MLP; ``ghnn``: the last layers of its ``H``, ``A``
-(of ``P``) and ``L`` (of ``Q``) MLPs, where it has them). Add an entry for a model of
+(of ``P``) and ``L`` (of ``Q``) MLPs, where it has them; ``hnn-basis`` and
+``hogn-basis``: the linear head ``w`` of ``H = φ · w``, which
+:func:`meta.closed_form.solve_head` solves in closed form). Add an entry for a model of
 your own."""
 
 

@@ -28,7 +28,7 @@ from meta.metrics import derivative_nmse, held_out, short_rollout_nmse
 from meta.tasks import Points, _Trajectories
 
 __all__ = ["Adaptation", "AdaptationPoints", "adapt_and_evaluate", "check_eval_steps",
-           "heldout_derivative_nmse", "rollout_mse", "rollout_with"]
+           "check_noise", "heldout_derivative_nmse", "rollout_mse", "rollout_with"]
 
 
 @dataclass
@@ -161,6 +161,13 @@ class AdaptationPoints:
         n_particles: Padded layout size (``None``: the graph layout).
         dtype: Floating dtype to convert the data to.
         device: Device to move the data to.
+        noise: Observation noise ``σ`` of the support points, as a fraction of each
+            coordinate's spread: every coordinate of the support states ``q, p`` and of
+            their derivatives ``dq, dp`` gets Gaussian noise of standard deviation ``σ``
+            times that coordinate's standard deviation over the trajectory's saved
+            points (seeded by ``seed``; constant coordinates and padding get none). The
+            held-out points, the start and the truth stay exact: methods fitted to
+            noisy observations are scored against the true field and trajectory.
 
     Attributes:
         support: The ``K`` support points.
@@ -176,7 +183,7 @@ class AdaptationPoints:
     """
 
     def __init__(self, trajectory: Any, shots: int, seed: int, n_particles: int | None,
-                 dtype: torch.dtype, device: torch.device) -> None:
+                 dtype: torch.dtype, device: torch.device, noise: float = 0.0) -> None:
         if len(trajectory) != 1:
             raise ValueError(f"adaptation needs a dataset of one trajectory (data[i]), got "
                              f"{len(trajectory)}")
@@ -197,14 +204,53 @@ class AdaptationPoints:
         unseen = held_out(t, times)
         self.heldout: Points | None = (traj.points(0, torch.from_numpy(unseen), n_particles)
                                        if unseen.size else None)
+        self.noise = check_noise(noise)
+        if self.noise > 0:
+            self.support = _noisy(self.support, truth, t, self.noise, seed)
+
+
+NOISE_SEED = 7_919  # offset of the noise draws' seed from the support draw's
+
+
+def check_noise(noise: float) -> float:
+    """``noise`` as a float if it is a finite number in ``[0, 1]``; ``ValueError``
+    otherwise (a fraction of each coordinate's spread, e.g. 0.05)."""
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not (
+            math.isfinite(noise) and 0.0 <= noise <= 1.0):
+        raise ValueError(f"noise must be a fraction of each coordinate's spread in [0, 1] "
+                         f"(e.g. 0.05), got {noise!r}")
+    return float(noise)
+
+
+def _noisy(support: Points, truth: Points, num_times: int, noise: float, seed: int) -> Points:
+    """``support`` with Gaussian noise of ``noise`` × each coordinate's standard deviation
+    over the trajectory (``truth``: its ``T`` points) on ``q, p, dq, dp``."""
+    gen = torch.Generator().manual_seed(seed + NOISE_SEED)
+    k = support.num_points
+    n = support.graph.num_nodes // k
+    # the draws cover the real particles only (they come first in each point), so the
+    # padded and the graph layout of one trajectory get the same noise
+    real = n if support.mask is None else int(support.mask[:n].sum())
+
+    def perturb(x: Tensor, every: Tensor) -> Tensor:
+        spread = every.reshape(num_times, n, -1).double().std(0)  # [n, d]
+        draw = torch.zeros((k, *spread.shape), dtype=torch.float64)
+        draw[:, :real] = torch.randn((k, real, spread.shape[-1]), generator=gen,
+                                     dtype=torch.float64)
+        return x + (noise * spread * draw).reshape(x.shape).to(x)
+
+    graph = support.graph
+    noisy = graph.replace(q=perturb(graph.q, truth.graph.q), p=perturb(graph.p, truth.graph.p))
+    return Points(noisy, perturb(support.dq, truth.dq), perturb(support.dp, truth.dp),
+                  support.mask, support.times)
 
 
 def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], trajectory: Any,
                        shots: int = 50, steps: int = 100, inner_lr: InnerLR = 0.01,
                        loss: str | LossFn = "logcosh", eval_steps: Sequence[int] | None = None,
                        n_particles: int | None = None, seed: int = 0,
-                       integrator: str = "rk4", substeps: int = 1, keep: Sequence[int] = ()
-                       ) -> Adaptation:
+                       integrator: str = "rk4", substeps: int = 1, keep: Sequence[int] = (),
+                       noise: float = 0.0) -> Adaptation:
     """Adapt to ``shots`` points of one trajectory and score rollouts along the way.
 
     Step ``s`` applies ``θ_{s+1} = θ_s − α ∇L_K(θ_s)`` (first order, nothing kept for
@@ -234,6 +280,8 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
         integrator: Integrator of the rollouts (``"rk4"`` as in the paper).
         substeps: Integrator steps per saved interval.
         keep: Steps whose rollouts are returned (e.g. ``(15,)`` for plots).
+        noise: Observation noise of the support points (a fraction of each
+            coordinate's spread, see :class:`AdaptationPoints`); scores use the truth.
 
     Returns:
         An :class:`Adaptation`.
@@ -246,7 +294,8 @@ def adapt_and_evaluate(model: DynamicsModel, params: Mapping[str, Tensor], traje
     param = next(iter(params.values()))
     if n_particles is None:
         n_particles = getattr(model, "n_particles", None)
-    traj = AdaptationPoints(trajectory, shots, seed, n_particles, param.dtype, param.device)
+    traj = AdaptationPoints(trajectory, shots, seed, n_particles, param.dtype, param.device,
+                            noise)
     support, start, heldout = traj.support, traj.start, traj.heldout
     q_true, p_true, num_times = traj.q_true, traj.p_true, traj.num_times
 

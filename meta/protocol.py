@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -66,10 +67,13 @@ from meta.algorithms import (
     meta_train_step,
     parameters,
 )
+from meta.closed_form import closed_form_meta_train_step
 from meta.evaluate import adapt_and_evaluate
 from meta.tasks import TaskSampler
 
 __all__ = [
+    "BASIS_MODELS",
+    "CLOSED_FORM",
     "META_SYSTEMS",
     "METHODS",
     "MODEL_LAYOUTS",
@@ -97,8 +101,17 @@ data (:func:`load_systems`, :func:`eval_data`) are those of the six-system proto
 METHODS = ("meta", "random", "pretrained")
 """Starting points of the adaptation: meta-trained, random init, pretrained jointly."""
 
-MODEL_LAYOUTS = {"hnn": "padded", "mlp": "padded", "hogn": "graph"}
+MODEL_LAYOUTS = {"hnn": "padded", "mlp": "padded", "hogn": "graph", "hnn-basis": "padded",
+                 "hogn-basis": "graph"}
 """Models of the protocol and their task layout (fixed-size models: 3 padded particles)."""
+
+BASIS_MODELS = ("hnn-basis", "hogn-basis")
+"""Models ending in a linear head ``H = φ · w`` (:mod:`hogn.models.basis`): the
+``closed-form`` algorithm meta-trains them through a ridge solve of the head."""
+
+CLOSED_FORM = "closed-form"
+"""The algorithm that meta-trains a basis model through the closed-form solve of its head
+(:mod:`meta.closed_form`); the other algorithms are those of :data:`meta.ALGORITHMS`."""
 
 REPORT_STEPS = (0, 1, 5, 15, 100)
 """Adaptation steps of the paper's tables."""
@@ -109,7 +122,7 @@ CHECKPOINT_FORMAT = "hogn-meta-checkpoint"
 RATES_FORMAT = "hogn-meta-inner-lr"
 RATES_FILE = "inner_lr.pt"
 PHASES = ("meta", "pretrain")
-LATER_OPTIONS = {"learn_inner_lr": False, "anil": False}
+LATER_OPTIONS = {"learn_inner_lr": False, "anil": False, "ridge": 1e-3}
 """Options added after the first runs, with their defaults: :meth:`ProtocolConfig.to_dict`
 writes them only when set, so runs (and results) with the defaults read as before."""
 
@@ -130,7 +143,9 @@ class ProtocolConfig:
         model: ``"hnn"`` (the paper's: 3 layers × 200 tanh over 3 padded particles),
             ``"mlp"`` (same size, predicts ``dq, dp``) or ``"hogn"`` (graph layout).
         model_args: Further constructor arguments (``hidden``, ``layers``, ...).
-        algorithm: ``"maml"``, ``"fomaml"`` or ``"reptile"``.
+        algorithm: ``"maml"``, ``"fomaml"``, ``"reptile"`` or ``"closed-form"`` (a basis
+            model, :data:`BASIS_MODELS`, meta-trained through the ridge solve of its head,
+            :mod:`meta.closed_form`; one process).
         iterations: Meta-updates (and steps of the pretrained baseline).
         trajectories: Trajectories generated per training system (paper: 10,000).
         shots: Support points per task ``K`` (paper: 50).
@@ -141,6 +156,8 @@ class ProtocolConfig:
             or fomaml); the meta-trained weights adapt with them.
         anil: ANIL: the inner loop adapts only the decoder (maml or fomaml); the
             meta-trained weights adapt only it.
+        ridge: Relative ridge of the head's solve during ``closed-form`` meta-training
+            (:func:`meta.closed_form.solve_head`).
         outer_lr: Adam learning rate of meta-training and of the pretrained baseline.
         meta_batch: Tasks per meta-update (and per pretraining step).
         loss: ``"logcosh"`` (paper) or ``"mse"``.
@@ -162,6 +179,7 @@ class ProtocolConfig:
     inner_lr: float = 0.1
     learn_inner_lr: bool = False
     anil: bool = False
+    ridge: float = 1e-3
     outer_lr: float = 1e-3
     meta_batch: int = 8
     loss: str = "logcosh"
@@ -191,11 +209,23 @@ class ProtocolConfig:
                              f"got {self.trajectories}")
         if not isinstance(self.pretrain, bool):
             raise ValueError(f"pretrain must be True or False, got {self.pretrain!r}")
+        if isinstance(self.ridge, bool) or not isinstance(self.ridge, int | float) or not (
+                math.isfinite(self.ridge) and self.ridge > 0):
+            raise ValueError(f"ridge must be a finite number > 0, got {self.ridge!r}")
+        if self.algorithm == CLOSED_FORM:
+            if self.model not in BASIS_MODELS:
+                raise ValueError(f"algorithm {CLOSED_FORM!r} needs a basis model "
+                                 f"({', '.join(BASIS_MODELS)}), got model {self.model!r}")
+            if self.learn_inner_lr or self.anil or self.inner_steps != 1:
+                raise ValueError(f"algorithm {CLOSED_FORM!r} has no inner SGD loop: "
+                                 "learn_inner_lr, anil and inner_steps do not apply")
         self.meta_config()  # validates algorithm, steps, rates, batch, loss, shots, options
 
     def meta_config(self) -> MetaConfig:
-        """The :class:`meta.MetaConfig` of meta-training."""
-        return MetaConfig(algorithm=self.algorithm, inner_steps=self.inner_steps,
+        """The :class:`meta.MetaConfig` of meta-training (for ``closed-form``: the shared
+        options, with ``maml`` standing in for the algorithm, which it does not run)."""
+        algorithm = "maml" if self.algorithm == CLOSED_FORM else self.algorithm
+        return MetaConfig(algorithm=algorithm, inner_steps=self.inner_steps,
                           inner_lr=self.inner_lr, learn_inner_lr=self.learn_inner_lr,
                           anil=self.anil, outer_lr=self.outer_lr,
                           meta_batch=self.meta_batch, loss=self.loss, shots=self.shots,
@@ -461,7 +491,10 @@ def _run_phase(phase: str, run: Path, model: DynamicsModel, sampler: TaskSampler
     model.train()
     for it in steps:
         tasks = sampler.sample(config.meta_batch)
-        if phase == "meta":
+        if phase == "meta" and config.algorithm == CLOSED_FORM:
+            stats = closed_form_meta_train_step(model, optimizer, tasks, config.ridge,
+                                                config.loss, config.grad_clip)
+        elif phase == "meta":
             stats = meta_train_step(model, optimizer, tasks, meta_config, rates)
         else:
             stats = _pretrain_step(model, optimizer, tasks, config.loss)
@@ -539,6 +572,9 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     """
     run = Path(run)
     config.validate()
+    if config.algorithm == CLOSED_FORM and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"algorithm {CLOSED_FORM!r} runs in one process; run it without "
+                         "torchrun")
     with distributed.process_group("cpu"):
         return _meta_train_run(run, config, progress, data)
 
@@ -770,7 +806,8 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
                         eval_steps: Sequence[int] | None = None, keep: Sequence[int] = (),
                         seed: int = 0, progress: bool = False,
                         method_lr: Mapping[str, InnerLR] | None = None,
-                        batch: int | None = 25) -> dict[str, Any]:
+                        batch: int | None = 25, noise: float = 0.0, optimizer: str = "sgd",
+                        rollouts: bool = True) -> dict[str, Any]:
     """Adapt from each starting point to every trajectory of ``data`` and score rollouts.
 
     Every method meets the same ``K`` points of each trajectory (one seed per
@@ -799,6 +836,12 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
             :meth:`RunModels.method_lr`; methods not named take ``inner_lr``.
         batch: Trajectories adapted together (``None``: all; memory grows with it:
             every pair holds its own parameters and held-out points).
+        noise: Observation noise of the support points, a fraction of each
+            coordinate's spread (:class:`meta.evaluate.AdaptationPoints`); every method
+            sees the same noisy points and is scored against the truth.
+        optimizer: ``"sgd"`` or ``"adam"`` (:func:`meta.adaptation.adapt_many`; Adam
+            always runs batched).
+        rollouts: Roll out after the evaluated steps (``False``: derivative NMSE only).
 
     Returns:
         ``{"steps": [E], "mse": {method: [M, E] tensor}, "derivative_nmse": {method:
@@ -826,7 +869,7 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
     deriv: dict[str, list[Tensor]] = {k: [] for k in params}
     short: dict[str, list[Tensor]] = {k: [] for k in params}
     support: dict[str, list[Tensor]] = {k: [] for k in params}
-    rollouts: dict[str, dict[int, tuple[Tensor, Tensor]]] = {}
+    kept: dict[str, dict[int, tuple[Tensor, Tensor]]] = {}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -837,30 +880,33 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
     size = m if batch is None else batch
     if size > 1 and not batched.supports(model):
         size = 1
+    together = optimizer != "sgd" or not rollouts  # only adapt_many has these options
     methods = list(params)
     for first_i in range(0, m, size):
         chunk = range(first_i, min(m, first_i + size))
         trajs = [data[i] for i in chunk]
         pairs = [(i, method) for i in chunk for method in methods]
         seeds = [seed * 100_003 + i for i, _ in pairs]
-        if size == 1:
+        if size == 1 and not together:
             results = [adapt_and_evaluate(
                 model, params[method], trajs[0], shots=shots, steps=steps,
                 inner_lr=rules[method], loss=loss, eval_steps=eval_steps, seed=s,
-                keep=keep if i == 0 else ()) for (i, method), s in zip(pairs, seeds, strict=True)]
+                keep=keep if i == 0 else (), noise=noise)
+                for (i, method), s in zip(pairs, seeds, strict=True)]
         else:
             results = adapt_many(
                 model, [params[method] for _, method in pairs],
                 [trajs[i - first_i] for i, _ in pairs], [rules[method] for _, method in pairs],
                 seeds, shots=shots, steps=steps, loss=loss, eval_steps=eval_steps,
-                keep=keep if first_i == 0 else ())
+                keep=keep if first_i == 0 else (), noise=noise, optimizer=optimizer,
+                rollouts=rollouts)
         for (i, method), result in zip(pairs, results, strict=True):
             mse[method].append(result.mse)
             deriv[method].append(result.derivative_nmse)
             short[method].append(result.short_rollout_nmse)
             support[method].append(result.support_loss)
             if i == 0:
-                rollouts[method] = {s: r for s, r in result.rollouts.items() if s in keep}
+                kept[method] = {s: r for s, r in result.rollouts.items() if s in keep}
         if bar is not None:
             bar.update(len(pairs))
     if bar is not None:
@@ -872,7 +918,7 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
             "short_rollout_nmse": {k: torch.stack(v) for k, v in short.items()},
             "support_loss": {k: torch.stack(v) for k, v in support.items()},
             "summary": {k: summarize(v, eval_steps) for k, v in mse_t.items()},
-            "rollouts": rollouts, "truth": (first.t, first.q, first.p)}
+            "rollouts": kept, "truth": (first.t, first.q, first.p)}
 
 
 def compare(summary: Mapping[str, Sequence[Mapping[str, Any]]], method: str, baseline: str,

@@ -28,14 +28,19 @@ from typing import Any
 from meta.metrics import ArrayLike, _array, ahead_on_system, paired_comparison
 
 __all__ = [
+    "BASELINE_STEPS",
     "COMPARED_STEPS",
+    "EARLY_STEPS",
     "METRICS",
     "MODELS",
     "PAIRS",
     "PAPER_SYSTEMS",
     "against_paper",
+    "baselines_block",
+    "medians",
     "paired_system",
     "summary_block",
+    "versus_baselines",
 ]
 
 METRICS = ("paper_mse", "derivative_nmse", "short_rollout_nmse")
@@ -50,6 +55,12 @@ COMPARED_STEPS = (1, 5, 15, 100)
 
 MODELS = ("hnn", "hogn")
 """The models of the summary block, in its order (others follow in the given order)."""
+
+BASELINE_STEPS = (1, 5, 15)
+"""Adaptation steps at which a meta-learned method is compared with every baseline."""
+
+EARLY_STEPS = (1, 5)
+"""The few-step reading: ahead at both steps 1 and 5 (a strict majority of two)."""
 
 PAPER_SYSTEMS = ("magnetic-mirror", "double-pendulum", "pendulum", "mass-spring")
 """The held-out systems the meta-learning paper evaluated; it reports the meta-trained
@@ -177,3 +188,115 @@ def against_paper(ahead: Mapping[str, bool], systems: Sequence[str] = PAPER_SYST
             "evaluated": evaluated, "ahead": yes, "not_ahead": no, "missing": missing,
             "agrees": not no and not missing}
 
+
+
+def medians(values: Mapping[str, ArrayLike], steps: Sequence[int],
+            report: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Each method's median over trajectories at each reported step.
+
+    Args:
+        values: Method → per-trajectory values ``[M, E]`` (non-finite: diverged, counted
+            as ``inf``, so a median over mostly diverged trajectories is ``inf``).
+        steps: The ``E`` evaluated step numbers.
+        report: Steps to report (those of them in ``steps``).
+
+    Returns:
+        ``{method: {str(step): median}}``.
+    """
+    import numpy as np
+
+    steps = [int(s) for s in steps]
+    out = {}
+    for method, v in values.items():
+        arr = _array(v, method)
+        arr = np.where(np.isnan(arr), np.inf, arr)
+        out[method] = {str(s): float(np.median(arr[:, steps.index(s)]))
+                       for s in report if s in steps}
+    return out
+
+
+def versus_baselines(values: Mapping[str, ArrayLike], steps: Sequence[int],
+                     methods: Sequence[str], baselines: Sequence[str],
+                     compared: Sequence[int] = BASELINE_STEPS, seed: int = 0,
+                     resamples: int = 2_000, alpha: float = 0.05) -> dict[str, Any]:
+    """Is each method ahead of every baseline on one held-out system, by one metric?
+
+    For each (method, baseline) the paired comparison of :func:`meta.metrics.
+    paired_comparison` at each of ``compared`` (a method fitted once, with the same value
+    at every step, is compared at each step all the same); the method is *ahead* of a
+    baseline when it wins (median ratio < 1, Wilcoxon ``p < alpha``) at a strict majority
+    of those steps, and *ahead of the baselines* when it is ahead of every one. The
+    same is judged at :data:`EARLY_STEPS` (both must be won).
+
+    Args:
+        values: Method → per-trajectory values ``[M, E]`` of one metric (the same ``M``
+            trajectories for every method).
+        steps: The ``E`` evaluated step numbers.
+        methods: The methods judged (e.g. the meta-learned ones).
+        baselines: The methods they must beat.
+        compared: Steps of the verdict.
+        seed: Seed of the bootstrap intervals.
+        resamples: Bootstrap resamples per comparison.
+        alpha: Significance level of a win.
+
+    Returns:
+        ``{method: {"ahead": bool, "ahead_early": bool, "behind": [baselines it is not
+        ahead of], "versus": {baseline: {"wins": [steps], "ahead": bool, "median_ratio":
+        {str(step): r}, "p_value": {str(step): p}}}}}``.
+    """
+    steps = [int(s) for s in steps]
+    present = [s for s in dict.fromkeys(int(c) for c in compared) if s in steps]
+    early = [s for s in EARLY_STEPS if s in steps]
+    arrays = {m: _array(values[m], m) for m in [*methods, *baselines]}
+    out: dict[str, Any] = {}
+    for method in methods:
+        versus: dict[str, Any] = {}
+        for base in baselines:
+            if base == method:
+                continue
+            by_step = {s: paired_comparison(arrays[method][:, steps.index(s)],
+                                            arrays[base][:, steps.index(s)], seed=seed,
+                                            resamples=resamples, alpha=alpha)
+                       for s in dict.fromkeys([*present, *early])}
+            versus[base] = {
+                "wins": [s for s in present if by_step[s].lower],
+                "ahead": ahead_on_system({s: by_step[s] for s in present}, present, alpha),
+                "ahead_early": bool(early) and all(by_step[s].lower for s in early),
+                "median_ratio": {str(s): c.median_ratio for s, c in by_step.items()},
+                "p_value": {str(s): c.p_value for s, c in by_step.items()}}
+        out[method] = {"ahead": all(v["ahead"] for v in versus.values()),
+                       "ahead_early": all(v["ahead_early"] for v in versus.values()),
+                       "behind": [b for b, v in versus.items() if not v["ahead"]],
+                       "versus": versus}
+    return out
+
+
+def baselines_block(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                    methods: Sequence[str], metrics: Sequence[str] = METRICS
+                    ) -> dict[str, dict[str, Any]]:
+    """On how many held-out systems is each method ahead of every baseline?
+
+    Args:
+        verdicts: Held-out system → metric → :func:`versus_baselines` of that system.
+        methods: The judged methods.
+        metrics: The metrics to count.
+
+    Returns:
+        ``{method: {metric: {"systems": n, "ahead_of_baselines": k,
+        "ahead_of_baselines_systems": [...], "ahead_early": k', "ahead_early_systems":
+        [...], "behind": {system: [baselines not beaten]}}}}``.
+    """
+    block: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        block[method] = {}
+        for metric in metrics:
+            rows = {h: v[metric][method] for h, v in verdicts.items()
+                    if metric in v and method in v[metric]}
+            ahead = [h for h, r in rows.items() if r["ahead"]]
+            early = [h for h, r in rows.items() if r["ahead_early"]]
+            block[method][metric] = {
+                "systems": len(rows), "ahead_of_baselines": len(ahead),
+                "ahead_of_baselines_systems": ahead, "ahead_early": len(early),
+                "ahead_early_systems": early,
+                "behind": {h: r["behind"] for h, r in rows.items() if r["behind"]}}
+    return block

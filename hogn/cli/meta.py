@@ -21,9 +21,12 @@ from hogn.io import save_archive
 from hogn.report import format_table, write_json
 from meta import plots, protocol
 from meta.algorithms import ALGORITHMS
-from meta.summary import paired_system
+from meta.summary import paired_system, versus_baselines
 
 __all__ = ["add_commands"]
+
+BASELINE_NAMES = ("zero", "affine", "polynomial", "kernel", "nearest")
+"""The classical regressors of :mod:`meta.fewshot` that ``hogn adapt --baselines`` fits."""
 
 
 # --------------------------------------------------------------------- meta-train
@@ -60,16 +63,27 @@ def _meta_train(args: argparse.Namespace) -> int:
     protocol.check_system(args.holdout)
     _check_options(args)
     model_args: dict[str, Any] = {}
-    for key in ("hidden", "layers"):
+    for key in ("hidden", "layers", "features"):
         if getattr(args, key) is not None:
             model_args[key] = getattr(args, key)
     options = {key: getattr(args, key) for key in (
         "model", "algorithm", "iterations", "trajectories", "shots", "inner_steps",
         "inner_lr", "outer_lr", "meta_batch", "loss", "grad_clip", "checkpoint_every",
-        "dtype", "seed") if getattr(args, key) is not None}
-    config = protocol.ProtocolConfig(holdout=args.holdout, model_args=model_args,
-                                     pretrain=not args.no_pretrain,
-                                     learn_inner_lr=args.meta_sgd, anil=args.anil, **options)
+        "dtype", "seed", "ridge") if getattr(args, key) is not None}
+    if options.get("algorithm") == protocol.CLOSED_FORM and "model" not in options:
+        options["model"] = "hnn-basis"
+    basis = options.get("model") in protocol.BASIS_MODELS
+    if basis and "algorithm" not in options:
+        options["algorithm"] = protocol.CLOSED_FORM
+    if args.features is not None and not basis:
+        raise UserError("--features needs a basis model (--model hnn-basis or hogn-basis)")
+    try:
+        config = protocol.ProtocolConfig(
+            holdout=args.holdout, model_args=model_args,
+            pretrain=not args.no_pretrain and options.get("algorithm") != protocol.CLOSED_FORM,
+            learn_inner_lr=args.meta_sgd, anil=args.anil, **options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     start = time.perf_counter()
     main = distributed.is_main()
     if not args.quiet and main:
@@ -145,10 +159,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(f"meta-trained weights adapt {'with' if run.inner_lr is not None else 'on'} "
               f"{how}" + ("; --inner-lr sets the baselines' step size"
                           if run.inner_lr is not None else ""))
+    noise = 0.0 if args.noise is None else args.noise
+    if not 0.0 <= noise <= 1.0:
+        raise UserError(f"--noise must be a fraction of each coordinate's spread in [0, 1] "
+                        f"(e.g. 0.05), got {noise}")
     result = protocol.evaluate_adaptation(
         run.model, run.params, data, shots=shots, steps=args.steps, inner_lr=inner_lr,
         loss=config.loss, eval_steps=eval_steps, keep=(keep,), seed=args.seed,
-        progress=not args.quiet, method_lr=method_lr)
+        progress=not args.quiet, method_lr=method_lr, noise=noise)
+    _add_fits(args, run, data, shots, noise, keep, result)
     summary = result["summary"]
     labels = {"meta": "meta-trained", "random": "random init", "pretrained": "pretrained"}
     rows = []
@@ -157,8 +176,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         for method, stats in summary.items():
             row[labels.get(method, method)] = _cell(stats[j])
         rows.append(row)
+    noisy = f", noise {noise:.0%} of each coordinate's spread" if noise else ""
     print(f"rollout MSE on {args.trajectories} {system} trajectories after n SGD steps on "
-          f"K={shots} points (mean ± 95% interval; step size {inner_lr}):")
+          f"K={shots} points{noisy} (mean ± 95% interval; step size {inner_lr}; fitted "
+          "methods take no step):")
     print(format_table(rows))
     for method, baseline in (("meta", "random"), ("meta", "pretrained")):
         if method in summary and baseline in summary:
@@ -182,6 +203,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             print(f"  {metric}: {labels[verdict['a']]} vs {labels[verdict['b']]}: "
                   f"{'ahead' if verdict['ahead'] else 'not ahead'} (wins at steps "
                   f"{verdict['wins']})")
+    judged = [m for m in ("meta", "closed-form") if m in values["derivative_nmse"]]
+    others = [m for m in values["derivative_nmse"] if m not in judged]
+    verdicts = {}
+    if len(others) > 1 and compared:
+        print(f"\nahead of every other method (a paired win against each at most of steps "
+              f"{compared}):")
+        for metric, by_method in values.items():
+            verdicts[metric] = versus_baselines(by_method, result["steps"], judged, others,
+                                                compared=compared, seed=args.seed)
+            for m, v in verdicts[metric].items():
+                print(f"  {metric}: {labels.get(m, m)}: "
+                      + ("ahead of all" if v["ahead"] else
+                         f"not ahead of {', '.join(labels.get(b, b) for b in v['behind'])}"))
     if args.json:
         write_json(args.json, {
             "run": str(args.run), "system": system, "shots": shots, "steps": args.steps,
@@ -192,7 +226,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             "derivative_nmse": {m: v.tolist() for m, v in result["derivative_nmse"].items()},
             "short_rollout_nmse": {m: v.tolist()
                                    for m, v in result["short_rollout_nmse"].items()},
-            "paired": paired})
+            "paired": paired, "noise": noise, "versus_baselines": verdicts})
         print(f"wrote {args.json}")
     t, q, p = result["truth"]
     kept = {m: r[keep] for m, r in result["rollouts"].items() if keep in r}
@@ -214,6 +248,36 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             out / f"adapt-{system}-trajectories.png", step=keep)
         print(f"wrote {curves} and {traj}")
     return 0
+
+
+def _add_fits(args: argparse.Namespace, run: protocol.RunModels, data: Any, shots: int,
+              noise: float, keep: int, result: dict[str, Any]) -> None:
+    """Add the fitted methods to ``result``: a basis run's closed-form head (meta-learned
+    and random features) and the ``--baselines``, on the same points and noise."""
+    from meta.fitted import baseline_fitter, evaluate_fits, head_fitter
+
+    fitters, layouts, dtypes = {}, {}, {}
+    if run.config.algorithm == protocol.CLOSED_FORM:
+        ridge = run.config.ridge if args.ridge is None else args.ridge
+        for name, start in (("closed-form", "meta"), ("random-features", "random")):
+            fitters[name] = head_fitter(run.model, run.params[start], ridge)
+            layouts[name] = getattr(run.model, "n_particles", None)
+            dtypes[name] = run.config.torch_dtype
+    elif args.ridge is not None:
+        raise UserError("--ridge applies to a closed-form run (hogn meta-train --model "
+                        "hnn-basis or hogn-basis)")
+    for name in args.baselines or ():
+        fitters[name] = baseline_fitter(name)
+    if not fitters:
+        return
+    steps = result["steps"]
+    fits = evaluate_fits(fitters, data, shots=shots, eval_steps=steps, seed=args.seed,
+                         noise=noise, n_particles=layouts, dtype=dtypes, keep=True)
+    for key in ("mse", "derivative_nmse", "short_rollout_nmse"):
+        result[key].update(fits[key])
+    result["summary"].update({k: protocol.summarize(v, steps) for k, v in fits["mse"].items()})
+    for name, kept in fits["rollouts"].items():
+        result["rollouts"][name] = {keep: next(iter(kept.values()))}
 
 
 # ------------------------------------------------------------------------- parser
@@ -249,16 +313,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     mt.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
     arch = mt.add_argument_group("model")
     arch.add_argument("--model", choices=tuple(protocol.MODEL_LAYOUTS), help="hnn (default, the "
-                      "paper's: 3 padded particles), mlp (predicts dq, dp) or hogn (graphs)")
+                      "paper's: 3 padded particles), mlp (predicts dq, dp), hogn (graphs), "
+                      "or a learned basis with a linear head H = φ·w, hnn-basis or "
+                      "hogn-basis (meta-trained by --algorithm closed-form)")
+    arch.add_argument("--features", type=POS_INT, help="basis functions m of a basis model "
+                      "(default 32)")
     arch.add_argument("--hidden", type=POS_INT, help="hidden width (default 200 for hnn/mlp, "
                       "128 for hogn)")
     arch.add_argument("--layers", type=POS_INT, help="linear layers per MLP (default 3 for "
                       "hnn/mlp)")
     arch.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     opt = mt.add_argument_group("meta-training")
-    opt.add_argument("--algorithm", choices=ALGORITHMS,
-                     help="maml (default, second order), fomaml (first-order MAML) or "
-                     "reptile")
+    opt.add_argument("--algorithm", choices=(*ALGORITHMS, protocol.CLOSED_FORM),
+                     help="maml (default, second order), fomaml (first-order MAML), "
+                     "reptile, or closed-form (a basis model meta-trained through the ridge "
+                     "solve of its head from the K points; the default for a basis model)")
+    opt.add_argument("--ridge", type=POS_FLOAT, help="relative ridge of the closed-form "
+                     "head's solve (default 1e-3)")
     opt.add_argument("--iterations", type=int, help="outer steps (default 2000); the "
                      "pretrained baseline takes as many")
     opt.add_argument("--trajectories", type=POS_INT, help="trajectories per training system "
@@ -314,6 +385,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="steps after which to roll out (default 0 1 2 5 10 15 25 50 100, up to S)")
     ad.add_argument("--inner-lr", type=POS_FLOAT, help="step size (default: the run's; of "
                     "the baselines only for a --meta-sgd run)")
+    ad.add_argument("--noise", type=NONNEG_FLOAT, help="observation noise of the K points, a "
+                    "fraction of each coordinate's spread (e.g. 0.05; default 0); scores "
+                    "use the true field and trajectory")
+    ad.add_argument("--baselines", nargs="+", metavar="NAME", choices=BASELINE_NAMES,
+                    help=f"also fit these on the same points: {', '.join(BASELINE_NAMES)} "
+                    "(default settings; experiments/fewshot.py chooses them on the "
+                    "training systems)")
+    ad.add_argument("--ridge", type=POS_FLOAT, help="relative ridge of a closed-form run's "
+                    "head (default: the run's)")
     ad.add_argument("--seed", type=NONNEG_INT, default=0, help="seed of trajectories and points")
     ad.add_argument("--json", metavar="FILE", help="write the per-step statistics, the "
                     "per-trajectory MSEs and normalised errors, and the paired verdicts")

@@ -15,7 +15,9 @@ autoencoder whose 2-D latent follows a learned ``H``), ``symoden`` (SymODEN:
 ``H = ½ pᵀ M⁻¹(q) p + V(q)`` of ``(cos q, sin q)`` plus a control term ``g(q) u``),
 ``chnn`` (a constrained HNN: a Cartesian ``H`` whose field is projected onto holonomic
 constraints read from the graph), ``ghnn`` (a generalized Hamiltonian network
-``dx = (P + Q) ∇H``: ``P`` skew, ``Q`` negative semi-definite) and ``mlp`` (baseline).
+``dx = (P + Q) ∇H``: ``P`` skew, ``Q`` negative semi-definite), ``hnn-basis`` and
+``hogn-basis`` (``H = φ · w``: ``m`` learned basis functions and a linear head, which
+few-shot adaptation can solve for in closed form) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (
@@ -28,6 +30,7 @@ from hogn.models.base import (
     names,
     register,
 )
+from hogn.models.basis import HNNBasis, HOGNBasis
 from hogn.models.constrained import CHNN
 from hogn.models.control import SymODEN
 from hogn.models.dissipative import DHNN
@@ -50,6 +53,8 @@ __all__ = [
     "DeltaGN",
     "DissipativeHOGN",
     "DynamicsModel",
+    "HNNBasis",
+    "HOGNBasis",
     "HamiltonianModel",
     "PixelHNN",
     "SeparableHOGN",

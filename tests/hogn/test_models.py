@@ -18,6 +18,8 @@ from hogn.io import FileFormatError, save_archive
 GRAPH_CONFIG = {"edge_features": 2, "hidden": 16, "steps": 2}  # spring-nbody graphs
 CONFIGS = {
     "hogn": {**GRAPH_CONFIG, "edge_energies": True},
+    "hogn-basis": {**GRAPH_CONFIG, "edge_energies": True, "features": 4},
+    "hnn-basis": {"n_particles": 3, "dim": 2, "hidden": 32, "features": 4},
     "separable-hogn": {**GRAPH_CONFIG, "edge_energies": True},
     "ogn": GRAPH_CONFIG,
     "deltagn": {**GRAPH_CONFIG, "dt": 0.05},
@@ -33,8 +35,8 @@ CONFIGS = {
     "chnn": {"n_particles": 3, "dim": 2, "node_constants": 1, "edge_features": 2,
              "pivot_constant": None, "hidden": 32},
 }
-GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn"]
-HAMILTONIAN = ["hogn", "separable-hogn", "hnn", "srnn"]
+GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn", "hogn-basis"]
+HAMILTONIAN = ["hogn", "separable-hogn", "hnn", "srnn", "hnn-basis", "hogn-basis"]
 
 
 def make(name: str, dtype: torch.dtype = torch.float64, **overrides) -> models.DynamicsModel:
@@ -61,7 +63,7 @@ def triples() -> GraphBatch:
 
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
     return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn", "chnn",
-                               "ghnn") else springs
+                               "ghnn", "hnn-basis") else springs
 
 
 def permuted(graph: GraphBatch, seed: int = 0) -> tuple[GraphBatch, torch.Tensor]:

@@ -1,0 +1,69 @@
+"""``experiments/fewshot.py --quick``: every method on the same points, settings chosen on
+the training systems, the affine fit exact on the (linear) mass-spring, the do-nothing
+field at exactly 1, and the summary counts made from the per-system verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+META_LEARNED = ["hnn:meta", "hogn:meta", "hnn-basis:closed-form", "hogn-basis:closed-form"]
+METRICS = ["paper_mse", "derivative_nmse", "short_rollout_nmse"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, run_script):
+    out = tmp_path_factory.mktemp("fewshot")
+    run_script("fewshot", "--quick", "--quiet", "--out", out, "--systems", "mass-spring",
+               "--regimes", "k20")
+    return out, json.loads((out / "fewshot.json").read_text())
+
+
+def test_every_method_is_scored_on_the_held_out_system(quick):
+    _, results = quick
+    res = results["results"]["k20"]
+    assert res["shots"] == 20 and res["noise"] == 0.0
+    piece = res["systems"]["mass-spring"]
+    assert "mass-spring" not in piece["training_systems"]
+    assert len(piece["training_systems"]) == 6
+    methods = set(piece["medians"]["derivative_nmse"])
+    assert set(META_LEARNED) <= methods
+    assert {"zero", "affine", "polynomial", "kernel", "nearest", "hnn:random", "hnn:scratch",
+            "hnn:pretrained", "hogn:scratch", "hnn-basis:random-features"} <= methods
+    # every method's settings were chosen (the zero field has none)
+    assert set(piece["selection"]) == methods
+    assert piece["selection"]["zero"] == {}
+
+
+def test_the_simple_fields_score_what_they_must(quick):
+    _, results = quick
+    piece = results["results"]["k20"]["systems"]["mass-spring"]
+    deriv = piece["per_trajectory"]["derivative_nmse"]
+    short = piece["per_trajectory"]["short_rollout_nmse"]
+    # the mass-spring's field is linear: an affine fit to 20 exact points is exact
+    assert max(max(row) for row in deriv["affine"]) < 1e-10
+    # predicting nothing scores exactly 1 on both normalised errors
+    for rows in (deriv["zero"], short["zero"]):
+        assert all(math.isclose(v, 1.0, rel_tol=1e-9) for row in rows for v in row)
+    # fitted methods take no steps: one value at every step
+    for name in ("kernel", "hnn-basis:closed-form"):
+        assert all(len(set(row)) == 1 for row in deriv[name])
+
+
+def test_summary_counts_are_the_per_system_verdicts(quick):
+    out, results = quick
+    res = results["results"]["k20"]
+    for method in META_LEARNED:
+        for metric in METRICS:
+            verdict = res["systems"]["mass-spring"]["versus_baselines"][metric][method]
+            block = res["summary"]["ahead_of_baselines"][method][metric]
+            assert block["ahead_of_baselines"] == int(verdict["ahead"])
+            assert block["ahead_of_baselines_systems"] == (["mass-spring"] if verdict["ahead"]
+                                                           else [])
+            # the affine fit is exact here, so no network is ahead of every baseline
+            assert not verdict["ahead"] and "affine" in verdict["behind"]
+    assert res["summary"]["best"] in META_LEARNED
+    text = (out / "fewshot.md").read_text()
+    assert "## Regime k20: K = 20, noise 0%" in text and "### mass-spring held out" in text
