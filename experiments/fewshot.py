@@ -48,7 +48,7 @@ import torch
 from hogn.io import atomic_write
 from hogn.report import write_json
 from meta import fewshot, protocol, selection
-from meta.fitted import baseline_fitter, evaluate_fits, head_fitter
+from meta.fitted import baseline_fitter, evaluate_fits, head_fitter, residual_fitter
 from meta.summary import (
     BASELINE_STEPS,
     METRICS,
@@ -92,7 +92,7 @@ QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 3,
                               {"lengthscale": 2.0, "ridge": 1e-4}]},
          "regimes": {"k10-noise5": (10, 0.05), "k20": (20, 0.0)}}
 TABLE_STEPS = (0, 1, 5, 15, 100)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the closed-form heads with a kernel residual
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -182,6 +182,13 @@ def select(holdout: str, shots: int, noise: float, loaded: Mapping[str, protocol
         for method, start in (("closed-form", "meta"), ("random-features", "random")):
             chosen[f"{model}:{method}"] = selection.select_ridge(
                 run.model, run.params[start], ridges=sizes["ridges"], **common)
+        head = head_fitter(run.model, run.params["meta"],
+                           chosen[f"{model}:closed-form"]["hyper"]["ridge"])
+        chosen[f"{model}:closed-form+kernel"] = selection.select_fitter(
+            lambda head=head, **hyper: residual_fitter(head, **hyper),
+            grids.get("kernel", fewshot.GRIDS["kernel"]), n_particles=run.model.n_particles
+            if hasattr(run.model, "n_particles") else None, dtype=run.config.torch_dtype,
+            **common)
     return chosen
 
 
@@ -230,6 +237,9 @@ def evaluate(holdout: str, shots: int, noise: float, chosen: Mapping[str, Any],
                                        chosen[key]["hyper"]["ridge"])
             layouts[key] = getattr(run.model, "n_particles", None)
             dtypes[key] = run.config.torch_dtype
+        key = f"{model}:closed-form+kernel"
+        fitters[key] = residual_fitter(fitters[f"{model}:closed-form"], **chosen[key]["hyper"])
+        layouts[key], dtypes[key] = layouts[f"{model}:closed-form"], run.config.torch_dtype
     result = evaluate_fits(fitters, data, shots=shots, eval_steps=evals, seed=seed,
                            noise=noise, n_particles=layouts, dtype=dtypes)
     put(result, {k: k for k in fitters}, repeat=False)
@@ -286,10 +296,17 @@ def read_piece(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None
 
 
 # ------------------------------------------------------------------------ report
-META_LEARNED = ("hnn:meta", "hogn:meta", "hnn-basis:closed-form", "hogn-basis:closed-form")
+META_LEARNED = ("hnn:meta", "hogn:meta", "hnn-basis:closed-form", "hogn-basis:closed-form",
+                "hnn-basis:closed-form+kernel", "hogn-basis:closed-form+kernel")
+"""The meta-learned methods (the rest are baselines): MAML's networks adapted by SGD, the
+basis networks' closed-form heads, and those heads with a kernel fit of their residual
+(a Gaussian process whose mean is the meta-learned field; the kernel baseline alone is
+the same without the meta-learned mean)."""
 RANDOM_OF = {"hnn:meta": "hnn:random", "hogn:meta": "hogn:random",
              "hnn-basis:closed-form": "hnn-basis:random-features",
-             "hogn-basis:closed-form": "hogn-basis:random-features"}
+             "hogn-basis:closed-form": "hogn-basis:random-features",
+             "hnn-basis:closed-form+kernel": "hnn-basis:random-features",
+             "hogn-basis:closed-form+kernel": "hogn-basis:random-features"}
 
 
 def baselines_of(methods: Sequence[str]) -> list[str]:

@@ -19,6 +19,7 @@ comparisons of :mod:`meta.summary` compare an adapted network after ``s`` steps 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ from meta.metrics import derivative_nmse, short_rollout_nmse
 from meta.tasks import Points
 
 __all__ = ["Field", "Fitter", "baseline_fitter", "evaluate_fits", "flat_state", "head_fitter",
-           "score_field"]
+           "residual_fitter", "score_field"]
 
 Field = Callable[[GraphBatch, Tensor, Tensor], tuple[Tensor, Tensor]]
 """A fitted vector field: ``(graph, q [N, d], p [N, d]) -> (dq, dp) [N, d]``."""
@@ -103,6 +104,47 @@ def baseline_fitter(name: str, **hyper: Any) -> Fitter:
     return fit
 
 
+def residual_fitter(prior: Fitter, lengthscale: float, ridge: float) -> Fitter:
+    """A prior's field plus a Hamiltonian-kernel fit of its residual on the support points.
+
+    The prior (e.g. a meta-learned basis with its solved head, :func:`head_fitter`) is
+    fitted first; the kernel regressor of :mod:`meta.fewshot` (``"kernel"``) then fits
+    what the prior leaves of the observed derivatives, ``dx − f_prior(x)``, so the
+    prediction is ``f_prior + f_residual``: a Gaussian process whose mean is the prior.
+    Where the prior is right the kernel has little to do; where it is wrong near the
+    support points the kernel corrects it there.
+
+    Args:
+        prior: The fitter of the prior field.
+        lengthscale: Length scale of the residual's kernel (units of each coordinate's
+            support std).
+        ridge: Relative ridge of the residual's kernel.
+    """
+    from meta import fewshot
+
+    kernel = fewshot.get("kernel", lengthscale=lengthscale, ridge=ridge)
+
+    def fit(points: AdaptationPoints) -> Field:
+        base = prior(points)
+        s = points.support
+        mask_n = None if s.mask is None else s.mask[: s.graph.num_nodes // s.num_points]
+        with torch.no_grad():
+            dq0, dp0 = base(s.graph, s.graph.q, s.graph.p)
+        x = flat_state(s.graph.q, s.graph.p, s.graph, s.mask).double()
+        rest = flat_state((s.dq - dq0).double(), (s.dp - dp0).double(), s.graph, s.mask)
+        fitted = kernel.fit(x, rest)
+
+        def field(graph: GraphBatch, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            mask = None if mask_n is None else mask_n.repeat(graph.num_graphs)
+            dq, dp = base(graph, q, p)
+            kq, kp = _unflatten(fitted(flat_state(q, p, graph, mask).double()), q, mask)
+            return dq + kq, dp + kp
+
+        return field
+
+    return fit
+
+
 def head_fitter(model: DynamicsModel, params: Mapping[str, Tensor], ridge: float) -> Fitter:
     """A fitter that solves the closed-form head of a basis model on the support points
     (:func:`meta.closed_form.solve_head`) and predicts with the solved head.
@@ -161,6 +203,8 @@ def score_field(field: Field, points: AdaptationPoints, integrator: str = "rk4",
     keep = None if start.mask is None else start.mask.to(graph.q.dtype)[:, None]
 
     def f(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        if not (torch.isfinite(q).all() and torch.isfinite(p).all()):  # diverged: stays nan
+            return torch.full_like(q, math.nan), torch.full_like(p, math.nan)
         dq, dp = field(graph, q, p)
         if keep is not None:
             dq, dp = dq * keep, dp * keep

@@ -23,7 +23,7 @@ tuned on the held-out law.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ __all__ = [
     "VALIDATION_OFFSET",
     "criterion",
     "select_baseline",
+    "select_fitter",
     "select_rate",
     "select_ridge",
     "select_scratch",
@@ -153,17 +154,32 @@ def select_baseline(name: str, validation: Mapping[str, systems.Dataset], holdou
     """
     from meta import fewshot
 
-    _check(validation, holdout)
     grid = fewshot.GRIDS[name] if grid is None else grid
+    return select_fitter(lambda **hyper: baseline_fitter(name, **hyper), grid, validation,
+                         holdout, shots, noise, seed)
+
+
+def select_fitter(make: Callable[..., Fitter], grid: Sequence[Mapping[str, Any]],
+                  validation: Mapping[str, systems.Dataset], holdout: str, shots: int,
+                  noise: float = 0.0, seed: int = 0, n_particles: int | None = None,
+                  dtype: torch.dtype = torch.float64) -> dict[str, Any]:
+    """The settings of any fitted method: ``make(**settings)`` is its fitter.
+
+    Arguments as for :func:`select_baseline`, with the fitter's factory, the settings to
+    try, and the layout and dtype of the points it fits (a padded fixed-size model: its
+    ``n_particles``; a float32 network: ``torch.float32``). A setting whose fit raises
+    ``ValueError`` is skipped.
+    """
+    _check(validation, holdout)
     scored = []
     for hyper in grid:
         try:
-            scored.append((dict(hyper), _fit_scores(baseline_fitter(name, **hyper), validation,
-                                                    shots, noise, seed)))
-        except ValueError:  # e.g. a polynomial degree with too many monomials for a system
+            scored.append((dict(hyper), _fit_scores(make(**hyper), validation, shots, noise,
+                                                    seed, n_particles, dtype)))
+        except ValueError:
             continue
     if not scored:
-        raise ValueError(f"no setting of {name} could be tried")
+        raise ValueError("no setting could be tried")
     return _choose(scored)
 
 
@@ -175,13 +191,10 @@ def select_ridge(model: DynamicsModel, params: Mapping[str, Tensor],
 
     Arguments as for :func:`select_baseline`, with the basis model and its parameters.
     """
-    _check(validation, holdout)
     p = next(iter(params.values()))
-    n = getattr(model, "n_particles", None)
-    scored = [({"ridge": float(r)}, _fit_scores(head_fitter(model, params, float(r)),
-                                                validation, shots, noise, seed, n, p.dtype))
-              for r in ridges]
-    return _choose(scored)
+    return select_fitter(lambda ridge: head_fitter(model, params, ridge),
+                         [{"ridge": float(r)} for r in ridges], validation, holdout, shots,
+                         noise, seed, getattr(model, "n_particles", None), p.dtype)
 
 
 def _adaptation_scores(model: DynamicsModel, params: Mapping[str, Tensor],
