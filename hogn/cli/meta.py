@@ -135,6 +135,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     inner_lr = config.inner_lr if args.inner_lr is None else args.inner_lr
     if not inner_lr > 0:
         raise UserError(f"--inner-lr must be positive, got {inner_lr}")
+    if args.ridge is not None and config.algorithm != protocol.CLOSED_FORM:
+        raise UserError("--ridge applies to a closed-form run (hogn meta-train --model "
+                        "hnn-basis or hogn-basis)")
+    noise = 0.0 if args.noise is None else args.noise
+    if not 0.0 <= noise <= 1.0:
+        raise UserError(f"--noise must be a fraction of each coordinate's spread in [0, 1] "
+                        f"(e.g. 0.05), got {noise}")
     eval_steps = sorted({s for s in (*protocol.REPORT_STEPS, 2, 10, 25, 50) if s <= args.steps}
                         | {args.steps})
     if args.eval_steps:
@@ -159,10 +166,6 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(f"meta-trained weights adapt {'with' if run.inner_lr is not None else 'on'} "
               f"{how}" + ("; --inner-lr sets the baselines' step size"
                           if run.inner_lr is not None else ""))
-    noise = 0.0 if args.noise is None else args.noise
-    if not 0.0 <= noise <= 1.0:
-        raise UserError(f"--noise must be a fraction of each coordinate's spread in [0, 1] "
-                        f"(e.g. 0.05), got {noise}")
     result = protocol.evaluate_adaptation(
         run.model, run.params, data, shots=shots, steps=args.steps, inner_lr=inner_lr,
         loss=config.loss, eval_steps=eval_steps, keep=(keep,), seed=args.seed,
@@ -263,9 +266,6 @@ def _add_fits(args: argparse.Namespace, run: protocol.RunModels, data: Any, shot
             fitters[name] = head_fitter(run.model, run.params[start], ridge)
             layouts[name] = getattr(run.model, "n_particles", None)
             dtypes[name] = run.config.torch_dtype
-    elif args.ridge is not None:
-        raise UserError("--ridge applies to a closed-form run (hogn meta-train --model "
-                        "hnn-basis or hogn-basis)")
     for name in args.baselines or ():
         fitters[name] = baseline_fitter(name)
     if not fitters:

@@ -95,3 +95,39 @@ def test_user_mistakes_are_one_line(run, capsys, tmp_path):
     _error(capsys, ["adapt", str(run), "--steps", "-1"], "--steps must be at least 0")
     _error(capsys, ["adapt", str(run), "--steps", "3", "--eval-steps", "4"],
            "--eval-steps must lie in 0..3")
+
+
+def test_closed_form_run_and_baselines_on_the_same_noisy_points(capsys, tmp_path):
+    folder = tmp_path / "basis"
+    argv = ["meta-train", "--holdout", "pendulum", "--model", "hnn-basis", "--features", "4",
+            *TINY, "-o", str(folder)]
+    assert main(argv) == 0
+    record = json.loads((folder / "config.json").read_text())
+    assert record["protocol"]["algorithm"] == "closed-form"
+    assert record["protocol"]["pretrain"] is False
+    capsys.readouterr()
+    out = tmp_path / "a.json"
+    assert main(["adapt", str(folder), "--steps", "2", "--trajectories", "4", "--shots", "12",
+                 "--noise", "0.05", "--baselines", "zero", "affine", "--quiet",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "noise 5% of each coordinate's spread" in text
+    assert "closed-form" in text and "random-features" in text and "affine" in text
+    assert "ahead of every other method" in text
+    saved = json.loads(out.read_text())
+    assert saved["noise"] == 0.05
+    deriv = saved["derivative_nmse"]
+    assert set(deriv) == {"meta", "random", "closed-form", "random-features", "zero", "affine"}
+    # predicting nothing scores 1; a fitted method has one value at every step
+    assert all(abs(v - 1.0) < 1e-9 for row in deriv["zero"] for v in row)
+    assert all(len(set(row)) == 1 for row in deriv["closed-form"])
+    assert set(saved["versus_baselines"]["derivative_nmse"]) == {"meta", "closed-form"}
+
+
+def test_closed_form_mistakes_are_one_line(run, capsys, tmp_path):
+    _error(capsys, ["meta-train", "--holdout", "pendulum", "--algorithm", "closed-form",
+                    "--model", "hnn", "-o", str(tmp_path / "x")], "needs a basis model")
+    _error(capsys, ["meta-train", "--holdout", "pendulum", "--features", "4", "-o",
+                    str(tmp_path / "x")], "--features needs a basis model")
+    _error(capsys, ["adapt", str(run), "--ridge", "0.1"], "--ridge applies to a closed-form run")
+    _error(capsys, ["adapt", str(run), "--noise", "2"], "--noise must be a fraction")
