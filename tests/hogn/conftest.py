@@ -1,5 +1,5 @@
 """What the tests of ``tests/hogn`` share: the command-line tests' generate-and-train
-runs, and the fixed-size models' random graphs."""
+runs, the fixed-size models' random graphs, and the spring graphs of the model tests."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import systems
 from hogn.cli import main
 from hogn.graph import GraphBatch
 
@@ -51,3 +52,15 @@ def random_flat_graphs(n_graphs: int, n: int, d: int, k: int, seed: int,
                       torch.rand(nodes, k, generator=gen, dtype=dtype) + 0.5,
                       torch.empty(2, 0, dtype=torch.long),
                       torch.arange(0, nodes + 1, n))
+
+
+@pytest.fixture(scope="module")
+def springs() -> GraphBatch:
+    """Four float64 spring graphs of 3 to 6 particles (edge constants k, L)."""
+    return systems.get("spring-nbody").sample(4, seed=0, n_particles=(3, 6))
+
+
+@pytest.fixture(scope="module")
+def triples() -> GraphBatch:
+    """Three float64 spring graphs of exactly 3 particles (for the fixed-size models)."""
+    return systems.get("spring-nbody").sample(3, seed=1, n_particles=3)

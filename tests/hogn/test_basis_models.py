@@ -28,18 +28,6 @@ def make(name: str, **overrides) -> models.DynamicsModel:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def springs() -> GraphBatch:
-    """Four float64 spring graphs of 3 to 6 particles (edge constants k, L)."""
-    return systems.get("spring-nbody").sample(4, seed=0, n_particles=(3, 6))
-
-
-@pytest.fixture(scope="module")
-def triples() -> GraphBatch:
-    """Three float64 spring graphs of exactly 3 particles."""
-    return systems.get("spring-nbody").sample(3, seed=1, n_particles=3)
-
-
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
     return triples if name == "hnn-basis" else springs
 

@@ -49,18 +49,6 @@ def outputs(model: models.DynamicsModel, graph) -> tuple[torch.Tensor, torch.Ten
     return model.delta(graph) if model.is_stepper else model.time_derivative(graph)
 
 
-@pytest.fixture(scope="module")
-def springs() -> GraphBatch:
-    """Four float64 spring graphs of 3 to 6 particles (edge constants k, L)."""
-    return systems.get("spring-nbody").sample(4, seed=0, n_particles=(3, 6))
-
-
-@pytest.fixture(scope="module")
-def triples() -> GraphBatch:
-    """Three float64 spring graphs of exactly 3 particles (for HNN/MLP)."""
-    return systems.get("spring-nbody").sample(3, seed=1, n_particles=3)
-
-
 def graph_for(name: str, springs: GraphBatch, triples: GraphBatch) -> GraphBatch:
     return triples if name in ("hnn", "mlp", "dhnn", "symoden", "srnn", "chnn",
                                "ghnn", "hnn-basis") else springs
