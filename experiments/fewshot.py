@@ -75,6 +75,7 @@ FULL = {"iterations": 2000, "trajectories": 10_000, "eval_trajectories": 50,
         "eval_steps": [0, 1, 5, 15, 100], "rtol": None, "points": None,
         "model_args": {"hnn": {}, "hogn": {"hidden": 64}, "hnn-basis": {"features": 32},
                        "hogn-basis": {"hidden": 64, "features": 32}},
+        "control_trajectories": 10,
         "scratch_steps": [100, 300], "scratch_rates": list(selection.SCRATCH_RATES),
         "sgd_rates": list(selection.SGD_RATES), "ridges": list(selection.RIDGES),
         "grids": None, "regimes": dict(REGIMES)}
@@ -84,6 +85,7 @@ QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 3,
          "model_args": {"hnn": {"hidden": 16}, "hogn": {"hidden": 16, "steps": 1},
                         "hnn-basis": {"hidden": 16, "features": 8},
                         "hogn-basis": {"hidden": 16, "steps": 1, "features": 8}},
+         "control_trajectories": 2,
          "scratch_steps": [5, 10], "scratch_rates": [1e-2], "sgd_rates": [0.01, 0.1],
          "ridges": [1e-4, 1e-2],
          "grids": {"affine": [{"ridge": 0.0}, {"ridge": 1e-4}],
@@ -92,7 +94,7 @@ QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 3,
                               {"lengthscale": 2.0, "ridge": 1e-4}]},
          "regimes": {"k10-noise5": (10, 0.05), "k20": (20, 0.0)}}
 TABLE_STEPS = (0, 1, 5, 15, 100)
-CACHE_VERSION = 2  # 2: the closed-form heads with a kernel residual
+CACHE_VERSION = 3  # 2: the closed-form heads with a kernel residual; 3: the control
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -247,6 +249,33 @@ def evaluate(holdout: str, shots: int, noise: float, chosen: Mapping[str, Any],
     return {"steps": evals, "values": values, "seconds": seconds}
 
 
+def control(holdout: str, shots: int, noise: float, chosen: Mapping[str, Any],
+            loaded: Mapping[str, protocol.RunModels], data: Data, sizes: Mapping[str, Any],
+            seed: int) -> dict[str, dict[str, float]]:
+    """The same fitted methods, with the same settings, on fresh trajectories of the six
+    *training* systems: the laws the meta-learned basis was trained on (unseen
+    trajectories, apart from the selection's). Median derivative NMSE per system and
+    method; a control that shows what the meta-learned prior does inside its span."""
+    fitters, layouts, dtypes = {}, {}, {}
+    for name in CLASSICAL:
+        fitters[name] = baseline_fitter(name, **chosen[name]["hyper"])
+    for model in BASIS:
+        run = loaded[model]
+        key = f"{model}:closed-form"
+        fitters[key] = head_fitter(run.model, run.params["meta"], chosen[key]["hyper"]["ridge"])
+        layouts[key] = getattr(run.model, "n_particles", None)
+        dtypes[key] = run.config.torch_dtype
+    out = {}
+    for name in protocol.META_SYSTEMS:
+        if name == holdout:
+            continue
+        trajectories = data._make(name, True, count=sizes["control_trajectories"])
+        result = evaluate_fits(fitters, trajectories, shots=shots, seed=seed, noise=noise,
+                               n_particles=layouts, dtype=dtypes, rollouts=False)
+        out[name] = {k: float(v[:, 0].median()) for k, v in result["derivative_nmse"].items()}
+    return out
+
+
 def piece_settings(holdout: str, regime: str, sizes: Mapping[str, Any], seed: int
                    ) -> dict[str, Any]:
     """What a cached piece must match to be reused."""
@@ -275,8 +304,9 @@ def run_piece(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespace, 
         start = time.perf_counter()
         result = evaluate(holdout, shots, noise, chosen, loaded, data.evaluation(holdout),
                           sizes, args.seed, args.quiet)
+        controls = control(holdout, shots, noise, chosen, loaded, data, sizes, args.seed)
         saved = {"settings": piece_settings(holdout, regime, sizes, args.seed),
-                 "selection": chosen, "result": result,
+                 "selection": chosen, "result": result, "control": controls,
                  "training_systems": [s for s in protocol.META_SYSTEMS if s != holdout],
                  "seconds": {"train": train_s, "select": select_s,
                              "eval": time.perf_counter() - start}}
@@ -335,6 +365,7 @@ def system_result(saved: Mapping[str, Any], seed: int) -> dict[str, Any]:
         "steps": steps,
         "medians": {metric: medians(values[metric], steps, TABLE_STEPS) for metric in METRICS},
         "versus_baselines": versus, "versus_random": random_pairs,
+        "control_training_systems": saved["control"],
         "per_trajectory": {metric: {m: v.tolist() for m, v in by.items()}
                            for metric, by in values.items()}}
 
@@ -429,6 +460,14 @@ def markdown(results: Mapping[str, Any], stem: str) -> str:
             behind = {m: v["behind"] for m, v in r["versus_baselines"]["derivative_nmse"].items()}
             lines += ["", "Not ahead (derivative NMSE) of: " + "; ".join(
                 f"{m}: {', '.join(b) or 'none'}" for m, b in behind.items()), ""]
+            ctrl = r["control_training_systems"]
+            names = list(next(iter(ctrl.values())))
+            lines += ["Control, the training systems' laws (fresh trajectories, same K, "
+                      "noise and settings; median derivative NMSE):", "",
+                      "| system | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            lines += [f"| {h} | " + " | ".join(_g(v[n]) for n in names) + " |"
+                      for h, v in ctrl.items()]
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
