@@ -25,6 +25,7 @@ EXPERIMENTS = (
     ("hogn_paper", "Experiment 2: HOGN paper — DeltaGN, OGN, HOGN", "hogn_paper.py"),
     ("data_efficiency", "Experiment 3: data efficiency on three-body", "data_efficiency.py"),
     ("meta_learning", "Meta-learning across physical laws", "meta_learning.py"),
+    ("fewshot", "Few-shot adaptation against simple baselines", "fewshot.py"),
     ("lj_zero_shot", "Zero-shot to large Lennard-Jones systems", "lj_zero_shot.py"),
     ("survey_models", "The survey's model families beside HNN and MLP", "survey_models.py"),
 )
