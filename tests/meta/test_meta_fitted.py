@@ -107,7 +107,7 @@ def test_adam_adaptation_equals_torch_adam_pair_by_pair(mass_spring, pendulum):
             opt.zero_grad()
             loss.backward()
             opt.step()
-        losses.append(float(task_loss(model, live, pts.support)))
+        losses.append(float(task_loss(model, live, pts.support).detach()))
         assert np.allclose(result.support_loss.numpy(), losses, rtol=1e-9, atol=0)
         assert math.isnan(float(result.mse[0]))  # no rollout asked for
         assert math.isfinite(float(result.derivative_nmse[0]))
