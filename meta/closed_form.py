@@ -247,7 +247,8 @@ def ridge_solve(phi: Tensor, y: Tensor, w0: Tensor, ridge: float) -> Tensor:
 
     The minimiser of ``‖Φ w − y‖² + λ' ‖w − w0‖²``. Batched over leading axes; rows of
     zeros in ``Φ`` (padding) change nothing. Differentiable in ``phi``, ``y`` and ``w0``;
-    computed in their dtype.
+    computed in float64 (a float32 Cholesky fails at small ridges) and returned in
+    ``phi``'s dtype.
 
     Args:
         phi: ``Φ [..., R, m]``.
@@ -264,6 +265,9 @@ def ridge_solve(phi: Tensor, y: Tensor, w0: Tensor, ridge: float) -> Tensor:
             features without a field on the support, or non-finite values).
     """
     _check_ridge(ridge)
+    dtype = phi.dtype
+    if dtype != torch.float64:  # float32's Cholesky fails for small ridges: solve in float64
+        phi, y, w0 = phi.double(), y.double(), w0.double()
     m = phi.shape[-1]
     gram = phi.transpose(-1, -2) @ phi  # [..., m, m]
     lam = ridge * gram.diagonal(0, -2, -1).sum(-1) / m  # [...]
@@ -274,7 +278,7 @@ def ridge_solve(phi: Tensor, y: Tensor, w0: Tensor, ridge: float) -> Tensor:
         raise FloatingPointError("ΦᵀΦ + λ'I is not positive definite (no feature has a field "
                                  "on the support points, or Φ is not finite); raise ridge or "
                                  "check the data")
-    return w0 + torch.cholesky_solve(rhs, factor)[..., 0]
+    return (w0 + torch.cholesky_solve(rhs, factor)[..., 0]).to(dtype)
 
 
 def _support_system(model: DynamicsModel, params: Mapping[str, Tensor],

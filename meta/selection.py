@@ -168,7 +168,7 @@ def select_fitter(make: Callable[..., Fitter], grid: Sequence[Mapping[str, Any]]
     Arguments as for :func:`select_baseline`, with the fitter's factory, the settings to
     try, and the layout and dtype of the points it fits (a padded fixed-size model: its
     ``n_particles``; a float32 network: ``torch.float32``). A setting whose fit raises
-    ``ValueError`` is skipped.
+    ``ValueError`` or ``FloatingPointError`` (a singular solve) is skipped.
     """
     _check(validation, holdout)
     scored = []
@@ -176,7 +176,7 @@ def select_fitter(make: Callable[..., Fitter], grid: Sequence[Mapping[str, Any]]
         try:
             scored.append((dict(hyper), _fit_scores(make(**hyper), validation, shots, noise,
                                                     seed, n_particles, dtype)))
-        except ValueError:
+        except (ValueError, FloatingPointError):  # a setting that cannot be fitted
             continue
     if not scored:
         raise ValueError("no setting could be tried")
