@@ -14,7 +14,13 @@ from meta import protocol
 from meta.adaptation import adapt_many
 from meta.algorithms import parameters, task_loss
 from meta.evaluate import AdaptationPoints, check_noise
-from meta.fitted import baseline_fitter, evaluate_fits, flat_state, score_field
+from meta.fitted import (
+    baseline_fitter,
+    evaluate_fits,
+    flat_state,
+    residual_fitter,
+    score_field,
+)
 from meta.summary import baselines_block, medians, versus_baselines
 
 CPU = torch.device("cpu")
@@ -141,3 +147,24 @@ def test_medians_count_diverged_values_as_infinite():
     values = {"m": torch.tensor([[1.0, math.nan], [2.0, math.nan], [3.0, 1.0]])}
     out = medians(values, [0, 5], [0, 5, 15])
     assert out == {"m": {"0": 2.0, "5": math.inf}}
+
+
+def test_residual_fit_of_a_zero_prior_is_the_kernel_and_of_the_truth_is_the_truth(pendulum):
+    pts = _points(pendulum, shots=12, noise=0.05)
+    held = pts.heldout
+    kernel = baseline_fitter("kernel", lengthscale=1.0, ridge=1e-6)(pts)
+    hybrid = residual_fitter(baseline_fitter("zero"), lengthscale=1.0, ridge=1e-6)(pts)
+    for a, b in zip(kernel(held.graph, held.graph.q, held.graph.p),
+                    hybrid(held.graph, held.graph.q, held.graph.p), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # a prior that is the true field leaves only the noise to the residual's kernel, so
+    # the hybrid is far closer to the truth than the kernel alone
+    truth = systems.get("pendulum", embed_dim=2)
+
+    def exact(points):
+        return lambda graph, q, p: truth.vector_field(graph)(q, p)
+
+    on_truth = residual_fitter(exact, lengthscale=1.0, ridge=1e-2)(pts)
+    _, deriv_truth, _, _ = score_field(on_truth, pts, rollout=False)
+    _, deriv_kernel, _, _ = score_field(kernel, pts, rollout=False)
+    assert deriv_truth < 0.1 * deriv_kernel
