@@ -49,6 +49,17 @@ Options (each also in :class:`ProtocolConfig` and ``hogn meta-train``)::
   (:func:`paired_system`), and the counts of systems where meta-training is ahead
   (:func:`summary_block`, :func:`against_paper` for the paper's four systems).
 - :mod:`meta.plots`: adaptation curves and trajectories (the paper's Figures 1 and 2).
+- :mod:`meta.fewshot`: the classical few-shot regressors a meta-learned model must beat
+  (do-nothing, affine least squares, a least-squares Hamiltonian in polynomials, a
+  Hamiltonian kernel, nearest neighbour), with their settings' grids.
+- :mod:`meta.closed_form`: a meta-learned basis with a closed-form head (the models
+  ``hnn-basis`` and ``hogn-basis``, ``H = φ · w``): the ridge solve of ``w`` from the
+  ``K`` points and meta-training through it (``ProtocolConfig(algorithm="closed-form")``).
+- :mod:`meta.fitted`: methods fitted once (the regressors, the closed-form head, a prior
+  with a kernel fit of its residual) scored by the adaptation's own metrics, on the same
+  points and observation noise (``noise=`` of :func:`evaluate_adaptation`).
+- :mod:`meta.selection`: every method's settings chosen on validation trajectories of
+  the training systems, never of the held-out one.
 
 Leave one system out::
 
@@ -151,8 +162,8 @@ __getattr__, __dir__ = attach(__name__, {
     "Points": "tasks",
     "Task": "tasks",
     "TaskSampler": "tasks",
-}, submodules=("adaptation", "algorithms", "batched", "evaluate", "metrics", "plots",
-                 "protocol", "summary", "tasks"))
+}, submodules=("adaptation", "algorithms", "batched", "closed_form", "evaluate", "fewshot",
+                 "fitted", "metrics", "plots", "protocol", "selection", "summary", "tasks"))
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
     from meta.adaptation import adapt_many
