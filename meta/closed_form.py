@@ -81,6 +81,7 @@ __all__ = [
     "closed_form_meta_loss",
     "closed_form_meta_train_step",
     "feature_fields",
+    "head_fields",
     "observed",
     "ridge_solve",
     "solve_head",
@@ -328,6 +329,36 @@ def solve_heads(model: DynamicsModel, params: Mapping[str, Tensor],
     if not create_graph:
         w0 = w0.detach()
     return ridge_solve(phi, y, w0, ridge)
+
+
+def head_fields(model: DynamicsModel, params: Mapping[str, Tensor], heads: Tensor,
+                graph: GraphBatch, q: Tensor, p: Tensor, owner: Tensor
+                ) -> tuple[Tensor, Tensor]:
+    """The fields of several heads at once: graph ``g`` follows ``H_g = φ_g · heads[owner_g]``.
+
+    One forward of the shared features over every graph and one backward of
+    ``Σ_g φ_g · w_owner(g)`` (graphs are independent, so each gets its own head's field):
+    e.g. the rollouts of ``B`` trajectories, each with its own solved head, in one call.
+
+    Args:
+        model: A basis model.
+        params: Its parameters (the features' weights; the head's entry is not used).
+        heads: ``[B, m]``.
+        graph: ``G`` graphs.
+        q: Positions ``[N, d]``.
+        p: Momenta ``[N, d]``.
+        owner: Head of each graph, ``[G]`` (long, in ``0 … B − 1``).
+
+    Returns:
+        ``(dq, dp) [N, d]``, detached.
+    """
+    with torch.enable_grad():
+        q = q.detach().requires_grad_(True)
+        p = p.detach().requires_grad_(True)
+        fixed = {k: v.detach() for k, v in params.items()}
+        energy = (_features(model, fixed, q, p, graph) * heads.detach()[owner]).sum()
+        dh_dq, dh_dp = torch.autograd.grad(energy, (q, p), materialize_grads=True)
+    return dh_dp.detach(), -dh_dq.detach()
 
 
 def solve_head(model: DynamicsModel, params: Mapping[str, Tensor], support: Points,

@@ -41,7 +41,49 @@ Field = Callable[[GraphBatch, Tensor, Tensor], tuple[Tensor, Tensor]]
 """A fitted vector field: ``(graph, q [N, d], p [N, d]) -> (dq, dp) [N, d]``."""
 
 Fitter = Callable[[AdaptationPoints], Field]
-"""Fits a field to a trajectory's support points (``points.support``)."""
+"""Fits a field to a trajectory's support points (``points.support``). A fitter may also
+have a method ``many(points: Sequence[AdaptationPoints]) -> ManyField`` that fits every
+trajectory at once (:func:`fit_many` falls back to one fit each)."""
+
+ManyField = Callable[[GraphBatch, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""Fields of several trajectories at once: ``(graph, q, p, owner [G]) -> (dq, dp)``, graph
+``g`` following the field fitted to trajectory ``owner[g]`` (each trajectory's graphs
+contiguous, in order)."""
+
+
+def _owner_slices(graph: GraphBatch, owner: Tensor) -> list[tuple[int, slice, slice]]:
+    """``(trajectory, graphs, nodes)`` of each trajectory's contiguous run of graphs."""
+    ptr = graph.ptr.tolist()
+    counts = torch.bincount(owner).tolist()
+    out, first = [], 0
+    for j, n in enumerate(counts):
+        if n:
+            out.append((j, slice(first, first + n), slice(ptr[first], ptr[first + n])))
+            first += n
+    return out
+
+
+def fit_many(fitter: Fitter, points: Sequence[AdaptationPoints]) -> ManyField:
+    """Fit ``fitter`` to every trajectory: its own ``many`` if it has one, else one fit per
+    trajectory, each field applied to its own trajectory's graphs (a trajectory whose
+    state is not finite, a diverged rollout, gets ``nan`` without a call)."""
+    many = getattr(fitter, "many", None)
+    if many is not None:
+        return many(points)
+    fields = [fitter(pts) for pts in points]
+
+    def field(graph: GraphBatch, q: Tensor, p: Tensor, owner: Tensor) -> tuple[Tensor, Tensor]:
+        dq, dp = torch.full_like(q, math.nan), torch.full_like(p, math.nan)
+        for j, graphs, nodes in _owner_slices(graph, owner):
+            qj, pj = q[nodes], p[nodes]
+            if not (torch.isfinite(qj).all() and torch.isfinite(pj).all()):
+                continue
+            sub = graph if graphs.start == 0 and graphs.stop == graph.num_graphs else \
+                graph.select(torch.arange(graphs.start, graphs.stop))
+            dq[nodes], dp[nodes] = fields[j](sub, qj, pj)
+        return dq, dp
+
+    return field
 
 
 def flat_state(q: Tensor, p: Tensor, graph: GraphBatch, mask: Tensor | None = None) -> Tensor:
@@ -142,6 +184,44 @@ def residual_fitter(prior: Fitter, lengthscale: float, ridge: float) -> Fitter:
 
         return field
 
+    def many(points: Sequence[AdaptationPoints]) -> ManyField:
+        base = fit_many(prior, points)
+        supports = [pts.support for pts in points]
+        graph = GraphBatch.cat([s.graph for s in supports])
+        owner = torch.repeat_interleave(torch.arange(len(points), device=graph.q.device),
+                                        torch.tensor([s.num_points for s in supports],
+                                                     device=graph.q.device))
+        with torch.no_grad():
+            dq0, dp0 = base(graph, graph.q, graph.p, owner)
+        fits, masks, first = [], [], 0
+        for s in supports:
+            nodes = slice(first, first + s.graph.num_nodes)
+            first = nodes.stop
+            x = flat_state(s.graph.q, s.graph.p, s.graph, s.mask).double()
+            rest = flat_state((s.dq - dq0[nodes]).double(), (s.dp - dp0[nodes]).double(),
+                              s.graph, s.mask)
+            fits.append(kernel.fit(x, rest))
+            masks.append(None if s.mask is None
+                         else s.mask[: s.graph.num_nodes // s.num_points])
+
+        def field(graph: GraphBatch, q: Tensor, p: Tensor, owner: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+            dq, dp = base(graph, q, p, owner)
+            for j, graphs, nodes in _owner_slices(graph, owner):
+                qj, pj = q[nodes], p[nodes]
+                if not (torch.isfinite(qj).all() and torch.isfinite(pj).all()):
+                    continue
+                g = graphs.stop - graphs.start
+                mask = None if masks[j] is None else masks[j].repeat(g)
+                sub_x = torch.cat([(qj if mask is None else qj[mask]).reshape(g, -1),
+                                   (pj if mask is None else pj[mask]).reshape(g, -1)], -1)
+                kq, kp = _unflatten(fits[j](sub_x.double()), qj, mask)
+                dq[nodes], dp[nodes] = dq[nodes] + kq, dp[nodes] + kp
+            return dq, dp
+
+        return field
+
+    fit.many = many  # type: ignore[attr-defined]
     return fit
 
 
@@ -154,7 +234,7 @@ def head_fitter(model: DynamicsModel, params: Mapping[str, Tensor], ridge: float
         params: Its meta-trained parameters (the features and the prior head).
         ridge: Relative ridge of the solve.
     """
-    from meta.closed_form import solve_head
+    from meta.closed_form import head_fields, solve_head, solve_heads
 
     fixed = {k: v.detach() for k, v in params.items()}
 
@@ -168,6 +248,16 @@ def head_fitter(model: DynamicsModel, params: Mapping[str, Tensor], ridge: float
 
         return field
 
+    def many(points: Sequence[AdaptationPoints]) -> ManyField:
+        heads = solve_heads(model, fixed, [pts.support for pts in points], ridge).detach()
+
+        def field(graph: GraphBatch, q: Tensor, p: Tensor, owner: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+            return head_fields(model, fixed, heads, graph, q, p, owner)
+
+        return field
+
+    fit.many = many  # type: ignore[attr-defined]
     return fit
 
 
@@ -219,6 +309,75 @@ def score_field(field: Field, points: AdaptationPoints, integrator: str = "rk4",
     return mse, deriv, short, (q[:, real], p[:, real])
 
 
+def score_many(field: ManyField, points: Sequence[AdaptationPoints], integrator: str = "rk4",
+               substeps: int = 1, rollout: bool = True
+               ) -> list[tuple[float, float, float, tuple[Tensor, Tensor] | None]]:
+    """:func:`score_field` of several trajectories' fields at once: one rollout of all
+    their first states together and one call at all their held-out points.
+
+    Args:
+        field: The fields (:func:`fit_many` of ``points``).
+        points: The trajectories' points, all with the same saved times and ``dt``.
+        integrator: Integrator of the rollouts.
+        substeps: Integrator steps per saved interval.
+        rollout: Roll out (``False``: the rollout scores are ``nan``).
+
+    Returns:
+        One :func:`score_field` tuple per trajectory, in order.
+
+    Raises:
+        ValueError: for trajectories of different lengths or time steps.
+    """
+    if len({(pts.num_times, pts.dt) for pts in points}) > 1:
+        raise ValueError("score_many rolls every trajectory out together: they must share "
+                         "their number of saved times and dt")
+    m = len(points)
+    device = points[0].start.graph.q.device
+    out: list[list[Any]] = [[math.nan, math.nan, math.nan, None] for _ in range(m)]
+    held = [pts.heldout for pts in points]
+    if all(h is not None for h in held):
+        graph = GraphBatch.cat([h.graph for h in held])  # type: ignore[union-attr]
+        owner = torch.repeat_interleave(torch.arange(m, device=device), torch.tensor(
+            [h.num_points for h in held], device=device))  # type: ignore[union-attr]
+        with torch.no_grad():
+            dq, dp = field(graph, graph.q, graph.p, owner)
+        first = 0
+        for j, h in enumerate(held):
+            nodes = slice(first, first + h.graph.num_nodes)  # type: ignore[union-attr]
+            first = nodes.stop
+            out[j][1] = derivative_nmse(dq[nodes], dp[nodes], h.dq, h.dp, h.mask)  # type: ignore[union-attr]
+    if rollout:
+        starts = [pts.start for pts in points]
+        graph = GraphBatch.cat([st.graph for st in starts])
+        owner = torch.arange(m, device=device)
+        keep = None
+        if any(st.mask is not None for st in starts):
+            keep = torch.cat([torch.ones(st.graph.num_nodes, dtype=torch.bool, device=device)
+                              if st.mask is None else st.mask for st in starts])
+            keep = keep.to(graph.q.dtype)[:, None]
+
+        def f(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            dq, dp = field(graph, q, p, owner)
+            if keep is not None:
+                dq, dp = dq * keep, dp * keep
+            return dq, dp
+
+        with torch.no_grad():
+            q, p = integrators.integrate(f, graph.q, graph.p, points[0].dt,
+                                         points[0].num_times - 1, method=integrator,
+                                         substeps=substeps, separable=False)
+        first = 0
+        for j, (pts, st) in enumerate(zip(points, starts, strict=True)):
+            nodes = slice(first, first + st.graph.num_nodes)
+            first = nodes.stop
+            qj, pj = q[:, nodes], p[:, nodes]
+            out[j][0] = float(rollout_mse(qj, pj, pts.q_true, pts.p_true, st.mask))
+            out[j][2] = short_rollout_nmse(qj, pj, pts.q_true, pts.p_true, st.mask)
+            real = slice(None) if st.mask is None else st.mask
+            out[j][3] = (qj[:, real], pj[:, real])
+    return [tuple(row) for row in out]  # type: ignore[misc]
+
+
 def evaluate_fits(fitters: Mapping[str, Fitter], data: Any, shots: int = 50,
                   eval_steps: Sequence[int] = (0,), seed: int = 0, noise: float = 0.0,
                   n_particles: Mapping[str, int | None] | None = None,
@@ -265,21 +424,25 @@ def evaluate_fits(fitters: Mapping[str, Fitter], data: Any, shots: int = 50,
     rows: dict[str, list[tuple[float, float, float]]] = {k: [] for k in fitters}
     seconds = dict.fromkeys(fitters, 0.0)
     kept: dict[str, dict[int, tuple[Tensor, Tensor]]] = {}
-    for i in range(m):
-        traj = data[i]
-        cache: dict[tuple[int | None, torch.dtype], AdaptationPoints] = {}
-        for name, fitter in fitters.items():
-            key = (layouts.get(name), dtypes.get(name, torch.float64))
-            if key not in cache:
-                cache[key] = AdaptationPoints(traj, shots, seed * 100_003 + i, key[0], key[1],
-                                              torch.device(device), noise)
-            start = time.perf_counter()
-            mse, deriv, short, rollout = score_field(fitter(cache[key]), cache[key],
-                                                     integrator, rollout=rollouts)
-            seconds[name] += time.perf_counter() - start
-            rows[name].append((mse, deriv, short))
-            if keep and i == 0 and rollout is not None:
-                kept[name] = {steps[0]: rollout}
+    trajectories = [data[i] for i in range(m)]
+    cache: dict[tuple[int | None, torch.dtype], list[AdaptationPoints]] = {}
+    for name, fitter in fitters.items():
+        key = (layouts.get(name), dtypes.get(name, torch.float64))
+        if key not in cache:
+            cache[key] = [AdaptationPoints(traj, shots, seed * 100_003 + i, key[0], key[1],
+                                           torch.device(device), noise)
+                          for i, traj in enumerate(trajectories)]
+        points = cache[key]
+        start = time.perf_counter()
+        if len({(pts.num_times, pts.dt) for pts in points}) == 1:
+            scores = score_many(fit_many(fitter, points), points, integrator, rollout=rollouts)
+        else:  # trajectories of different lengths: one at a time
+            scores = [score_field(fitter(pts), pts, integrator, rollout=rollouts)
+                      for pts in points]
+        seconds[name] += time.perf_counter() - start
+        rows[name] = [score[:3] for score in scores]
+        if keep and scores[0][3] is not None:
+            kept[name] = {steps[0]: scores[0][3]}
 
     def table(j: int) -> dict[str, Tensor]:
         return {k: torch.tensor([r[j] for r in v], dtype=torch.float64)[:, None]

@@ -168,3 +168,26 @@ def test_residual_fit_of_a_zero_prior_is_the_kernel_and_of_the_truth_is_the_trut
     _, deriv_truth, _, _ = score_field(on_truth, pts, rollout=False)
     _, deriv_kernel, _, _ = score_field(kernel, pts, rollout=False)
     assert deriv_truth < 0.1 * deriv_kernel
+
+
+def test_all_trajectories_at_once_equal_one_at_a_time(pendulum):
+    from meta.fitted import fit_many, head_fitter, score_many
+
+    model = protocol.make_model("hnn-basis", torch.float64, seed=0, hidden=16, features=4)
+    head = head_fitter(model, parameters(model), ridge=1e-3)
+    fitters = {"affine": (baseline_fitter("affine"), None), "head": (head, 3),
+               "hybrid": (residual_fitter(head, lengthscale=1.0, ridge=1e-4), 3),
+               "polynomial": (baseline_fitter("polynomial", degree=6, ridge=0.0), None)}
+    for name, (fitter, n) in fitters.items():
+        points = [AdaptationPoints(pendulum[i], 8, i, n, torch.float64, CPU, 0.05)
+                  for i in range(3)]
+        together = score_many(fit_many(fitter, points), points)
+        for pts, (mse, deriv, short, (q, _)) in zip(points, together, strict=True):
+            mse1, deriv1, short1, (q1, _) = score_field(fitter(pts), pts)
+            assert deriv == pytest.approx(deriv1, rel=1e-9), name
+            if math.isfinite(mse1):
+                assert mse == pytest.approx(mse1, rel=1e-7) and short == pytest.approx(
+                    short1, rel=1e-7), name
+                torch.testing.assert_close(q, q1, rtol=1e-7, atol=1e-10)
+            else:  # a diverged rollout diverges together too, without touching the others
+                assert not math.isfinite(mse), name
