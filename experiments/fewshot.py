@@ -372,10 +372,12 @@ def system_result(saved: Mapping[str, Any], seed: int) -> dict[str, Any]:
 
 def best_method(block: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str | None:
     """The meta-learned method ahead of every baseline on the most (system, metric) pairs
-    (ties: more early wins, then the order of :data:`META_LEARNED`)."""
-    def score(m: str) -> tuple[int, int]:
+    (ties: more early wins, then more (baseline, system, metric) wins, then the order of
+    :data:`META_LEARNED`)."""
+    def score(m: str) -> tuple[int, int, int]:
         return (sum(block[m][k]["ahead_of_baselines"] for k in METRICS),
-                sum(block[m][k]["ahead_early"] for k in METRICS))
+                sum(block[m][k]["ahead_early"] for k in METRICS),
+                sum(len(v) for k in METRICS for v in block[m][k]["ahead_of_each"].values()))
 
     return max(block, key=score) if block else None
 
@@ -445,7 +447,17 @@ def markdown(results: Mapping[str, Any], stem: str) -> str:
                 lines.append(f"| {m} | {metric} | {b['ahead_of_baselines']} of {b['systems']}"
                              f" ({', '.join(b['ahead_of_baselines_systems']) or 'none'}) | "
                              f"{b['ahead_early']} | {len(rnd)} ({', '.join(rnd) or 'none'}) |")
-        lines += ["", f"Best meta-learned model: **{summary['best']}**.", ""]
+        best = summary["best"]
+        lines += ["", f"Best meta-learned model: **{best}**. On how many held-out systems it "
+                  "is ahead of each baseline (paired, majority of steps 1, 5, 15):", "",
+                  "| baseline | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        each = {metric: summary["ahead_of_baselines"][best][metric]["ahead_of_each"]
+                for metric in METRICS} if best else {}
+        for base in (each[METRICS[0]] if each else {}):
+            lines.append(f"| {base} | " + " | ".join(
+                f"{len(each[m][base])} of {summary['ahead_of_baselines'][best][m]['systems']}"
+                for m in METRICS) + " |")
+        lines.append("")
         for holdout, r in res["systems"].items():
             lines += [f"### {holdout} held out ({regime})", "",
                       "Median derivative NMSE / short-rollout NMSE by step:", "",

@@ -284,7 +284,8 @@ def baselines_block(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
     Returns:
         ``{method: {metric: {"systems": n, "ahead_of_baselines": k,
         "ahead_of_baselines_systems": [...], "ahead_early": k', "ahead_early_systems":
-        [...], "behind": {system: [baselines not beaten]}}}}``.
+        [...], "behind": {system: [baselines not beaten]}, "ahead_of_each": {baseline:
+        [systems where the method is ahead of it]}}}}``.
     """
     block: dict[str, dict[str, Any]] = {}
     for method in methods:
@@ -294,9 +295,16 @@ def baselines_block(verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]],
                     if metric in v and method in v[metric]}
             ahead = [h for h, r in rows.items() if r["ahead"]]
             early = [h for h, r in rows.items() if r["ahead_early"]]
+            each: dict[str, list[str]] = {}
+            for h, r in rows.items():
+                for base, v in r["versus"].items():
+                    each.setdefault(base, [])
+                    if v["ahead"]:
+                        each[base].append(h)
             block[method][metric] = {
                 "systems": len(rows), "ahead_of_baselines": len(ahead),
                 "ahead_of_baselines_systems": ahead, "ahead_early": len(early),
                 "ahead_early_systems": early,
-                "behind": {h: r["behind"] for h, r in rows.items() if r["behind"]}}
+                "behind": {h: r["behind"] for h, r in rows.items() if r["behind"]},
+                "ahead_of_each": each}
     return block
