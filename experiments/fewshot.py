@@ -269,7 +269,7 @@ def control(holdout: str, shots: int, noise: float, chosen: Mapping[str, Any],
     for name in protocol.META_SYSTEMS:
         if name == holdout:
             continue
-        trajectories = data._make(name, True, count=sizes["control_trajectories"])
+        trajectories = data.draw(name, True, count=sizes["control_trajectories"])
         result = evaluate_fits(fitters, trajectories, shots=shots, seed=seed, noise=noise,
                                n_particles=layouts, dtype=dtypes, rollouts=False)
         out[name] = {k: float(v[:, 0].median()) for k, v in result["derivative_nmse"].items()}

@@ -146,7 +146,7 @@ class Data:
         self.valid: dict[tuple[str, int], dict[str, systems.Dataset]] = {}
         self.seconds = 0.0
 
-    def _make(self, name: str, evaluation: bool, count: int | None = None,
+    def draw(self, name: str, evaluation: bool, count: int | None = None,
               offset: int | None = None) -> systems.Dataset:
         """Training data (``evaluation`` false), evaluation data, or with ``offset`` (and
         ``count``) another one-split draw such as the validation data of
@@ -180,19 +180,19 @@ class Data:
 
         key = (holdout, count)
         if key not in self.valid:
-            self.valid[key] = {name: self._make(name, True, count, VALIDATION_OFFSET)
+            self.valid[key] = {name: self.draw(name, True, count, VALIDATION_OFFSET)
                                for name in protocol.META_SYSTEMS if name != holdout}
         return self.valid[key]
 
     def training(self, names: Sequence[str]) -> dict[str, systems.Dataset]:
         for name in names:
             if name not in self.train:
-                self.train[name] = self._make(name, evaluation=False)
+                self.train[name] = self.draw(name, evaluation=False)
         return {name: self.train[name] for name in names}
 
     def evaluation(self, name: str) -> systems.Dataset:
         if name not in self.eval:
-            self.eval[name] = self._make(name, evaluation=True)
+            self.eval[name] = self.draw(name, evaluation=True)
         return self.eval[name]
 
 
