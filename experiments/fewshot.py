@@ -76,7 +76,8 @@ FULL = {"iterations": 2000, "trajectories": 10_000, "eval_trajectories": 50,
         "model_args": {"hnn": {}, "hogn": {"hidden": 64}, "hnn-basis": {"features": 32},
                        "hogn-basis": {"hidden": 64, "features": 32}},
         "control_trajectories": 10,
-        "scratch_steps": [100, 300], "scratch_rates": list(selection.SCRATCH_RATES),
+        "scratch_steps": list(selection.SCRATCH_STEPS),
+        "scratch_rates": list(selection.SCRATCH_RATES),
         "sgd_rates": list(selection.SGD_RATES), "ridges": list(selection.RIDGES),
         "grids": None, "regimes": dict(REGIMES)}
 QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 3,
@@ -280,8 +281,10 @@ def piece_settings(holdout: str, regime: str, sizes: Mapping[str, Any], seed: in
                    ) -> dict[str, Any]:
     """What a cached piece must match to be reused."""
     configs = {m: model_config(m, holdout, sizes, seed).to_dict() for m in (*NETWORKS, *BASIS)}
+    grids = {name: (sizes["grids"] or {}).get(name, fewshot.GRIDS[name]) for name in CLASSICAL}
     return {"version": CACHE_VERSION, "regime": list(sizes["regimes"][regime]),
-            "configs": configs, "sizes": {k: v for k, v in sizes.items() if k != "regimes"}}
+            "configs": configs, "sizes": {k: v for k, v in sizes.items() if k != "regimes"},
+            "grids": grids}
 
 
 def run_piece(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespace, data: Data,

@@ -638,9 +638,9 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "zero": [{}],
     "affine": [{"ridge": r} for r in (0.0, 1e-8, 1e-6, 1e-4, 1e-2)],
     "polynomial": [{"degree": d, "ridge": r} for d in range(2, 7)
-                   for r in (0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2)],
-    "kernel": [{"lengthscale": s, "ridge": r} for s in (0.25, 0.5, 1.0, 2.0, 4.0)
-               for r in (1e-10, 1e-8, 1e-6, 1e-4, 1e-2)],
+                   for r in (0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1e-1)],
+    "kernel": [{"lengthscale": s, "ridge": r} for s in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+               for r in (1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1e-1)],
     "nearest": [{}],
 }
 """Method name -> default hyper-parameter grid (a list of keyword dicts for :func:`get`)."""

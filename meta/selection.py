@@ -53,13 +53,13 @@ __all__ = [
 
 VALIDATION_OFFSET = 700
 """Seed offset of the validation trajectories (training data: 0, evaluation: 500)."""
-SGD_RATES = (0.003, 0.01, 0.03, 0.1, 0.3)
+SGD_RATES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 """Step sizes tried for SGD adaptation."""
 SCRATCH_RATES = (1e-3, 3e-3, 1e-2)
 """Adam rates tried for a network trained from random init."""
-SCRATCH_STEPS = (100, 300)
+SCRATCH_STEPS = (100, 300, 1000)
 """Adam steps tried for a network trained from random init."""
-RIDGES = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+RIDGES = (1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """Relative ridges tried for a closed-form head."""
 FLOOR = 1e-16
 """Smallest NMSE the criterion distinguishes (an exact fit scores log10 = -16)."""

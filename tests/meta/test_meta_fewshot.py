@@ -220,7 +220,7 @@ def test_registry_grids_and_labels():
     for name, grid in fewshot.GRIDS.items():
         labels = {fewshot.describe(name, hyper) for hyper in grid}
         assert len(labels) == len(grid)  # every grid point is valid and distinct
-    assert len(fewshot.GRIDS["polynomial"]) == 35 and len(fewshot.GRIDS["kernel"]) == 25
+    assert len(fewshot.GRIDS["polynomial"]) == 40 and len(fewshot.GRIDS["kernel"]) == 42
     assert fewshot.describe("polynomial", {"degree": 3, "ridge": 1e-8}) == \
         "polynomial H, degree 3, ridge 1e-08"
     assert fewshot.describe("polynomial") == "polynomial H, degree 3, ridge 1e-08"
