@@ -36,6 +36,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -46,7 +47,6 @@ from typing import Any
 import torch
 
 from hogn.io import atomic_write
-from hogn.report import write_json
 from meta import fewshot, protocol, selection
 from meta.fitted import baseline_fitter, evaluate_fits, head_fitter, residual_fitter
 from meta.summary import (
@@ -369,8 +369,21 @@ def system_result(saved: Mapping[str, Any], seed: int) -> dict[str, Any]:
         "medians": {metric: medians(values[metric], steps, TABLE_STEPS) for metric in METRICS},
         "versus_baselines": versus, "versus_random": random_pairs,
         "control_training_systems": saved["control"],
-        "per_trajectory": {metric: {m: v.tolist() for m, v in by.items()}
+        "per_trajectory": {metric: {m: compact(v) for m, v in by.items()}
                            for metric, by in values.items()}}
+
+
+def compact(values: torch.Tensor) -> list[list[float]] | list[float]:
+    """Per-trajectory values ``[M, E]`` for the JSON, to 4 significant digits: a list per
+    trajectory, or one value per trajectory where every step holds the same (a fitted
+    method)."""
+    def r(x: float) -> float:
+        return float(f"{x:.4g}") if math.isfinite(x) else x
+
+    v = values.double()
+    if bool((v == v[:, :1]).all()):
+        return [r(x) for x in v[:, 0].tolist()]
+    return [[r(x) for x in row] for row in v.tolist()]
 
 
 def best_method(block: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str | None:
@@ -503,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     results = assemble(sizes, args, runs)
     stem = "fewshot" if args.seed == 0 else f"fewshot_seed{args.seed}"
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"{stem}.json", results)
+    # compact (no indentation): thousands of per-trajectory values; the .md is the view
+    write_text(args.out / f"{stem}.json", json.dumps(results, separators=(",", ":")) + "\n")
     write_text(args.out / f"{stem}.md", markdown(results, stem))
     print(f"wrote {args.out / (stem + '.json')} and {stem}.md", flush=True)
     return 0
