@@ -70,6 +70,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pad_sequence
 
+from hogn import checks
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel
 from meta.algorithms import LossFn, Params, get_loss, parameters
@@ -125,11 +126,8 @@ def _check_model(model: DynamicsModel) -> int:
 
 
 def _check_ridge(ridge: float) -> float:
-    if not (isinstance(ridge, (int, float)) and not isinstance(ridge, bool)
-            and math.isfinite(ridge) and ridge > 0):
-        raise ValueError(f"ridge must be a positive finite number (the shrinkage relative to "
-                         f"tr(ΦᵀΦ)/m), got {ridge!r}")
-    return float(ridge)
+    """The relative ridge (the shrinkage relative to ``tr(ΦᵀΦ)/m``): a finite number > 0."""
+    return checks.positive_float(ridge, "ridge")
 
 
 def _check_method(method: str) -> str:

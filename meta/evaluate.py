@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hogn import integrators
+from hogn import checks, integrators
 from hogn.models.base import DynamicsModel
 from meta.algorithms import InnerLR, LossFn, _inner_loop, predict, task_loss
 from meta.metrics import derivative_nmse, held_out, short_rollout_nmse
 from meta.tasks import Points, _Trajectories
 
 __all__ = ["Adaptation", "AdaptationPoints", "adapt_and_evaluate", "check_eval_steps",
-           "check_noise", "heldout_derivative_nmse", "rollout_mse", "rollout_with"]
+           "heldout_derivative_nmse", "rollout_mse", "rollout_with"]
 
 
 @dataclass
@@ -204,22 +204,12 @@ class AdaptationPoints:
         unseen = held_out(t, times)
         self.heldout: Points | None = (traj.points(0, torch.from_numpy(unseen), n_particles)
                                        if unseen.size else None)
-        self.noise = check_noise(noise)
+        self.noise = checks.fraction(noise, "noise")  # of each coordinate's spread
         if self.noise > 0:
             self.support = _noisy(self.support, truth, t, self.noise, seed)
 
 
 NOISE_SEED = 7_919  # offset of the noise draws' seed from the support draw's
-
-
-def check_noise(noise: float) -> float:
-    """``noise`` as a float if it is a finite number in ``[0, 1]``; ``ValueError``
-    otherwise (a fraction of each coordinate's spread, e.g. 0.05)."""
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not (
-            math.isfinite(noise) and 0.0 <= noise <= 1.0):
-        raise ValueError(f"noise must be a fraction of each coordinate's spread in [0, 1] "
-                         f"(e.g. 0.05), got {noise!r}")
-    return float(noise)
 
 
 def _noisy(support: Points, truth: Points, num_times: int, noise: float, seed: int) -> Points:

@@ -29,7 +29,6 @@ from torch import Tensor
 from hogn import integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel
-from meta.algorithms import predict
 from meta.evaluate import AdaptationPoints, rollout_mse
 from meta.metrics import derivative_nmse, short_rollout_nmse
 from meta.tasks import Points
@@ -61,6 +60,21 @@ def _owner_slices(graph: GraphBatch, owner: Tensor) -> list[tuple[int, slice, sl
             out.append((j, slice(first, first + n), slice(ptr[first], ptr[first + n])))
             first += n
     return out
+
+
+def _from_many(many: Callable[[Sequence[AdaptationPoints]], ManyField]) -> Fitter:
+    """A fitter whose one-trajectory fit is its ``many`` fit of that trajectory alone."""
+    def fit(points: AdaptationPoints) -> Field:
+        field = many([points])
+
+        def one(graph: GraphBatch, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+            owner = torch.zeros(graph.num_graphs, dtype=torch.long, device=q.device)
+            return field(graph, q, p, owner)
+
+        return one
+
+    fit.many = many  # type: ignore[attr-defined]
+    return fit
 
 
 def fit_many(fitter: Fitter, points: Sequence[AdaptationPoints]) -> ManyField:
@@ -166,24 +180,6 @@ def residual_fitter(prior: Fitter, lengthscale: float, ridge: float) -> Fitter:
 
     kernel = fewshot.get("kernel", lengthscale=lengthscale, ridge=ridge)
 
-    def fit(points: AdaptationPoints) -> Field:
-        base = prior(points)
-        s = points.support
-        mask_n = None if s.mask is None else s.mask[: s.graph.num_nodes // s.num_points]
-        with torch.no_grad():
-            dq0, dp0 = base(s.graph, s.graph.q, s.graph.p)
-        x = flat_state(s.graph.q, s.graph.p, s.graph, s.mask).double()
-        rest = flat_state((s.dq - dq0).double(), (s.dp - dp0).double(), s.graph, s.mask)
-        fitted = kernel.fit(x, rest)
-
-        def field(graph: GraphBatch, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-            mask = None if mask_n is None else mask_n.repeat(graph.num_graphs)
-            dq, dp = base(graph, q, p)
-            kq, kp = _unflatten(fitted(flat_state(q, p, graph, mask).double()), q, mask)
-            return dq + kq, dp + kp
-
-        return field
-
     def many(points: Sequence[AdaptationPoints]) -> ManyField:
         base = fit_many(prior, points)
         supports = [pts.support for pts in points]
@@ -221,8 +217,7 @@ def residual_fitter(prior: Fitter, lengthscale: float, ridge: float) -> Fitter:
 
         return field
 
-    fit.many = many  # type: ignore[attr-defined]
-    return fit
+    return _from_many(many)
 
 
 def head_fitter(model: DynamicsModel, params: Mapping[str, Tensor], ridge: float) -> Fitter:
@@ -234,19 +229,9 @@ def head_fitter(model: DynamicsModel, params: Mapping[str, Tensor], ridge: float
         params: Its meta-trained parameters (the features and the prior head).
         ridge: Relative ridge of the solve.
     """
-    from meta.closed_form import head_fields, solve_head, solve_heads
+    from meta.closed_form import head_fields, solve_heads
 
     fixed = {k: v.detach() for k, v in params.items()}
-
-    def fit(points: AdaptationPoints) -> Field:
-        solved = solve_head(model, fixed, points.support, ridge)
-        solved = {k: v.detach() for k, v in solved.items()}
-
-        def field(graph: GraphBatch, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-            dq, dp = predict(model, solved, graph, q, p, create_graph=False)
-            return dq.detach(), dp.detach()
-
-        return field
 
     def many(points: Sequence[AdaptationPoints]) -> ManyField:
         heads = solve_heads(model, fixed, [pts.support for pts in points], ridge).detach()
@@ -257,8 +242,7 @@ def head_fitter(model: DynamicsModel, params: Mapping[str, Tensor], ridge: float
 
         return field
 
-    fit.many = many  # type: ignore[attr-defined]
-    return fit
+    return _from_many(many)
 
 
 def score_field(field: Field, points: AdaptationPoints, integrator: str = "rk4",

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -52,7 +51,7 @@ import torch
 from torch import Tensor
 
 import systems
-from hogn import distributed, models
+from hogn import checks, distributed, models
 from hogn.io import FileFormatError, atomic_write, load_archive, save_archive
 from hogn.models.base import DynamicsModel
 from meta import batched
@@ -209,9 +208,7 @@ class ProtocolConfig:
                              f"got {self.trajectories}")
         if not isinstance(self.pretrain, bool):
             raise ValueError(f"pretrain must be True or False, got {self.pretrain!r}")
-        if isinstance(self.ridge, bool) or not isinstance(self.ridge, int | float) or not (
-                math.isfinite(self.ridge) and self.ridge > 0):
-            raise ValueError(f"ridge must be a finite number > 0, got {self.ridge!r}")
+        checks.positive_float(self.ridge, "ridge")
         if self.algorithm == CLOSED_FORM:
             if self.model not in BASIS_MODELS:
                 raise ValueError(f"algorithm {CLOSED_FORM!r} needs a basis model "
@@ -572,7 +569,8 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     """
     run = Path(run)
     config.validate()
-    if config.algorithm == CLOSED_FORM and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if (config.algorithm == CLOSED_FORM and distributed.launched()
+            and distributed.world_from_env().size > 1):
         raise ValueError(f"algorithm {CLOSED_FORM!r} runs in one process; run it without "
                          "torchrun")
     with distributed.process_group("cpu"):

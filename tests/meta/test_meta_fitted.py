@@ -13,7 +13,7 @@ import systems
 from meta import protocol
 from meta.adaptation import adapt_many
 from meta.algorithms import parameters, task_loss
-from meta.evaluate import AdaptationPoints, check_noise
+from meta.evaluate import AdaptationPoints
 from meta.fitted import (
     baseline_fitter,
     evaluate_fits,
@@ -53,10 +53,10 @@ def test_noise_is_the_same_in_both_layouts_and_scaled_by_each_coordinates_spread
     assert 0.6 < ratio < 1.4
 
 
-def test_bad_noise_is_refused():
+def test_bad_noise_is_refused(pendulum):
     for bad in (-0.1, 1.5, math.nan, True, "0.05"):
         with pytest.raises(ValueError, match="noise must be"):
-            check_noise(bad)
+            _points(pendulum, noise=bad)
 
 
 # ----------------------------------------------------------------------- fitted
@@ -182,6 +182,17 @@ def test_all_trajectories_at_once_equal_one_at_a_time(pendulum):
         points = [AdaptationPoints(pendulum[i], 8, i, n, torch.float64, CPU, 0.05)
                   for i in range(3)]
         together = score_many(fit_many(fitter, points), points)
+        if name == "head":  # the solved head through the model's own prediction
+            from meta.algorithms import predict
+            from meta.closed_form import solve_head
+
+            for pts in points:
+                solved = solve_head(model, parameters(model), pts.support, 1e-3)
+                held = pts.heldout
+                want = predict(model, solved, held.graph, create_graph=False)
+                got = fitter(pts)(held.graph, held.graph.q, held.graph.p)
+                for a, b in zip(got, want, strict=True):
+                    torch.testing.assert_close(a, b.detach(), rtol=1e-9, atol=1e-12)
         for pts, (mse, deriv, short, (q, _)) in zip(points, together, strict=True):
             mse1, deriv1, short1, (q1, _) = score_field(fitter(pts), pts)
             assert deriv == pytest.approx(deriv1, rel=1e-9), name
