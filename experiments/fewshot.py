@@ -30,6 +30,10 @@ Examples::
 
     python experiments/fewshot.py --systems pendulum            # one piece
     python experiments/fewshot.py --report-only                 # assemble the pieces
+    # a seed on two cores: the shared scores first, then the pieces side by side
+    python experiments/fewshot.py --shared-only && python experiments/fewshot.py \
+        --systems mass-spring pendulum double-pendulum two-body &
+    python experiments/fewshot.py --systems three-body magnetic-mirror henon-heiles
     python experiments/fewshot.py --quick --out /tmp/fewshot    # smoke run, ~1 min
 """
 
@@ -48,6 +52,7 @@ import torch
 
 from hogn.io import atomic_write
 from meta import fewshot, protocol, selection
+from meta.algorithms import parameters
 from meta.fitted import baseline_fitter, evaluate_fits, head_fitter, residual_fitter
 from meta.summary import (
     BASELINE_STEPS,
@@ -114,6 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{', '.join(REGIMES)} (default {', '.join(DEFAULT_REGIMES)})")
     parser.add_argument("--report-only", action="store_true", help="run nothing: assemble "
                         "the report from the finished pieces")
+    parser.add_argument("--shared-only", action="store_true", help="only the scores shared "
+                        "by every held-out system (to run first when pieces run side by "
+                        "side in several processes)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     known = QUICK["regimes"] if args.quick else REGIMES
@@ -160,31 +168,99 @@ def train_models(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespac
     return loaded, time.perf_counter() - start
 
 
-def select(holdout: str, shots: int, noise: float, loaded: Mapping[str, protocol.RunModels],
-           validation: Mapping[str, Any], sizes: Mapping[str, Any], seed: int
-           ) -> dict[str, Any]:
-    """Every method's settings for one regime, chosen on the training systems."""
-    common = {"validation": validation, "holdout": holdout, "shots": shots, "noise": noise,
-              "seed": seed}
-    chosen: dict[str, Any] = {}
+def shared_methods() -> list[str]:
+    """The methods whose starting point does not depend on the held-out system: the
+    classical regressors and each network's random init (SGD, Adam from scratch, random
+    features). Scored once per (seed, regime) on all seven systems' validation
+    trajectories; each held-out system's choice leaves its own score out
+    (:func:`meta.selection.choose`)."""
+    return [*CLASSICAL, *(f"{m}:{k}" for m in NETWORKS for k in ("random", "scratch")),
+            *(f"{m}:random-features" for m in BASIS)]
+
+
+def random_init(model: str, sizes: Mapping[str, Any], seed: int
+                ) -> tuple[Any, dict[str, torch.Tensor]]:
+    """A network at its initial weights (the same in every held-out system's run of the
+    seed: :func:`meta.protocol.make_model` seeds them from the seed alone)."""
+    config = model_config(model, protocol.META_SYSTEMS[0], sizes, seed)
+    net = protocol.make_model(model, config.torch_dtype, seed, **config.model_args)
+    return net, {k: v.detach() for k, v in parameters(net).items()}
+
+
+def shared_settings(regime: str, sizes: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """What cached shared scores must match to be reused."""
+    grids = {name: (sizes["grids"] or {}).get(name, fewshot.GRIDS[name]) for name in CLASSICAL}
+    return {"version": CACHE_VERSION, "seed": seed, "regime": list(sizes["regimes"][regime]),
+            "model_args": sizes["model_args"], "grids": grids,
+            "sizes": {k: sizes[k] for k in ("validation_trajectories", "scratch_steps",
+                                            "scratch_rates", "sgd_rates", "ridges", "rtol",
+                                            "points")}}
+
+
+def shared_scores(regime: str, sizes: Mapping[str, Any], seed: int, data: Data, runs: Path
+                  ) -> dict[str, Any]:
+    """Per-system validation scores of :func:`shared_methods` for one regime (cached in
+    ``RUNS/seed{S}/fewshot/shared/{regime}.pt``): ``{"scores": {method: Scored},
+    "seconds": s}``."""
+    path = runs / f"seed{seed}" / "fewshot" / "shared" / f"{regime}.pt"
+    settings = shared_settings(regime, sizes, seed)
+    saved = read_piece(path, settings)
+    if saved is not None:
+        return saved
+    start, began = time.perf_counter(), time.time()
+    shots, noise = sizes["regimes"][regime]
+    validation = data.validation(None, sizes["validation_trajectories"])
+    common = {"validation": validation, "shots": shots, "noise": noise, "seed": seed}
     grids = sizes["grids"] or {}
+    scores: dict[str, selection.Scored] = {}
     for name in CLASSICAL:
         grid = grids.get(name, fewshot.GRIDS[name])
-        chosen[name] = (selection.select_baseline(name, grid=grid, **common)
-                        if len(grid) > 1 else {"hyper": dict(grid[0]), "scores": []})
+        scores[name] = selection.fitter_scores(
+            lambda name=name, **hyper: baseline_fitter(name, **hyper), grid, **common)
+    for model in NETWORKS:
+        net, params = random_init(model, sizes, seed)
+        scores[f"{model}:random"] = selection.rate_scores(net, params,
+                                                          rates=sizes["sgd_rates"], **common)
+        scores[f"{model}:scratch"] = selection.scratch_scores(
+            net, params, rates=sizes["scratch_rates"], steps=sizes["scratch_steps"], **common)
+    for model in BASIS:
+        net, params = random_init(model, sizes, seed)
+        scores[f"{model}:random-features"] = selection.ridge_scores(
+            net, params, ridges=sizes["ridges"], **common)
+    saved = {"settings": settings, "scores": scores,
+             "seconds": time.perf_counter() - start, "clock": [began, time.time()]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: torch.save(saved, fh))
+    print(f"   shared scores, {regime}: {saved['seconds']:.0f} s", flush=True)
+    return saved
+
+
+def select(holdout: str, shots: int, noise: float, loaded: Mapping[str, protocol.RunModels],
+           validation: Mapping[str, Any], sizes: Mapping[str, Any], seed: int,
+           shared: Mapping[str, selection.Scored]) -> dict[str, Any]:
+    """Every method's settings for one regime, chosen on the training systems: the
+    :func:`shared_methods` from their shared scores, the rest on ``validation``."""
+    common = {"validation": validation, "holdout": holdout, "shots": shots, "noise": noise,
+              "seed": seed}
+    for model in (*NETWORKS, *BASIS):  # the shared scores were made from these weights
+        _, params = random_init(model, sizes, seed)
+        run = loaded[model].params["random"]
+        if params.keys() != run.keys() or not all(torch.equal(params[k], run[k])
+                                                  for k in params):
+            raise RuntimeError(f"{model}'s initial weights differ from the seed's: the "
+                               "shared scores do not apply")
+    chosen: dict[str, Any] = {m: selection.choose(shared[m], holdout) for m in shared}
+    grids = sizes["grids"] or {}
     for model in NETWORKS:
         run = loaded[model]
         for method, params in run.params.items():
-            chosen[f"{model}:{method}"] = selection.select_rate(
-                run.model, params, rates=sizes["sgd_rates"], **common)
-        chosen[f"{model}:scratch"] = selection.select_scratch(
-            run.model, run.params["random"], rates=sizes["scratch_rates"],
-            steps=sizes["scratch_steps"], **common)
+            if f"{model}:{method}" not in chosen:
+                chosen[f"{model}:{method}"] = selection.select_rate(
+                    run.model, params, rates=sizes["sgd_rates"], **common)
     for model in BASIS:
         run = loaded[model]
-        for method, start in (("closed-form", "meta"), ("random-features", "random")):
-            chosen[f"{model}:{method}"] = selection.select_ridge(
-                run.model, run.params[start], ridges=sizes["ridges"], **common)
+        chosen[f"{model}:closed-form"] = selection.select_ridge(
+            run.model, run.params["meta"], ridges=sizes["ridges"], **common)
         head = head_fitter(run.model, run.params["meta"],
                            chosen[f"{model}:closed-form"]["hyper"]["ridge"])
         chosen[f"{model}:closed-form+kernel"] = selection.select_fitter(
@@ -218,7 +294,8 @@ def evaluate(holdout: str, shots: int, noise: float, chosen: Mapping[str, Any],
         rates = {m: chosen[f"{model}:{m}"]["hyper"]["inner_lr"] for m in run.params}
         result = protocol.evaluate_adaptation(
             run.model, run.params, data, shots=shots, steps=steps, loss=run.config.loss,
-            eval_steps=evals, seed=seed, progress=not quiet, method_lr=rates, noise=noise)
+            eval_steps=evals, seed=seed, progress=not quiet, method_lr=rates, noise=noise,
+            batch=None)
         put(result, {m: f"{model}:{m}" for m in run.params}, repeat=False)
         seconds[model] = time.perf_counter() - start
         start = time.perf_counter()
@@ -226,7 +303,7 @@ def evaluate(holdout: str, shots: int, noise: float, chosen: Mapping[str, Any],
         result = protocol.evaluate_adaptation(
             run.model, {"scratch": run.params["random"]}, data, shots=shots,
             steps=hyper["steps"], inner_lr=hyper["lr"], loss=run.config.loss,
-            eval_steps=[hyper["steps"]], seed=seed, noise=noise, optimizer="adam")
+            eval_steps=[hyper["steps"]], seed=seed, noise=noise, optimizer="adam", batch=None)
         put(result, {"scratch": f"{model}:scratch"}, repeat=True)
         seconds[f"{model}:scratch"] = time.perf_counter() - start
     fitters, layouts, dtypes = {}, {}, {}
@@ -297,25 +374,33 @@ def run_piece(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespace, 
     if not todo:
         print(f"   {holdout}: finished before", flush=True)
         return
+    began, data_s = time.time(), data.seconds
     loaded, train_s = train_models(holdout, sizes, args, data, runs)
+    train_s -= data.seconds - data_s  # the training data's draw counts as data
     validation = data.validation(holdout, sizes["validation_trajectories"])
+    evaluation = data.evaluation(holdout)
     for regime in todo:
         shots, noise = sizes["regimes"][regime]
+        before = data.seconds
+        shared = shared_scores(regime, sizes, args.seed, data, runs)["scores"]
+        data_s += data.seconds - before  # the shared scores count their own draws
         start = time.perf_counter()
-        chosen = select(holdout, shots, noise, loaded, validation, sizes, args.seed)
+        chosen = select(holdout, shots, noise, loaded, validation, sizes, args.seed, shared)
         select_s = time.perf_counter() - start
-        start = time.perf_counter()
-        result = evaluate(holdout, shots, noise, chosen, loaded, data.evaluation(holdout),
-                          sizes, args.seed, args.quiet)
+        start, before = time.perf_counter(), data.seconds
+        result = evaluate(holdout, shots, noise, chosen, loaded, evaluation, sizes, args.seed,
+                          args.quiet)
         controls = control(holdout, shots, noise, chosen, loaded, data, sizes, args.seed)
+        eval_s = time.perf_counter() - start - (data.seconds - before)  # control's draws
         saved = {"settings": piece_settings(holdout, regime, sizes, args.seed),
                  "selection": chosen, "result": result, "control": controls,
                  "training_systems": [s for s in protocol.META_SYSTEMS if s != holdout],
-                 "seconds": {"train": train_s, "select": select_s,
-                             "eval": time.perf_counter() - start}}
+                 "seconds": {"train": train_s, "select": select_s, "eval": eval_s,
+                             "data": data.seconds - data_s},
+                 "clock": [began, time.time()]}
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / f"{regime}.pt", lambda fh, saved=saved: torch.save(saved, fh))
-        train_s = 0.0  # counted once
+        train_s, data_s, began = 0.0, data.seconds, time.time()  # counted once
         print(f"   {holdout}, {regime}: selection {select_s:.0f} s, evaluation "
               f"{saved['seconds']['eval']:.0f} s", flush=True)
 
@@ -363,7 +448,8 @@ def system_result(saved: Mapping[str, Any], seed: int) -> dict[str, Any]:
         random_pairs[m] = {metric: r["meta_vs_random"] for metric, r in
                            paired_system(pair, steps, BASELINE_STEPS, seed=seed).items()}
     return {
-        "seconds": saved["seconds"], "training_systems": saved["training_systems"],
+        "seconds": saved["seconds"], "clock": saved.get("clock"),
+        "training_systems": saved["training_systems"],
         "selection": {k: v["hyper"] for k, v in saved["selection"].items()},
         "steps": steps,
         "medians": {metric: medians(values[metric], steps, TABLE_STEPS) for metric in METRICS},
@@ -402,6 +488,7 @@ def assemble(sizes: Mapping[str, Any], args: argparse.Namespace, runs: Path
              ) -> dict[str, Any]:
     """Every finished piece of the seed, with the summary per regime."""
     regimes: dict[str, Any] = {}
+    clocks: list[list[float]] = []
     for regime in sizes["regimes"]:
         done = {}
         for holdout in protocol.META_SYSTEMS:
@@ -419,18 +506,32 @@ def assemble(sizes: Mapping[str, Any], args: argparse.Namespace, runs: Path
                                      .get("ahead", False)] for metric in METRICS}
                         for m in methods}
         shots, noise = sizes["regimes"][regime]
+        shared = read_piece(runs / f"seed{args.seed}" / "fewshot" / "shared" / f"{regime}.pt",
+                            shared_settings(regime, sizes, args.seed))
 
         regimes[regime] = {
             "shots": shots, "noise": noise, "systems": done,
             "summary": {"ahead_of_baselines": block, "ahead_of_random": ahead_random,
                         "best": best_method(block)},
-            "seconds": {h: r["seconds"] for h, r in done.items()}}
+            "seconds": {h: r["seconds"] for h, r in done.items()},
+            "shared_select_seconds": shared["seconds"] if shared else 0.0}
+        clocks += [r["clock"] for r in done.values() if r.get("clock")]
+        if shared and shared.get("clock"):
+            clocks.append(shared["clock"])
     total = sum(sum(s.values()) for reg in regimes.values() for s in reg["seconds"].values())
+    total += sum(reg["shared_select_seconds"] for reg in regimes.values())
+    # wall time: first start to last finish of the pieces (processes may run side by side)
+    wall = max(c[1] for c in clocks) - min(c[0] for c in clocks) if clocks else None
     return {"experiment": "fewshot", "quick": args.quick, "seed": args.seed,
             "threads": args.threads, "sizes": {k: v for k, v in sizes.items()
                                                 if k != "regimes"},
             "regimes": {r: list(sizes["regimes"][r]) for r in sizes["regimes"]},
-            "meta_learned": list(META_LEARNED), "results": regimes, "compute_s": total}
+            "meta_learned": list(META_LEARNED), "results": regimes, "compute_s": total,
+            "wall_s": wall}
+
+
+def _minutes(seconds: float | None) -> str:
+    return "unknown" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def _g(x: float) -> str:
@@ -442,7 +543,8 @@ def markdown(results: Mapping[str, Any], stem: str) -> str:
     quick = " (quick)" if results["quick"] else ""
     lines = [f"# Few-shot adaptation against simple baselines{quick}", "",
              f"Generated by `python experiments/fewshot.py` (seed {results['seed']}) "
-             f"from `{stem}.json`; {results['compute_s'] / 60:.1f} min of compute on "
+             f"from `{stem}.json`; {results['compute_s'] / 60:.1f} min of compute "
+             f"({_minutes(results.get('wall_s'))} wall, first start to last finish) on "
              f"{results['threads']} thread(s) per process (selection and evaluation, and "
              "meta-training where this invocation ran it: a run reused from its folder "
              "counts 0).", "",
@@ -509,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (args.out / "fewshot_runs" if args.quick
                          else ROOT / "runs" / "meta_learning")
     data = Data(sizes, args.seed)
+    if args.shared_only:
+        for regime in sizes["regimes"]:
+            shared_scores(regime, sizes, args.seed, data, runs)
+        return 0
     if not args.report_only:
         for holdout in args.systems:
             print(f"-- {holdout} held out", flush=True)

@@ -143,7 +143,7 @@ class Data:
         self.accuracy = {"rtol": sizes["rtol"]} if sizes["rtol"] else {}  # quick: looser
         self.train: dict[str, systems.Dataset] = {}
         self.eval: dict[str, systems.Dataset] = {}
-        self.valid: dict[tuple[str, int], dict[str, systems.Dataset]] = {}
+        self.valid: dict[tuple[str, int], systems.Dataset] = {}
         self.seconds = 0.0
 
     def draw(self, name: str, evaluation: bool, count: int | None = None,
@@ -173,16 +173,18 @@ class Data:
         self.seconds += time.perf_counter() - start
         return data
 
-    def validation(self, holdout: str, count: int) -> dict[str, systems.Dataset]:
+    def validation(self, holdout: str | None, count: int) -> dict[str, systems.Dataset]:
         """Validation trajectories of the six training systems of ``holdout``
-        (:func:`meta.selection.validation_data`'s seeds; never the held-out system)."""
+        (:func:`meta.selection.validation_data`'s seeds; never the held-out system), or
+        with ``holdout`` ``None`` of all seven (for scores made once for every held-out
+        system, :func:`meta.selection.choose`)."""
         from meta.selection import VALIDATION_OFFSET
 
-        key = (holdout, count)
-        if key not in self.valid:
-            self.valid[key] = {name: self.draw(name, True, count, VALIDATION_OFFSET)
-                               for name in protocol.META_SYSTEMS if name != holdout}
-        return self.valid[key]
+        for name in protocol.META_SYSTEMS:
+            if name != holdout and (name, count) not in self.valid:
+                self.valid[name, count] = self.draw(name, True, count, VALIDATION_OFFSET)
+        return {name: self.valid[name, count] for name in protocol.META_SYSTEMS
+                if name != holdout}
 
     def training(self, names: Sequence[str]) -> dict[str, systems.Dataset]:
         for name in names:

@@ -125,7 +125,8 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
             an MLP that says its rows (:func:`meta.batched.row_kinds`).
         starts: Starting parameters of each pair.
         trajectories: A one-trajectory ``systems.Dataset`` per pair, all with the same
-            number of saved times and ``dt`` (one rollout integrates every pair).
+            number of saved times and ``dt`` where there are rollouts (one rollout
+            integrates every pair); any, of any systems, with ``rollouts=False``.
         rules: Each pair's step rule: a float, or per-parameter rates.
         seeds: Each pair's seed of the draw of its support points.
         shots: Support points ``K``.
@@ -173,10 +174,11 @@ def adapt_many(model: DynamicsModel, starts: Sequence[Mapping[str, Tensor]],
             cache[key] = AdaptationPoints(traj, shots, int(seed), n_particles, ref.dtype,
                                           ref.device, noise)
         trajs.append(cache[key])
-    if len({(t.num_times, t.dt) for t in trajs}) > 1:
+    if (rollouts or keep) and len({(t.num_times, t.dt) for t in trajs}) > 1:
         raise ValueError("adapt_many integrates every pair together: the trajectories must "
                          "share their number of saved times and dt, got "
-                         f"{sorted({(t.num_times, t.dt) for t in trajs})}")
+                         f"{sorted({(t.num_times, t.dt) for t in trajs})} (without "
+                         "rollouts, any may be adapted together)")
     num_times, dt = trajs[0].num_times, trajs[0].dt
     kinds = row_kinds(model)
     used = set(kinds.values())

@@ -28,7 +28,14 @@ from meta.metrics import derivative_nmse, held_out, short_rollout_nmse
 from meta.tasks import Points, _Trajectories
 
 __all__ = ["Adaptation", "AdaptationPoints", "adapt_and_evaluate", "check_eval_steps",
-           "heldout_derivative_nmse", "rollout_mse", "rollout_with"]
+           "heldout_derivative_nmse", "point_seed", "rollout_mse", "rollout_with"]
+
+
+def point_seed(seed: int, index: int) -> int:
+    """The seed of the support points' draw on trajectory ``index`` of a dataset, for an
+    evaluation seeded ``seed``: the same for every method, network or fitted, so that all
+    meet the same points."""
+    return seed * 100_003 + index
 
 
 @dataclass

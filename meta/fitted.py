@@ -29,7 +29,7 @@ from torch import Tensor
 from hogn import integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import DynamicsModel
-from meta.evaluate import AdaptationPoints, rollout_mse
+from meta.evaluate import AdaptationPoints, point_seed, rollout_mse
 from meta.metrics import derivative_nmse, short_rollout_nmse
 from meta.tasks import Points
 
@@ -413,7 +413,7 @@ def evaluate_fits(fitters: Mapping[str, Fitter], data: Any, shots: int = 50,
     for name, fitter in fitters.items():
         key = (layouts.get(name), dtypes.get(name, torch.float64))
         if key not in cache:
-            cache[key] = [AdaptationPoints(traj, shots, seed * 100_003 + i, key[0], key[1],
+            cache[key] = [AdaptationPoints(traj, shots, point_seed(seed, i), key[0], key[1],
                                            torch.device(device), noise)
                           for i, traj in enumerate(trajectories)]
         points = cache[key]

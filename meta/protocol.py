@@ -67,7 +67,7 @@ from meta.algorithms import (
     parameters,
 )
 from meta.closed_form import closed_form_meta_train_step
-from meta.evaluate import adapt_and_evaluate
+from meta.evaluate import adapt_and_evaluate, point_seed
 from meta.tasks import TaskSampler
 
 __all__ = [
@@ -884,7 +884,7 @@ def evaluate_adaptation(model: DynamicsModel, params: Mapping[str, Mapping[str, 
         chunk = range(first_i, min(m, first_i + size))
         trajs = [data[i] for i in chunk]
         pairs = [(i, method) for i in chunk for method in methods]
-        seeds = [seed * 100_003 + i for i, _ in pairs]
+        seeds = [point_seed(seed, i) for i, _ in pairs]
         if size == 1 and not together:
             results = [adapt_and_evaluate(
                 model, params[method], trajs[0], shots=shots, steps=steps,

@@ -81,3 +81,59 @@ def test_rate_selection_picks_a_rate_that_helps(meta_systems):
     scores = {s["hyper"]["inner_lr"]: s["score"] for s in chosen["scores"]}
     assert chosen["hyper"]["inner_lr"] == min(scores, key=scores.get)
     assert math.isfinite(scores[1e-6])
+
+
+def test_scores_made_once_choose_as_the_six_alone(meta_systems):
+    """Scores over all seven systems, chosen for a held-out one, equal selection on the
+    six alone (same setting, same scores); the held-out system's own scores never
+    change the choice."""
+    grid = [{"degree": 2, "ridge": 1e-8}, {"degree": 3, "ridge": 1e-8},
+            {"degree": 3, "ridge": 1e-2}]
+    from meta.fitted import baseline_fitter
+
+    def make(**hyper):
+        return baseline_fitter("polynomial", **hyper)
+
+    scored = selection.fitter_scores(make, grid, meta_systems, shots=8, noise=0.05)
+    assert all(set(e["systems"]) == set(meta_systems) for e in scored)
+    for holdout in ("pendulum", "henon-heiles"):
+        six = {k: v for k, v in meta_systems.items() if k != holdout}
+        alone = selection.select_fitter(make, grid, six, holdout, shots=8, noise=0.05)
+        shared = selection.choose(scored, holdout)
+        assert shared == alone
+        # any value of the held-out system's own scores leaves the choice as it is
+        for bias in (-100.0, 100.0):
+            skewed = [{"hyper": e["hyper"], "systems": {
+                k: v + (bias * i if k == holdout else 0.0) for k, v in e["systems"].items()}}
+                for i, e in enumerate(scored)]
+            assert selection.choose(skewed, holdout) == alone
+
+
+def test_choose_refuses_scores_of_the_held_out_system_alone():
+    with pytest.raises(ValueError, match="no validation system other than"):
+        selection.choose([{"hyper": {"a": 1}, "systems": {"pendulum": -3.0}}], "pendulum")
+    with pytest.raises(ValueError, match="no setting"):
+        selection.choose([], "pendulum")
+    with pytest.raises(ValueError, match="unknown"):
+        selection.choose([{"hyper": {}, "systems": {"pendulum": 0.0}}], "not-a-system")
+
+
+@pytest.mark.parametrize("name", ["hnn", "hogn"])
+def test_scores_adapt_every_system_together_as_one_at_a_time(meta_systems, name):
+    """The selection adapts every (rate, system, trajectory) in one batch: the scores are
+    those of evaluate_adaptation system by system, on the same points."""
+    model = protocol.make_model(name, torch.float32, seed=0, hidden=16)
+    params = parameters(model)
+    val = {k: meta_systems[k] for k in ("mass-spring", "double-pendulum", "three-body")}
+    for optimizer, rates, steps in (("sgd", (0.01, 0.3), (1, 4)), ("adam", (1e-2,), (3, 6))):
+        together = selection._adaptation_scores(model, params, val, 6, 0.05, 2, rates,
+                                                steps, optimizer)
+        for rate, by_system in zip(rates, together, strict=True):
+            for system, data in val.items():
+                alone = protocol.evaluate_adaptation(
+                    model, {"m": params}, data, shots=6, steps=max(steps), inner_lr=rate,
+                    eval_steps=steps, seed=2, noise=0.05, optimizer=optimizer,
+                    rollouts=False)["derivative_nmse"]["m"]
+                torch.testing.assert_close(by_system[system], alone, rtol=1e-5, atol=0)
+        assert not torch.equal(together[0]["mass-spring"][:, 0],
+                               together[0]["mass-spring"][:, -1])  # adaptation moved
