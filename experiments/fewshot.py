@@ -51,6 +51,7 @@ from typing import Any
 import torch
 
 from hogn.io import atomic_write
+from hogn.report import write_json
 from meta import fewshot, protocol, selection
 from meta.algorithms import parameters
 from meta.fitted import baseline_fitter, evaluate_fits, head_fitter, residual_fitter
@@ -64,6 +65,7 @@ from meta.summary import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import meta_learning
 from _shared import write_text
 from meta_learning import ROOT, Data
 
@@ -603,6 +605,25 @@ def markdown(results: Mapping[str, Any], stem: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update_meta_learning(out: Path) -> list[Path]:
+    """Put the few-shot summary of every seed found in ``out`` into seed 0's
+    ``meta_learning.json`` (its ``summary["versus_baselines"]``,
+    :func:`meta_learning.versus_baselines_summary`) and remake ``meta_learning.md`` from
+    it; nothing when that report does not exist."""
+    path = out / "meta_learning.json"
+    if not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    versus = meta_learning.versus_baselines_summary(out)
+    if versus is None:
+        return []
+    report["summary"]["versus_baselines"] = versus
+    written = [write_json(path, report)]
+    text = meta_learning.markdown(json.loads(path.read_text()), "meta_learning")
+    written.append(write_text(out / "meta_learning.md", text))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -620,12 +641,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {holdout} held out", flush=True)
             run_piece(holdout, sizes, args, data, runs)
     results = assemble(sizes, args, runs)
+    if not results["results"]:
+        print(f"fewshot.py: error: no finished piece of seed {args.seed} with these options "
+              f"under {runs}; run without --report-only first", file=sys.stderr)
+        return 2
     stem = "fewshot" if args.seed == 0 else f"fewshot_seed{args.seed}"
     args.out.mkdir(parents=True, exist_ok=True)
     # compact (no indentation): thousands of per-trajectory values; the .md is the view
     write_text(args.out / f"{stem}.json", json.dumps(results, separators=(",", ":")) + "\n")
     write_text(args.out / f"{stem}.md", markdown(results, stem))
     print(f"wrote {args.out / (stem + '.json')} and {stem}.md", flush=True)
+    if not args.quick:
+        for path in update_meta_learning(args.out):
+            print(f"updated {path}", flush=True)
     return 0
 
 

@@ -534,12 +534,15 @@ def _summary_lines(results: Mapping[str, Any]) -> list[str]:
              "| model | metric | systems | ahead of random init | ahead of pretrained |",
              "|---|---|---|---|---|"]
     for model, by_metric in results["summary"].items():
+        if model == "versus_baselines":
+            continue
         for metric, s in by_metric.items():
             lines.append(
                 f"| {model.upper()} | {METRIC_WORDS[metric][0]} | {s['systems']} | "
                 f"{s['ahead_of_random']} ({_names(s['ahead_of_random_systems'])}) | "
                 f"{s['ahead_of_pretrained']} ({_names(s['ahead_of_pretrained_systems'])}) |")
     lines.append("")
+    lines += _versus_baselines_lines(results["summary"].get("versus_baselines"))
     for model, res in results["models"].items():
         c = res["counts"]
         lines += [f"{model.upper()}, paper MSE, mean: meta-trained ahead of random init on "
@@ -551,6 +554,32 @@ def _summary_lines(results: Mapping[str, Any]) -> list[str]:
                   f"{c['systems']}." + (f" Not run yet: {_names(res['missing'])}."
                                         if res["missing"] else ""), ""]
     return lines
+
+
+def _versus_baselines_lines(versus: Mapping[str, Any] | None) -> list[str]:
+    """The few-shot comparison against the baselines, per seed (``fewshot.md`` has it
+    all)."""
+    if not versus:
+        return []
+    lines = ["### Against the strongest simple methods", "",
+             "From `fewshot.json` (`experiments/fewshot.py`): the best meta-learned model of "
+             "each seed and regime, and on how many held-out systems it is ahead of *every* "
+             "baseline (least squares, polynomial and kernel fits, networks from scratch, "
+             "pretrained) at a majority of steps 1, 5, 15 / at steps 1 and 5, and ahead of "
+             "affine, nearest-neighbour and kernel fits together:", "",
+             "| seed | regime | best | metric | ahead of every baseline | early | "
+             "ahead of affine, nearest, kernel |", "|---|---|---|---|---|---|---|"]
+    for seed, block in versus["seeds"].items():
+        for regime, res in block["regimes"].items():
+            best = res["best"]
+            if best is None:
+                continue
+            n = len(res["systems"])
+            for metric, c in res["models"][best].items():
+                lines.append(f"| {seed} | {regime} | {best} | {METRIC_WORDS[metric][0]} | "
+                             f"{c['ahead_of_baselines']} of {n} | {c['ahead_early']} of {n} | "
+                             f"{len(c['ahead_of_affine_nearest_kernel'])} of {n} |")
+    return [*lines, ""]
 
 
 def _model_lines(model: str, res: Mapping[str, Any]) -> list[str]:
@@ -618,6 +647,67 @@ def other_seeds(out: Path, stem: str) -> dict[str, Any]:
     return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
 
 
+GOAL_BASELINES = ("affine", "nearest", "kernel")
+"""The baselines of the K = 50 noise-free goal (the polynomial basis is reported apart)."""
+
+
+def versus_baselines_summary(out: Path) -> dict[str, Any] | None:
+    """``summary["versus_baselines"]``: the few-shot comparison against the baselines
+    (``experiments/fewshot.py``), from every seed's ``fewshot*.json`` in ``out``.
+
+    Per seed and regime, per meta-learned model and metric: on how many held-out systems
+    it is ahead of every baseline (paired rule, majority of steps 1, 5, 15), where, and
+    early (steps 1 and 5); ahead of ``affine``, ``nearest`` and ``kernel`` together; the
+    ``best`` model. ``spread``: those counts of the best model over seeds.
+    ``None`` when no few-shot report is there.
+    """
+    seeds: dict[str, Any] = {}
+    for path in sorted(out.glob("fewshot*.json")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(report, dict) or report.get("experiment") != "fewshot" \
+                or report.get("quick"):
+            continue
+        regimes = {}
+        for regime, res in report["results"].items():
+            models = {}
+            for model, by_metric in res["summary"]["ahead_of_baselines"].items():
+                models[model] = {}
+                for metric, b in by_metric.items():
+                    each = b["ahead_of_each"]
+                    goal = sorted(set.intersection(*(set(each.get(base, []))
+                                                     for base in GOAL_BASELINES)))
+                    models[model][metric] = {
+                        "systems": b["systems"], "ahead_of_baselines": b["ahead_of_baselines"],
+                        "ahead_of_baselines_systems": b["ahead_of_baselines_systems"],
+                        "ahead_early": b["ahead_early"],
+                        "ahead_early_systems": b["ahead_early_systems"],
+                        "ahead_of_affine_nearest_kernel": goal,
+                        "ahead_of_random": res["summary"]["ahead_of_random"][model][metric]}
+            regimes[regime] = {"shots": res["shots"], "noise": res["noise"],
+                               "systems": sorted(res["systems"]), "models": models,
+                               "best": res["summary"]["best"]}
+        seeds[str(report["seed"])] = {"regimes": regimes, "compute_s": report["compute_s"],
+                                      "wall_s": report.get("wall_s")}
+    if not seeds:
+        return None
+    seeds = dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))
+    spread: dict[str, Any] = {}
+    for seed, block in seeds.items():
+        for regime, res in block["regimes"].items():
+            best = res["best"]
+            if best is None:
+                continue
+            for metric, c in res["models"][best].items():
+                row = spread.setdefault(regime, {}).setdefault(metric, {})
+                for key in ("ahead_of_baselines", "ahead_early"):
+                    row.setdefault(key, {})[seed] = c[key]
+                row.setdefault("best", {})[seed] = best
+    return {"seeds": seeds, "spread": spread}
+
+
 def _seed_lines(results: Mapping[str, Any]) -> list[str]:
     """The summary counts of every seed found, side by side (seed 0's report only)."""
     seeds = results.get("seeds", {})
@@ -647,7 +737,10 @@ def write_report(results: dict[str, Any], plot_rows: Mapping[str, Mapping[str, A
     """Write the JSON, the md made from it and (seed 0) the figures; the written paths."""
     out.mkdir(parents=True, exist_ok=True)
     if results["seed"] == 0:
-        results["seeds"] = {"0": results["summary"], **other_seeds(out, stem)}
+        results["seeds"] = {"0": dict(results["summary"]), **other_seeds(out, stem)}
+        versus = versus_baselines_summary(out)
+        if versus is not None:
+            results["summary"]["versus_baselines"] = versus
     written = [write_json(out / f"{stem}.json", results)]
     reread = json.loads(written[0].read_text())  # the md from the JSON
     text = markdown(reread, stem)

@@ -88,18 +88,20 @@ FLOOR = 1e-16
 """Smallest NMSE the criterion distinguishes (an exact fit scores log10 = -16)."""
 
 
-def validation_data(holdout: str, trajectories: int, seed: int = 0, **options: Any
+def validation_data(holdout: str | None, trajectories: int, seed: int = 0, **options: Any
                     ) -> dict[str, systems.Dataset]:
     """Fresh trajectories of the six training systems of ``holdout`` (never of it).
 
     Args:
-        holdout: The held-out system (left out).
+        holdout: The held-out system (left out); ``None``: all seven systems, for scores
+            made once for every held-out system (:func:`choose` leaves each one's out).
         trajectories: Trajectories per training system.
         seed: Seed of the protocol (each system's draw has its own seed, apart from the
             training and the evaluation data).
         **options: For ``systems.from_preset`` (e.g. ``rtol``).
     """
-    check_system(holdout)
+    if holdout is not None:
+        check_system(holdout)
     return {name: systems.from_preset(
         f"meta-{name}", trajectories=trajectories,
         seed=_system_seed(name, seed, VALIDATION_OFFSET), test_fraction=0.0, progress=False,

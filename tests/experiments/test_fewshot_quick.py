@@ -69,3 +69,44 @@ def test_summary_counts_are_the_per_system_verdicts(quick):
     assert res["summary"]["best"] in META_LEARNED
     text = (out / "fewshot.md").read_text()
     assert "## Regime k20: K = 20, noise 0%" in text and "### mass-spring held out" in text
+
+
+def test_shared_scores_are_kept_and_the_wall_time_reported(quick):
+    out, results = quick
+    shared = out / "fewshot_runs" / "seed0" / "fewshot" / "shared" / "k20.pt"
+    assert shared.is_file()
+    res = results["results"]["k20"]
+    assert res["shared_select_seconds"] > 0
+    clock = res["systems"]["mass-spring"]["clock"]
+    assert clock[1] > clock[0] and results["wall_s"] >= clock[1] - clock[0]
+    assert results["compute_s"] >= res["shared_select_seconds"]
+
+
+def test_meta_learning_summary_gets_the_counts_of_every_seed(quick, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import meta_learning
+
+    _, results = quick
+    for seed in (0, 3):  # a full run's report of two seeds (the quick flag taken off)
+        report = {**results, "quick": False, "seed": seed}
+        name = "fewshot.json" if seed == 0 else f"fewshot_seed{seed}.json"
+        (tmp_path / name).write_text(json.dumps(report))
+    (tmp_path / "fewshot_quick.json").write_text(json.dumps(results))  # quick: not counted
+    versus = meta_learning.versus_baselines_summary(tmp_path)
+    assert list(versus["seeds"]) == ["0", "3"]
+    res = results["results"]["k20"]
+    best = res["summary"]["best"]
+    for seed in ("0", "3"):
+        block = versus["seeds"][seed]["regimes"]["k20"]
+        assert block["best"] == best and block["systems"] == ["mass-spring"]
+        for metric in METRICS:
+            want = res["summary"]["ahead_of_baselines"][best][metric]
+            got = block["models"][best][metric]
+            assert got["ahead_of_baselines"] == want["ahead_of_baselines"]
+            assert got["ahead_early_systems"] == want["ahead_early_systems"]
+            assert versus["spread"]["k20"][metric]["ahead_of_baselines"][seed] == \
+                want["ahead_of_baselines"]
+    assert meta_learning.versus_baselines_summary(tmp_path / "empty") is None
