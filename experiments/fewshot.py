@@ -101,6 +101,20 @@ QUICK = {"iterations": 4, "trajectories": 4, "eval_trajectories": 3,
                    "kernel": [{"lengthscale": 1.0, "ridge": 1e-6},
                               {"lengthscale": 2.0, "ridge": 1e-4}]},
          "regimes": {"k10-noise5": (10, 0.05), "k20": (20, 0.0)}}
+VARIANTS = {"hnn-anil": ("hnn", {"anil": True}),
+            "hnn-meta-sgd": ("hnn", {"learn_inner_lr": True}),
+            "hnn-steps5": ("hnn", {"inner_steps": 5}),
+            "hogn-anil": ("hogn", {"anil": True}),
+            "hogn-meta-sgd": ("hogn", {"learn_inner_lr": True}),
+            "hogn-steps5": ("hogn", {"inner_steps": 5})}
+"""Further meta-learners of the same networks (ANIL, Meta-SGD, MAML with 5 inner steps):
+variant → (network, protocol options). Each is its own resumable piece per held-out
+system and regime (``{regime}+{variant}.pt`` beside the piece), added to the report
+where finished; its pretrained and random-init baselines are the network's."""
+DEFAULT_VARIANTS = ("hnn-anil", "hnn-meta-sgd", "hogn-anil", "hogn-meta-sgd")
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Multipliers of Meta-SGD's learned rates tried in selection (its rates are learned, their
+scale is still a choice)."""
 TABLE_STEPS = (0, 1, 5, 15, 100)
 CACHE_VERSION = 3  # 2: the closed-form heads with a kernel residual; 3: the control
 
@@ -121,6 +135,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{', '.join(REGIMES)} (default {', '.join(DEFAULT_REGIMES)})")
     parser.add_argument("--report-only", action="store_true", help="run nothing: assemble "
                         "the report from the finished pieces")
+    parser.add_argument("--variants", nargs="*", metavar="VARIANT", help="further "
+                        f"meta-learners to run: {', '.join(VARIANTS)} (default "
+                        f"{', '.join(DEFAULT_VARIANTS)}; none: --variants with no name)")
     parser.add_argument("--shared-only", action="store_true", help="only the scores shared "
                         "by every held-out system (to run first when pieces run side by "
                         "side in several processes)")
@@ -132,6 +149,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [r for r in args.regimes if r not in known]
     if bad:
         parser.error(f"unknown regime(s) {', '.join(bad)}; expected: {', '.join(known)}")
+    args.variants = list(dict.fromkeys(DEFAULT_VARIANTS if args.variants is None
+                                       else args.variants))
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad:
+        parser.error(f"unknown variant(s) {', '.join(bad)}; expected: {', '.join(VARIANTS)}")
     return args
 
 
@@ -407,6 +429,119 @@ def run_piece(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespace, 
               f"{saved['seconds']['eval']:.0f} s", flush=True)
 
 
+def variant_config(variant: str, holdout: str, sizes: Mapping[str, Any], seed: int
+                   ) -> protocol.ProtocolConfig:
+    """The meta-training options of a :data:`VARIANTS` run: the network's MAML run with
+    the variant's options, without a pretrained baseline (the network's run has it)."""
+    model, options = VARIANTS[variant]
+    config = model_config(model, holdout, sizes, seed).to_dict()
+    return protocol.ProtocolConfig.from_dict({**config, **options, "pretrain": False})
+
+
+def variant_rule(run: protocol.RunModels, value: float) -> Any:
+    """How a variant's meta-trained weights adapt at the tried ``value``: Meta-SGD's
+    learned rates times ``value``; else the step size ``value`` (ANIL: on the decoder)."""
+    if run.inner_lr is not None:
+        return {k: v * value for k, v in run.inner_lr.items()}
+    return run.adaptation_lr(value)
+
+
+def variant_settings(variant: str, holdout: str, regime: str, sizes: Mapping[str, Any],
+                     seed: int) -> dict[str, Any]:
+    """What a cached variant piece must match to be reused (or reported)."""
+    return {"version": CACHE_VERSION, "regime": list(sizes["regimes"][regime]),
+            "config": variant_config(variant, holdout, sizes, seed).to_dict(),
+            "sgd_rates": list(sizes["sgd_rates"]), "scales": list(SCALES),
+            "steps": sizes["steps"], "eval_steps": list(sizes["eval_steps"]),
+            "validation_trajectories": sizes["validation_trajectories"],
+            "eval_trajectories": sizes["eval_trajectories"]}
+
+
+def run_variant(variant: str, holdout: str, sizes: Mapping[str, Any],
+                args: argparse.Namespace, data: Data, runs: Path) -> None:
+    """Train, select and evaluate one variant for one held-out system in every asked
+    regime (pieces ``{regime}+{variant}.pt``)."""
+    folder = runs / f"seed{args.seed}" / "fewshot" / holdout
+    config = variant_config(variant, holdout, sizes, args.seed)
+    settings = {r: variant_settings(variant, holdout, r, sizes, args.seed)
+                for r in args.regimes}
+    todo = [r for r in args.regimes
+            if read_piece(folder / f"{r}+{variant}.pt", settings[r]) is None]
+    if not todo:
+        return
+    began, data_s = time.time(), data.seconds
+    start = time.perf_counter()
+    path = runs / f"seed{args.seed}" / variant / holdout
+    try:
+        run = protocol.load_run(path)
+        if run.config.to_dict() != config.to_dict():
+            raise ValueError("another run")
+    except ValueError:
+        protocol.meta_train_run(path, config, progress=not args.quiet,
+                                data=data.training(config.training_systems))
+        run = protocol.load_run(path)
+    train_s = time.perf_counter() - start - (data.seconds - data_s)
+    validation = data.validation(holdout, sizes["validation_trajectories"])
+    evaluation = data.evaluation(holdout)
+    method = f"{variant}:meta"
+    learned = run.inner_lr is not None
+    for regime in todo:
+        shots, noise = sizes["regimes"][regime]
+        start = time.perf_counter()
+        chosen = selection.select_rate(
+            run.model, run.params["meta"], validation, holdout, shots, noise, args.seed,
+            rates=SCALES if learned else sizes["sgd_rates"],
+            rule=lambda value: variant_rule(run, value),
+            key="scale" if learned else "inner_lr")
+        select_s = time.perf_counter() - start
+        start = time.perf_counter()
+        value = chosen["hyper"]["scale" if learned else "inner_lr"]
+        result = protocol.evaluate_adaptation(
+            run.model, {"meta": run.params["meta"]}, evaluation, shots=shots,
+            steps=sizes["steps"], loss=run.config.loss, eval_steps=list(sizes["eval_steps"]),
+            seed=args.seed, method_lr={"meta": variant_rule(run, value)}, noise=noise,
+            batch=None)
+        values = {metric: {method: result[key]["meta"].double()}
+                  for metric, key in (("paper_mse", "mse"),
+                                      ("derivative_nmse", "derivative_nmse"),
+                                      ("short_rollout_nmse", "short_rollout_nmse"))}
+        saved = {"settings": settings[regime], "selection": {method: chosen},
+                 "values": values,
+                 "seconds": {f"{variant}:train": train_s, f"{variant}:select": select_s,
+                             f"{variant}:eval": time.perf_counter() - start,
+                             f"{variant}:data": data.seconds - data_s},
+                 "clock": [began, time.time()]}
+        atomic_write(folder / f"{regime}+{variant}.pt",
+                     lambda fh, saved=saved: torch.save(saved, fh))
+        train_s, data_s, began = 0.0, data.seconds, time.time()
+        print(f"   {holdout}, {regime}, {variant}: selection {select_s:.0f} s", flush=True)
+
+
+def with_variants(saved: dict[str, Any], folder: Path, holdout: str, regime: str,
+                  sizes: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """A piece with every finished variant piece of it (made with the same options)
+    merged in: values, settings, seconds and clock."""
+    merged = {**saved, "selection": dict(saved["selection"]),
+              "seconds": dict(saved["seconds"]),
+              "result": {**saved["result"], "values": {
+                  metric: dict(v) for metric, v in saved["result"]["values"].items()}}}
+    clocks = [saved.get("clock")]
+    for variant in VARIANTS:
+        extra = read_piece(folder / f"{regime}+{variant}.pt",
+                           variant_settings(variant, holdout, regime, sizes, seed))
+        if extra is None:
+            continue
+        merged["selection"].update(extra["selection"])
+        merged["seconds"].update(extra["seconds"])
+        for metric, by in extra["values"].items():
+            merged["result"]["values"][metric].update(by)
+        clocks.append(extra["clock"])
+    clocks = [c for c in clocks if c]
+    if clocks:
+        merged["clock"] = [min(c[0] for c in clocks), max(c[1] for c in clocks)]
+    return merged
+
+
 def read_piece(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """A cached piece, if it exists and was run with ``settings``."""
     if not path.is_file():
@@ -417,16 +552,19 @@ def read_piece(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None
 
 # ------------------------------------------------------------------------ report
 META_LEARNED = ("hnn:meta", "hogn:meta", "hnn-basis:closed-form", "hogn-basis:closed-form",
-                "hnn-basis:closed-form+kernel", "hogn-basis:closed-form+kernel")
+                "hnn-basis:closed-form+kernel", "hogn-basis:closed-form+kernel",
+                *(f"{v}:meta" for v in VARIANTS))
 """The meta-learned methods (the rest are baselines): MAML's networks adapted by SGD, the
 basis networks' closed-form heads, and those heads with a kernel fit of their residual
 (a Gaussian process whose mean is the meta-learned field; the kernel baseline alone is
-the same without the meta-learned mean)."""
+the same without the meta-learned mean), and the :data:`VARIANTS` (ANIL, Meta-SGD, MAML
+with 5 inner steps)."""
 RANDOM_OF = {"hnn:meta": "hnn:random", "hogn:meta": "hogn:random",
              "hnn-basis:closed-form": "hnn-basis:random-features",
              "hogn-basis:closed-form": "hogn-basis:random-features",
              "hnn-basis:closed-form+kernel": "hnn-basis:random-features",
-             "hogn-basis:closed-form+kernel": "hogn-basis:random-features"}
+             "hogn-basis:closed-form+kernel": "hogn-basis:random-features",
+             **{f"{v}:meta": f"{model}:random" for v, (model, _) in VARIANTS.items()}}
 
 
 def baselines_of(methods: Sequence[str]) -> list[str]:
@@ -497,7 +635,8 @@ def assemble(sizes: Mapping[str, Any], args: argparse.Namespace, runs: Path
             path = runs / f"seed{args.seed}" / "fewshot" / holdout / f"{regime}.pt"
             saved = read_piece(path, piece_settings(holdout, regime, sizes, args.seed))
             if saved is not None:
-                done[holdout] = system_result(saved, args.seed)
+                done[holdout] = system_result(with_variants(
+                    saved, path.parent, holdout, regime, sizes, args.seed), args.seed)
         if not done:
             continue
         verdicts = {h: r["versus_baselines"] for h, r in done.items()}
@@ -640,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
         for holdout in args.systems:
             print(f"-- {holdout} held out", flush=True)
             run_piece(holdout, sizes, args, data, runs)
+            for variant in args.variants:
+                run_variant(variant, holdout, sizes, args, data, runs)
     results = assemble(sizes, args, runs)
     if not results["results"]:
         print(f"fewshot.py: error: no finished piece of seed {args.seed} with these options "

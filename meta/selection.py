@@ -42,6 +42,7 @@ import systems
 from hogn.models.base import DynamicsModel
 from meta import batched
 from meta.adaptation import adapt_many
+from meta.algorithms import InnerLR
 from meta.evaluate import point_seed
 from meta.fitted import Fitter, baseline_fitter, evaluate_fits, head_fitter
 from meta.protocol import META_SYSTEMS, _system_seed, check_system, evaluate_adaptation
@@ -293,16 +294,17 @@ PAIRS = 512
 
 def _adaptation_scores(model: DynamicsModel, params: Mapping[str, Tensor],
                        validation: Mapping[str, systems.Dataset], shots: int, noise: float,
-                       seed: int, rates: Sequence[float], eval_steps: Sequence[int],
+                       seed: int, rates: Sequence[InnerLR], eval_steps: Sequence[int],
                        optimizer: str) -> list[dict[str, Tensor]]:
-    """Derivative NMSE ``[M, E]`` per rate and validation system, after each of
-    ``eval_steps``: every (rate, system, trajectory) adapted together
-    (:func:`meta.adaptation.adapt_many`, at most :data:`PAIRS` at a time), each
+    """Derivative NMSE ``[M, E]`` per rate (a float or per-parameter rates) and validation
+    system, after each of ``eval_steps``: every (rate, system, trajectory) adapted
+    together (:func:`meta.adaptation.adapt_many`, at most :data:`PAIRS` at a time), each
     trajectory on the points :func:`meta.protocol.evaluate_adaptation` draws for it."""
     if not batched.supports(model):  # one pair at a time
         return [{name: evaluate_adaptation(
-            model, {"m": params}, data, shots=shots, steps=max(eval_steps), inner_lr=rate,
-            eval_steps=eval_steps, seed=seed, noise=noise, optimizer=optimizer,
+            model, {"m": params}, data, shots=shots, steps=max(eval_steps),
+            method_lr={"m": rate}, eval_steps=eval_steps, seed=seed, noise=noise,
+            optimizer=optimizer,
             rollouts=False)["derivative_nmse"]["m"] for name, data in validation.items()}
             for rate in rates]
     pairs = [(r, name, i) for r in range(len(rates)) for name, data in validation.items()
@@ -312,7 +314,7 @@ def _adaptation_scores(model: DynamicsModel, params: Mapping[str, Tensor],
     for first in range(0, len(pairs), PAIRS):
         chunk = pairs[first:first + PAIRS]
         results = adapt_many(model, [params] * len(chunk), [single[n, i] for _, n, i in chunk],
-                             [float(rates[r]) for r, _, _ in chunk],
+                             [rates[r] for r, _, _ in chunk],
                              [point_seed(seed, i) for _, _, i in chunk], shots=shots,
                              steps=max(eval_steps), eval_steps=eval_steps, noise=noise,
                              optimizer=optimizer, rollouts=False)
@@ -324,12 +326,15 @@ def _adaptation_scores(model: DynamicsModel, params: Mapping[str, Tensor],
 def rate_scores(model: DynamicsModel, params: Mapping[str, Tensor],
                 validation: Mapping[str, systems.Dataset], shots: int, noise: float = 0.0,
                 seed: int = 0, rates: Sequence[float] = SGD_RATES,
-                steps: Sequence[int] = (1, 5, 15)) -> Scored:
+                steps: Sequence[int] = (1, 5, 15),
+                rule: Callable[[float], InnerLR] | None = None, key: str = "inner_lr"
+                ) -> Scored:
     """Scores of SGD adaptation from ``params`` per step size and validation system
     (each averaged over ``steps``); arguments as for :func:`select_rate`."""
-    by_rate = _adaptation_scores(model, params, validation, shots, noise, seed, rates,
+    rules = [float(r) if rule is None else rule(float(r)) for r in rates]
+    by_rate = _adaptation_scores(model, params, validation, shots, noise, seed, rules,
                                  steps, "sgd")
-    return [{"hyper": {"inner_lr": float(r)},
+    return [{"hyper": {key: float(r)},
              "systems": {name: system_score(v) for name, v in by_system.items()}}
             for r, by_system in zip(rates, by_rate, strict=True)]
 
@@ -337,15 +342,20 @@ def rate_scores(model: DynamicsModel, params: Mapping[str, Tensor],
 def select_rate(model: DynamicsModel, params: Mapping[str, Tensor],
                 validation: Mapping[str, systems.Dataset], holdout: str, shots: int,
                 noise: float = 0.0, seed: int = 0, rates: Sequence[float] = SGD_RATES,
-                steps: Sequence[int] = (1, 5, 15)) -> dict[str, Any]:
+                steps: Sequence[int] = (1, 5, 15),
+                rule: Callable[[float], InnerLR] | None = None, key: str = "inner_lr"
+                ) -> dict[str, Any]:
     """The SGD step size of adapting ``params`` (criterion averaged over ``steps``).
 
     Arguments as for :func:`select_baseline`, with the model, its starting parameters,
-    the step sizes to try and the adaptation steps the criterion averages over.
+    the step sizes to try and the adaptation steps the criterion averages over; with
+    ``rule``, each tried value ``r`` adapts by ``rule(r)`` instead (e.g. ANIL's rate on
+    the decoder only, :meth:`meta.protocol.RunModels.adaptation_lr`, or Meta-SGD's learned
+    rates times ``r``), recorded as ``{key: r}``.
     """
     _check(validation, holdout)
-    return choose(rate_scores(model, params, validation, shots, noise, seed, rates, steps),
-                  holdout)
+    return choose(rate_scores(model, params, validation, shots, noise, seed, rates, steps,
+                              rule, key), holdout)
 
 
 def scratch_scores(model: DynamicsModel, params: Mapping[str, Tensor],

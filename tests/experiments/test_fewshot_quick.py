@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 META_LEARNED = ["hnn:meta", "hogn:meta", "hnn-basis:closed-form", "hogn-basis:closed-form"]
 METRICS = ["paper_mse", "derivative_nmse", "short_rollout_nmse"]
@@ -110,3 +111,31 @@ def test_meta_learning_summary_gets_the_counts_of_every_seed(quick, tmp_path):
             assert versus["spread"]["k20"][metric]["ahead_of_baselines"][seed] == \
                 want["ahead_of_baselines"]
     assert meta_learning.versus_baselines_summary(tmp_path / "empty") is None
+
+
+def test_variants_are_scored_beside_the_networks(quick):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import fewshot
+
+    from meta import protocol
+    from meta.protocol import decoder_names
+
+    out, results = quick
+    piece = results["results"]["k20"]["systems"]["mass-spring"]
+    for variant in fewshot.DEFAULT_VARIANTS:
+        assert f"{variant}:meta" in piece["medians"]["derivative_nmse"]
+        assert f"{variant}:meta" in piece["versus_random"]
+        assert f"{variant}:train" in piece["seconds"]
+    assert set(piece["selection"]["hnn-meta-sgd:meta"]) == {"scale"}
+    assert piece["selection"]["hnn-anil:meta"]["inner_lr"] in fewshot.QUICK["sgd_rates"]
+    runs = out / "fewshot_runs" / "seed0"
+    anil = protocol.load_run(runs / "hnn-anil" / "mass-spring")
+    rule = fewshot.variant_rule(anil, 0.1)  # ANIL: rates on the decoder only
+    assert anil.config.anil and set(rule) == set(decoder_names(anil.model))
+    sgd = protocol.load_run(runs / "hnn-meta-sgd" / "mass-spring")
+    rule = fewshot.variant_rule(sgd, 2.0)  # Meta-SGD: the learned rates, scaled
+    assert all(torch.equal(rule[k], 2.0 * v) for k, v in sgd.inner_lr.items())
+    assert not anil.config.pretrain and "pretrained" not in anil.params
