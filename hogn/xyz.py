@@ -26,7 +26,8 @@ One file holds one trajectory of one graph: a frame per saved time, each frame
   readers take every frame's as a real number); other ``key=value`` pairs can be added per file
   (e.g. ``system=spring-nbody``).
 
-Particles are species ``X`` (ASE's placeholder element) unless named. Numbers are
+Particles are species ``X`` (ASE's placeholder element) unless named; atoms are
+named by their atomic numbers with :func:`element_symbols` (``18`` -> ``Ar``). Numbers are
 written with ``digits`` significant digits (17 is exact for float64). Files are
 written atomically (:func:`hogn.io.atomic_write`).
 """
@@ -46,7 +47,19 @@ from torch import Tensor
 
 from hogn.io import atomic_write
 
-__all__ = ["XYZTrajectory", "read_xyz", "write_xyz"]
+__all__ = ["ELEMENTS", "XYZTrajectory", "element_symbols", "read_xyz", "write_xyz"]
+
+ELEMENTS = (
+    "X", "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P",
+    "S", "Cl", "Ar", "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn",
+    "Ga", "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh",
+    "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr", "Nd",
+    "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re",
+    "Os", "Ir", "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th",
+    "Pa", "U", "Np", "Pu", "Am", "Cm", "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db",
+    "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc", "Lv", "Ts", "Og")
+"""Element symbols by atomic number (``ELEMENTS[18] == "Ar"``; 0 is ASE's placeholder
+``X``), as ``ase.data.chemical_symbols``."""
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _RESERVED = {"Lattice", "Properties", "Time", "pbc", "dim"}
@@ -76,6 +89,21 @@ class XYZTrajectory:
     species: list[str]
     box: Tensor | None
     info: dict[str, str] = field(default_factory=dict)
+
+
+def element_symbols(numbers: Tensor | np.ndarray | Sequence[float]) -> list[str]:
+    """Element symbols of atomic numbers ``[n]`` (whole numbers 0 to 118; 0 is ``X``).
+
+    Raises:
+        ValueError: For a number that is not a whole number in that range.
+    """
+    values = np.asarray(numbers.detach().cpu() if isinstance(numbers, Tensor) else numbers,
+                        dtype=np.float64).reshape(-1)
+    bad = [v for v in values.tolist() if not (v == round(v) and 0 <= v < len(ELEMENTS))]
+    if bad:
+        raise ValueError(f"atomic numbers must be whole numbers from 0 to {len(ELEMENTS) - 1}, "
+                         f"got {bad[0]!r}")
+    return [ELEMENTS[int(v)] for v in values.tolist()]
 
 
 def _array(x: Tensor | np.ndarray | Sequence[float], name: str) -> np.ndarray:

@@ -20,6 +20,7 @@ __all__ = [
     "Preset",
     "System",
     "from_arrays",
+    "from_ase",
     "from_preset",
     "generate",
     "get",
@@ -41,12 +42,14 @@ _CLASSES = {
 
 __getattr__, __dir__ = attach(__name__, {
     "System": "base", "Dataset": "dataset", "from_arrays": "arrays",
+    "from_ase": "ase_data",
     "PRESETS": "generate", "Preset": "generate", "from_preset": "generate",
     "generate": "generate", "get_preset": "generate", "preset_names": "generate",
     **_CLASSES})
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
     from systems.arrays import from_arrays
+    from systems.ase_data import from_ase
     from systems.base import System
     from systems.dataset import Dataset
     from systems.generate import PRESETS, Preset, from_preset, generate, get_preset, preset_names

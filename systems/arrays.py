@@ -15,12 +15,23 @@ Everything else is optional: node constants ``c`` (``[n, k]`` shared by all grap
 ``[M or G, n, k]`` per graph, or ``[M, k]`` for one particle; missing: no constant
 columns, ``k = 0``), a shared ``edge_index [2, E]`` on each graph's particle numbers
 ``0 .. n-1`` (default: the complete graph without self loops, none for one particle)
-with optional ``edge_attr [E, a]``, noisy observations ``q_obs, p_obs`` (the shape of
-``q``; training reads them as inputs, the clean ``q, p`` stay the truth), and the
-held-out split: a boolean ``test`` mask over the states ``[M]`` or trajectories
-``[G]``, or a ``test_fraction`` drawn with ``seed`` (default 0.2, as
-:func:`systems.generate`). Arrays may be numpy arrays, torch tensors or nested lists;
-they are stored in float64 (indices as int64).
+with optional ``edge_attr [E, a]``, a periodic box ``box`` of lengths ``[d]`` (shared) or
+``[M or G, d]`` (per graph) with the radius ``cutoff`` of the edges (see below), noisy
+observations ``q_obs, p_obs`` (the shape of ``q``; training reads them as inputs, the
+clean ``q, p`` stay the truth), and the held-out split: a boolean ``test`` mask over
+the states ``[M]`` or trajectories ``[G]``, or a ``test_fraction`` drawn with ``seed``
+(default 0.2, as :func:`systems.generate`). Arrays may be numpy arrays, torch tensors
+or nested lists; they are stored in float64 (indices as int64).
+
+**Radius edges and periodic boxes.** With ``cutoff`` each graph's edges are the pairs of
+its first state closer than ``cutoff`` (:func:`hogn.graph.radius_graph`; the minimum
+image in the box, when there is one), as the datasets of
+:class:`systems.lennard_jones.LennardJones` store them: neighbours change as particles
+move, so consumers rebuild a state's edges from its positions with the same radius
+(``meta["cutoff"]``; :meth:`Dataset.snapshots`,
+:meth:`hogn.graph.GraphBatch.with_radius_edges`). A box needs ``cutoff`` (or an
+explicit ``edge_index``): a complete graph would ignore which image of a particle is
+near. Every box length must be at least ``2 · cutoff`` (one image per pair).
 
 :func:`load_npz` reads the same arrays from a ``.npz`` file (the ``hogn import``
 command): the keys of :data:`NPZ_KEYS`, or the layout of the HNN paper's code
@@ -39,7 +50,7 @@ import torch
 from torch import Tensor
 
 from hogn import checks
-from hogn.graph import fully_connected, ptr_from_sizes
+from hogn.graph import fully_connected, ptr_from_sizes, radius_graph
 from systems.dataset import Dataset, random_test_mask
 
 __all__ = ["DEFAULT_LABEL", "HNN_KEYS", "NPZ_KEYS", "from_arrays", "load_npz"]
@@ -57,6 +68,8 @@ NPZ_KEYS = {
     "c": "node constants [n, k], [M or G, n, k], or [M, k] for one particle",
     "edge_index": "edges [2, E] on particle numbers 0..n-1, shared by every graph",
     "edge_attr": "edge constants [E, a], one row per edge of edge_index",
+    "box": "periodic box lengths [d] (shared) or [M or G, d] (per graph); needs cutoff",
+    "cutoff": "radius of the edges, a number (the pairs closer than it in each first state)",
     "q_obs": "noisy observations of q, the shape of q",
     "p_obs": "noisy observations of p, the shape of q",
     "test": "held-out mask (bool or 0/1) over the states [M] or trajectories [G]",
@@ -81,8 +94,8 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
                 dt: float | None = None, c: Any = None, edge_index: Any = None,
                 edge_attr: Any = None, q_obs: Any = None, p_obs: Any = None, test: Any = None,
                 test_fraction: float | None = None, seed: int = 0,
-                system: str = DEFAULT_LABEL, params: Mapping[str, Any] | None = None
-                ) -> Dataset:
+                system: str = DEFAULT_LABEL, params: Mapping[str, Any] | None = None,
+                box: Any = None, cutoff: float | None = None) -> Dataset:
     """Build a :class:`Dataset` from states or trajectories (see the module notes).
 
     Args:
@@ -96,8 +109,8 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
         c: Node constants ``[n, k]`` (shared), ``[M or G, n, k]`` (per graph) or
             ``[M, k]`` (one particle per state); ``None``: ``k = 0``.
         edge_index: Edges ``[2, E]`` on particle numbers ``0 .. n-1``, the same for
-            every graph; ``None``: complete graph without self loops (no edges for
-            ``n = 1``).
+            every graph; ``None``: the radius edges of ``cutoff`` when given, else the
+            complete graph without self loops (no edges for ``n = 1``).
         edge_attr: Edge constants ``[E, a]``, one row per edge of ``edge_index``
             (of the default complete graph: pairs ``(i, j)`` in lexicographic order).
         q_obs, p_obs: Noisy observations, the shape of ``q`` (both or neither).
@@ -109,9 +122,17 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
             of a registered system (then ``hogn info`` and ``hogn evaluate`` report
             its true energy, when ``c`` holds the constants it reads).
         params: Parameters of a registered ``system``, recorded beside its name.
+        box: Periodic box lengths ``[d]`` (every graph) or ``[M or G, d]`` (one box
+            per graph), each ``> 0``; ``None``: open boundaries. Needs ``cutoff`` or
+            ``edge_index``.
+        cutoff: Radius of the edges (``> 0``, in the units of ``q``): each graph gets
+            the pairs of its first state closer than it (minimum image in ``box``),
+            instead of the complete graph; recorded as ``meta["cutoff"]``. Not with
+            ``edge_index`` or ``edge_attr``.
 
     Returns:
-        The dataset: ``q, p, dq, dp [T, G·n, d]`` float64, ``T = 1`` for states.
+        The dataset: ``q, p, dq, dp [T, G·n, d]`` float64, ``T = 1`` for states;
+        ``box [G, d]`` with a box.
 
     Raises:
         ValueError: naming the array, its shape and the shape expected.
@@ -147,7 +168,19 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
         derivatives = "given"
     sizes = [n] * count
     nodes = _node_constants(c, count, n, g_label)
-    edges, attrs = _edges(edge_index, edge_attr, count, n)
+    boxes = _box(box, count, d, g_label)
+    if cutoff is None:
+        if boxes is not None and edge_index is None:
+            raise ValueError("a periodic box needs cutoff, the radius of the edges (each "
+                             "graph gets the pairs of its first state closer than it, by the "
+                             "minimum image), or an explicit edge_index: a complete graph "
+                             "ignores which image of a particle is near")
+        edges, attrs = _edges(edge_index, edge_attr, count, n)
+    else:
+        cutoff = checks.positive_float(cutoff, "cutoff")
+        edges = _radius_edges(q4[:, 0].reshape(count * n, d), edge_index, edge_attr, cutoff,
+                              sizes, boxes)
+        attrs = None
     mask, fraction = _test_mask(test, test_fraction, seed, count, g_label)
     label = system if isinstance(system, str) else None
     if not label or not label.strip():
@@ -156,7 +189,8 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
             "steps": points - 1, "seed": seed if fraction is not None else None,
             "noise": None, "method": None, "substeps": None, "n_particles": n,
             "resampled": {}, "rtol": None, "preset": None, "test_fraction": fraction,
-            "source": "arrays", "layout": layout, "derivatives": derivatives}
+            "source": "arrays", "layout": layout, "derivatives": derivatives,
+            "cutoff": cutoff}
 
     def flat(x: Tensor | None) -> Tensor | None:  # [G, T, n, d] -> [T, G·n, d]
         return None if x is None else x.transpose(0, 1).reshape(points, count * n, d)
@@ -164,7 +198,7 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
     data = Dataset(t=times, q=flat(arrays["q"]), p=flat(arrays["p"]), dq=flat(arrays["dq"]),
                    dp=flat(arrays["dp"]), c=nodes, edge_index=edges,
                    ptr=ptr_from_sizes(sizes), test=mask, meta=meta, edge_attr=attrs,
-                   q_obs=flat(arrays["q_obs"]), p_obs=flat(arrays["p_obs"]))
+                   q_obs=flat(arrays["q_obs"]), p_obs=flat(arrays["p_obs"]), box=boxes)
     problem = data.validate()
     if problem:  # the checks above should leave nothing for this one
         raise ValueError(f"the arrays do not fit together: {problem}")
@@ -172,7 +206,8 @@ def from_arrays(q: Any, p: Any, *, dq: Any = None, dp: Any = None, t: Any = None
 
 
 def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, seed: int = 0,
-             system: str | None = None, params: Mapping[str, Any] | None = None) -> Dataset:
+             system: str | None = None, params: Mapping[str, Any] | None = None,
+             cutoff: float | None = None) -> Dataset:
     """Read a user's arrays from a ``.npz`` file into a :class:`Dataset`.
 
     The keys are those of :data:`NPZ_KEYS` (``q, p`` required) or of
@@ -183,6 +218,7 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, see
         path: The ``.npz`` file (``numpy.savez``; no pickled objects).
         test_fraction, seed, params: As for :func:`from_arrays`.
         system: Label of the data; overrides a ``system`` key of the file.
+        cutoff: Radius of the edges; overrides a ``cutoff`` key of the file.
 
     Raises:
         ValueError: for a file numpy cannot read, unknown or missing keys, or arrays
@@ -211,6 +247,8 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, see
         kwargs = _npz_arguments(arrays)
         if system is not None:
             kwargs["system"] = system
+        if cutoff is not None:
+            kwargs["cutoff"] = cutoff
         return from_arrays(**kwargs, test_fraction=test_fraction, seed=seed, params=params)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
@@ -241,11 +279,13 @@ def _npz_arguments(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
             raise ValueError(f"system must be one text label, got an array "
                              f"{label.dtype} {label.shape}")
         kwargs["system"] = str(label.reshape(()))
-    if "dt" in arrays:
-        step = arrays.pop("dt")
-        if step.size != 1 or step.dtype.kind not in "fiu":
-            raise ValueError(f"dt must be one number, got an array {step.dtype} {step.shape}")
-        kwargs["dt"] = float(step.reshape(()))
+    for key in ("dt", "cutoff"):
+        if key in arrays:
+            value = arrays.pop(key)
+            if value.size != 1 or value.dtype.kind not in "fiu":
+                raise ValueError(f"{key} must be one number, got an array {value.dtype} "
+                                 f"{value.shape}")
+            kwargs[key] = float(value.reshape(()))
     if not hnn:
         for key in ("q", "p"):
             if key not in arrays:
@@ -411,6 +451,36 @@ def _edges(edge_index: Any, edge_attr: Any, count: int, n: int
         raise ValueError(f"edge_attr must be [E, a] = [{e}, a] (one row per edge of "
                          f"edge_index), got shape {tuple(attrs.shape)}")
     return edges, attrs.repeat(count, 1)
+
+
+def _box(box: Any, count: int, d: int, g_label: str) -> Tensor | None:
+    """Periodic box lengths ``[G, d]`` (``None``: open boundaries)."""
+    if box is None:
+        return None
+    x = _floats("box", box)
+    if x.shape == (d,):
+        x = x.repeat(count, 1)
+    elif x.shape != (count, d):
+        raise ValueError(f"box must be lengths [d] = [{d}] (every graph) or [{g_label}, d] = "
+                         f"[{count}, {d}] (one box per graph), got shape {tuple(x.shape)}")
+    if not bool((x > 0).all()):
+        raise ValueError(f"box lengths must be > 0, got {float(x.min()):g}")
+    return x
+
+
+def _radius_edges(first: Tensor, edge_index: Any, edge_attr: Any, cutoff: float,
+                  sizes: list[int], box: Tensor | None) -> Tensor:
+    """Edges ``[2, G·E_g]`` of the pairs closer than ``cutoff`` in each graph's first
+    state ``first [G·n, d]`` (minimum image in ``box [G, d]``)."""
+    if edge_index is not None:
+        raise ValueError("give edge_index or cutoff (radius edges), not both")
+    if edge_attr is not None:
+        raise ValueError("edge_attr needs edge_index: the radius edges of cutoff differ from "
+                         "graph to graph")
+    try:
+        return radius_graph(first, ptr_from_sizes(sizes), cutoff, box=box)
+    except ValueError as exc:  # a box below 2 * cutoff
+        raise ValueError(f"cutoff {cutoff:g}: {exc}") from None
 
 
 def _test_mask(test: Any, test_fraction: float | None, seed: int, count: int,

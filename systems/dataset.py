@@ -18,7 +18,9 @@ states ``[M, d]`` or ``[M, n, d]`` become ``M`` trajectories of one point (``T =
 ``meta["dt"]`` is ``None``: they have no time order), trajectories ``[G, T, n, d]``
 keep their times; ``meta["source"] = "arrays"``, ``meta["layout"]`` and
 ``meta["derivatives"]`` (``"given"`` or how they were estimated) say where they came
-from, and the system's name is the caller's label.
+from, and the system's name is the caller's label. Molecular-dynamics frames of ASE
+enter through :meth:`Dataset.from_ase` (:mod:`systems.ase_data`;
+``meta["source"] = "ase"``, in ASE's units, ``meta["units"]``).
 
 Saved atomically as a checksummed ``hogn-dataset`` file (:mod:`hogn.io`).
 """
@@ -72,6 +74,16 @@ class Dataset:
         from systems.arrays import from_arrays
 
         return from_arrays(q, p, **options)
+
+    @staticmethod
+    def from_ase(images: Any, **options: Any) -> Dataset:
+        """A dataset of ASE frames (``ase.Atoms``: one trajectory, or a list of
+        trajectories; needs ``pip install hogn[ase]``): see
+        :func:`systems.ase_data.from_ase` for the options (``dt``, ``cutoff``, test
+        split, label) and what each frame gives."""
+        from systems.ase_data import from_ase
+
+        return from_ase(images, **options)
 
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
@@ -233,9 +245,10 @@ class Dataset:
         import systems
 
         config = self.system_config
-        if self.meta.get("source") == "arrays" and config.get("name") not in systems.names():
-            raise ValueError(f"{config.get('name')!r} labels a dataset built from arrays, not "
-                             "a registered system: its true energy is unknown")
+        origin = {"arrays": "arrays", "ase": "ASE frames"}.get(self.meta.get("source"))
+        if origin is not None and config.get("name") not in systems.names():
+            raise ValueError(f"{config.get('name')!r} labels a dataset built from {origin}, "
+                             "not a registered system: its true energy is unknown")
         return systems.get(**config)
 
     def energy_problem(self) -> str | None:

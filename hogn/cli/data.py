@@ -122,9 +122,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Turn a ``.npz`` file of your own arrays into a dataset file."""
-    from systems.arrays import load_npz
-
+    """Turn a ``.npz`` file of your own arrays, or a file of ASE frames, into a dataset
+    file."""
     out = Path(args.output)
     check_output(out, args.force)
     params = dict(args.param or [])
@@ -133,17 +132,51 @@ def cmd_import(args: argparse.Namespace) -> int:
                         "belong to)")
     if args.system is not None:
         params = system_params(args.system, params)
-    data = load_npz(args.file, test_fraction=args.test_fraction, seed=args.seed,
-                    system=args.system, params=params or None)
+    if Path(args.file).suffix.lower() == ".npz":
+        from systems.arrays import load_npz
+
+        if args.dt_fs is not None:
+            raise UserError("--dt-fs applies to files of ASE frames; a .npz file gives its "
+                            "times with the keys t or dt")
+        data = load_npz(args.file, test_fraction=args.test_fraction, seed=args.seed,
+                        system=args.system, params=params or None, cutoff=args.cutoff)
+    else:
+        if params:
+            raise UserError("--param applies to .npz files of a registered --system; ASE "
+                            "frames are labelled, not a registered system")
+        data = _load_ase(args)
     data.save(out)
     states = data.dt is None
     what = (f"{data.num_graphs} states" if states else
             f"{data.num_graphs} trajectories of {data.t.numel()} points (dt={data.dt:g})")
+    cutoff = data.meta.get("cutoff")
+    box = ("" if data.box is None else ", periodic box" if cutoff is None else
+           f", periodic box, radius edges {cutoff:g}")
     print(f"wrote {out}: {what} of {data.system_config['name']} "
           f"({data.particle_range} particle(s) x {data.dim} dims, {data.c.shape[1]} node "
-          f"constants, {data.edge_index.shape[1] // data.num_graphs} edges per graph), "
+          f"constants, {data.edge_index.shape[1] // data.num_graphs} edges per graph{box}), "
           f"{int(data.test.sum())} test; derivatives {data.derivatives}")
     return 0
+
+
+def _load_ase(args: argparse.Namespace) -> systems.Dataset:
+    """``hogn import`` of a file of ASE frames: ``--dt-fs`` and ``--cutoff`` in the
+    command line's words when the file lacks them."""
+    try:
+        from systems.ase_data import NotInFrames, ase_time_per_fs, load_ase
+
+        dt = None if args.dt_fs is None else args.dt_fs * ase_time_per_fs()
+        return load_ase(args.file, dt=dt, cutoff=args.cutoff, test_fraction=args.test_fraction,
+                        seed=args.seed, system=args.system)
+    except ImportError:
+        from systems.ase_data import ASE_MISSING
+
+        raise UserError(f"{args.file}: not a .npz file; reading other files {ASE_MISSING}"
+                        ) from None
+    except NotInFrames as exc:
+        advice = {"dt": "give the time between frames with --dt-fs FS (femtoseconds)",
+                  "cutoff": "give the radius of the edges with --cutoff R (Å)"}
+        raise UserError(f"{exc.what}: {advice[exc.argument]}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -158,7 +191,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         energy_rows = [("energy", f"not available: {problem}")]
     system = m["system"] if isinstance(m.get("system"), dict) else {"name": m.get("system")}
-    own = m.get("source") == "arrays"
+    own = m.get("source") in ("arrays", "ase")
     test = int(data.test.sum())
     if data.dt is None:
         count = ("states", f"{data.num_graphs} ({test} test)")
@@ -167,7 +200,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         count = ("trajectories", f"{data.num_graphs} ({test} test)")
         points = ("points", f"{data.t.numel()} (dt={data.dt:g}, t in "
                   f"[{float(data.t[0]):g}, {float(data.t[-1]):g}])")
-    origin = ([("source", f"your arrays, {m.get('layout')}")] if own else
+    origin = ([("source", _source(m))] if own else
               [("preset", m.get("preset"))])
     split = (("test split", "given mask" if m.get("test_fraction") is None else
               f"fraction {m.get('test_fraction')} drawn with seed {m.get('seed')}")
@@ -180,17 +213,57 @@ def cmd_info(args: argparse.Namespace) -> int:
         *origin, ("particles", data.particle_range), ("dims", data.dim),
         ("node constants", data.c.shape[1] if data.c.dim() == 2 else tuple(data.c.shape)),
         ("edges", f"{data.edge_index.shape[1]} ({data.edge_index.shape[1] / len(data):g} "
-                  "per graph)"),
+                  "per graph" + (f"; pairs closer than {m['cutoff']:g} in each trajectory's "
+                                 "first state" if m.get("cutoff") is not None else "") + ")"),
+        ("box", _box_text(data)),
+        *([("units", ", ".join(f"{k} {v}" for k, v in m["units"].items()))]
+          if isinstance(m.get("units"), dict) else []),
         count, points, ("derivatives", data.derivatives if own else
                         f"{data.derivatives} (the system's H)"),
         ("observations", "q_obs, p_obs" if data.q_obs is not None else "none"),
-        split, *made, *energy_rows,
+        split, *made, *energy_rows, *_file_energy_rows(m),
         *([] if own else [("resampled", json.dumps(m.get("resampled", {})))]),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     return 0
+
+
+def _source(meta: dict[str, Any]) -> str:
+    """Where a user's dataset came from, for ``hogn info``."""
+    if meta.get("source") == "ase":
+        columns = ", ".join(meta.get("node_constants") or [])
+        species = ", ".join(meta.get("species") or [])
+        return (f"ASE frames{' of ' + str(meta['file']) if meta.get('file') else ''} "
+                f"({species}; node constants {columns}; times from {meta.get('times')})")
+    return f"your arrays, {meta.get('layout')}"
+
+
+def _box_text(data: systems.Dataset) -> str:
+    """The periodic box of a dataset, for ``hogn info``."""
+    if data.box is None:
+        return "none (open boundaries)"
+    rows = {tuple(row) for row in data.box.tolist()}
+    if len(rows) == 1:
+        return f"periodic, lengths {', '.join(f'{x:g}' for x in rows.pop())}"
+    return (f"periodic, one per trajectory, lengths {float(data.box.min()):g} to "
+            f"{float(data.box.max()):g}")
+
+
+def _file_energy_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The energies a file of ASE frames carried (``meta["energies"]``), for ``hogn info``."""
+    energies = meta.get("energies")
+    if not isinstance(energies, dict) or energies.get("total") is None:
+        return []
+    import torch
+
+    from hogn.metrics import relative_drift
+
+    total = torch.tensor(energies["total"], dtype=torch.float64).T  # [T, G]
+    return [("energy from the frames", f"total [{float(total.min()):.6g}, "
+             f"{float(total.max()):.6g}], max relative drift "
+             f"{float(relative_drift(total).max()):.3e}")]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -235,10 +308,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=cmd_generate)
 
     imp = sub.add_parser(
-        "import", help="turn your own arrays (.npz) into a dataset file",
-        description=_IMPORT_DESCRIPTION, epilog=_import_epilog(),
+        "import", help="turn your own arrays (.npz) or ASE frames (.xyz, .traj) into a "
+        "dataset file", description=_IMPORT_DESCRIPTION, epilog=_import_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    imp.add_argument("file", metavar="FILE.npz", help="arrays saved with numpy.savez")
+    imp.add_argument("file", metavar="FILE", help="arrays saved with numpy.savez (.npz), or "
+                     "frames ase.io.read reads (.xyz, .extxyz, .traj, ...)")
     imp.add_argument("-o", "--output", required=True, metavar="DATA", help="dataset file")
     imp.add_argument("--system", metavar="LABEL", help="label of the data (default: the "
                      "file's 'system' key, else 'user'); the name of a registered system "
@@ -250,6 +324,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "has no 'test' mask (default 0.2)")
     imp.add_argument("--seed", type=NONNEG_INT, default=0,
                      help="seed of the --test-fraction draw (default 0)")
+    imp.add_argument("--dt-fs", type=POS_FLOAT, metavar="FS",
+                     help="ASE frames: time between frames in femtoseconds, when the frames "
+                     "carry no info 'time' (the dataset keeps ASE time units, 1 = 10.18 fs)")
+    imp.add_argument("--cutoff", type=POS_FLOAT, metavar="R",
+                     help="radius of the edges (Å for ASE frames): each graph gets the pairs "
+                     "of its first state closer than R; required for a periodic box")
     imp.add_argument("--force", action="store_true", help="overwrite an existing DATA")
     imp.set_defaults(func=cmd_import)
 
@@ -259,13 +339,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(func=cmd_info)
 
 
-_IMPORT_DESCRIPTION = textwrap.fill(
-    "Read the arrays of FILE.npz (states or trajectories of your own) and save them as a "
-    "dataset file DATA that every command takes (train, evaluate, rollout --data, info). "
-    "States [M, d] or [M, n, d] have no time order and need their derivatives dq, dp; "
-    "trajectories [G, T, n, d] need their times (t or dt), and their derivatives, when "
-    "missing, are estimated by second-order central differences (said so in 'hogn info'). "
-    "See docs/your_own_data.md.", 88)
+_IMPORT_DESCRIPTION = "\n\n".join(textwrap.fill(text, 88) for text in (
+    "Read the arrays of FILE.npz (states or trajectories of your own), or the frames of a "
+    "molecular-dynamics trajectory that ASE reads (FILE.xyz, .extxyz, .traj, ...; needs "
+    "pip install hogn[ase]), and save them as a dataset file DATA that every command takes "
+    "(train, evaluate, rollout --data, info).",
+    "Arrays: states [M, d] or [M, n, d] have no time order and need their derivatives dq, "
+    "dp; trajectories [G, T, n, d] need their times (t or dt), and their derivatives, when "
+    "missing, are estimated by second-order central differences (said so in 'hogn info').",
+    "ASE frames (one trajectory, the same atoms in every frame) keep ASE's units (Å, eV, "
+    "amu, ASE time): q = positions, p = momenta, dq = p/m, dp = the forces, node constants "
+    "[mass, atomic number]; times from the frames' info 'time' or --dt-fs; an orthorhombic "
+    "cell periodic in x, y, z becomes the box (with --cutoff).",
+    "See docs/your_own_data.md."))
 
 
 def _import_epilog() -> str:
@@ -279,4 +365,5 @@ def _import_epilog() -> str:
             "examples:\n"
             "  numpy.savez('spring.npz', q=q, p=p, dq=dq, dp=dp, test=test)   # in Python\n"
             "  hogn import spring.npz -o spring.pt\n"
-            "  hogn import trajectories.npz --system mass-spring -o ms.pt --test-fraction 0.1")
+            "  hogn import trajectories.npz --system mass-spring -o ms.pt --test-fraction 0.1\n"
+            "  hogn import lj.xyz --dt-fs 5 --cutoff 8.5 -o argon.pt   # ASE frames, 5 fs apart")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import systems
 from hogn import checks
 from hogn.cli.common import POS_INT, UserError, check_output
-from hogn.xyz import write_xyz
+from hogn.xyz import element_symbols, write_xyz
 
 __all__ = ["add_commands", "output_paths", "trajectory_spec"]
 
@@ -58,18 +59,33 @@ def cmd_export(args: argparse.Namespace) -> int:
         check_output(out, args.force)
     keep = slice(None, None, args.stride)
     name = data.system_name
+    columns, z = _constant_names(data.meta, data.c.shape[1])
     for i, out in zip(indices, outs, strict=True):
         a, b = int(data.ptr[i]), int(data.ptr[i + 1])
         box = None if data.box is None else data.box[i]
         info = {"trajectory": i, **({"system": name} if name else {})}
+        species = "X" if z is None else element_symbols(data.c[a:b, z])
         write_xyz(out, data.q[keep, a:b], data.p[keep, a:b], t=data.t[keep], c=data.c[a:b],
-                  box=box, info=info, digits=args.digits)
+                  box=box, info=info, digits=args.digits, species=species,
+                  constant_names=columns)
     frames = len(range(data.t.numel())[keep])
     where = str(outs[0]) if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
     count_text = "1 trajectory" if len(outs) == 1 else f"{len(outs)} trajectories"
     print(f"wrote {where}: {count_text} x {frames} frames (stride {args.stride}) as extended "
           "XYZ")
     return 0
+
+
+def _constant_names(meta: dict[str, Any], k: int) -> tuple[list[str] | None, int | None]:
+    """Column names of the node constants for the file (``None``: write_xyz's defaults)
+    and the column of atomic numbers (``None``: none), from ``meta["node_constants"]``
+    (datasets from ASE: ``[mass, atomic_number]``)."""
+    names = meta.get("node_constants")
+    if not isinstance(names, list) or len(names) != k or not all(
+            isinstance(x, str) for x in names):
+        return None, None
+    z = names.index("atomic_number") if "atomic_number" in names else None
+    return ["masses" if x == "mass" else x for x in names], z
 
 
 def _digits(text: str) -> int:
@@ -87,7 +103,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "Write trajectories of the dataset file DATA as extended XYZ, the text format "
             "ASE and OVITO open: one file per trajectory, a frame per saved time with "
             "positions, momenta, node constants (masses first), the time and the periodic "
-            "box. 2-D systems are padded with z = 0; see docs/pictures.md.", 88),
+            "box. Particles are elements where the data has atomic numbers (imported from "
+            "ASE), else X. 2-D systems are padded with z = 0; see docs/pictures.md.", 88),
         epilog="examples:\n"
         "  hogn export data/spring.pt -o spring.xyz                    # trajectory 0\n"
         "  hogn export data/lj.pt -o lj.xyz --trajectory 0,3 --stride 10\n"

@@ -1,0 +1,307 @@
+"""ASE frames in: an argon (Lennard-Jones) and a copper (EMT) run of ASE's velocity
+Verlet, written with ``ase.io.write`` as extended XYZ and ``.traj``, come back through
+:func:`systems.from_ase` with their cell, masses, species, positions, momenta, forces
+(as ``dp``), ``dq = p/m`` and times; what hogn cannot hold (mixed pbc, a skewed cell,
+frames without time) is refused in one line, and ``hogn import`` / ``info`` /
+``export`` take such files."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import systems
+from hogn.cli import main
+
+pytest.importorskip("ase")
+import ase.io
+import ase.units
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.lj import LennardJones
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.md.verlet import VelocityVerlet
+from ase.neighborlist import neighbor_list
+
+from systems.ase_data import NotInFrames, from_ase
+
+DT = 5 * ase.units.fs
+STEPS = 5
+
+
+def _run(atoms, steps: int = STEPS, seed: int = 0) -> list:
+    """Velocity Verlet frames of ``atoms`` (its calculator attached), each a copy with a
+    ``SinglePointCalculator`` of its energy and forces and ``info["time"]``."""
+    rng = np.random.default_rng(seed)
+    atoms.set_momenta(rng.normal(scale=0.3, size=(len(atoms), 3)))
+    md = VelocityVerlet(atoms, timestep=DT)
+    frames = []
+
+    def snapshot():
+        frame = atoms.copy()
+        frame.info["time"] = md.get_time()
+        frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(),
+                                           forces=atoms.get_forces())
+        frames.append(frame)
+
+    md.attach(snapshot, interval=1)
+    md.run(steps)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def argon():
+    """32 argon atoms, fcc, periodic cube of 10.52 Å, LJ cut at 5 Å: 6 frames 5 fs apart."""
+    atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((2, 2, 2))
+    atoms.calc = LennardJones(sigma=3.4, epsilon=0.0104, rc=5.0, smooth=True)
+    return _run(atoms)
+
+
+@pytest.fixture(scope="module")
+def copper():
+    """32 copper atoms, fcc, periodic cube of 7.22 Å, EMT: 6 frames 5 fs apart."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.calc = EMT()
+    return _run(atoms, seed=1)
+
+
+@pytest.fixture(scope="module")
+def files(argon, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ase")
+    paths = {"xyz": root / "lj.xyz", "traj": root / "lj.traj"}
+    for path in paths.values():
+        ase.io.write(path, argon)
+    return paths
+
+
+def _stack(frames, get) -> torch.Tensor:
+    return torch.tensor(np.array([get(a) for a in frames]), dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("kind", "atol"), [("traj", 0.0), ("xyz", 1e-8)])
+def test_frames_come_back_from_a_file(argon, files, kind, atol):
+    """``.traj`` keeps every bit; extended XYZ prints 8 decimals (the times exactly)."""
+    data = systems.Dataset.from_ase(ase.io.read(files[kind], ":"), cutoff=5.0)
+    assert data.t.numel() == STEPS + 1 and len(data) == 1 and data.dim == 3
+    assert torch.equal(data.box, torch.full((1, 3), 10.52, dtype=torch.float64))
+
+    def close(x, y):
+        torch.testing.assert_close(x, y, rtol=0, atol=atol)
+
+    q, p = _stack(argon, lambda a: a.positions), _stack(argon, lambda a: a.get_momenta())
+    close(data.q, q)
+    close(data.p, p)
+    close(data.dp, _stack(argon, lambda a: a.get_forces()))
+    torch.testing.assert_close(data.dq, data.p / 39.948, rtol=1e-15, atol=0)  # p / m
+    close(data.dq, _stack(argon, lambda a: a.get_velocities()))
+    assert torch.equal(data.c, torch.tensor([[39.948, 18.0]] * 32, dtype=torch.float64))
+    assert data.meta["node_constants"] == ["mass", "atomic_number"]
+    assert data.meta["species"] == ["Ar"] and data.meta["formulas"] == ["Ar32"]
+    assert data.system_name == "Ar" and data.meta["source"] == "ase"
+    assert torch.equal(data.t, torch.tensor([a.info["time"] for a in argon],
+                                            dtype=torch.float64))
+    assert data.dt == pytest.approx(DT, rel=1e-12) and data.meta["times"] == "frames"
+    assert data.derivatives.startswith("given") and data.meta["units"]["length"] == "Å"
+    assert data.meta["time_unit_fs"] == pytest.approx(10.1805, rel=1e-4)
+    energies = data.meta["energies"]
+    np.testing.assert_allclose(energies["potential"][0],
+                               [a.get_potential_energy() for a in argon], rtol=1e-12)
+    np.testing.assert_allclose(energies["kinetic"][0],
+                               [a.get_kinetic_energy() for a in argon], rtol=1e-6)
+    np.testing.assert_allclose(np.array(energies["total"][0]), np.array(
+        energies["potential"][0]) + energies["kinetic"][0], rtol=1e-12)
+
+
+def test_a_periodic_dataset_gets_the_neighbours_of_its_first_state(argon):
+    """The edges are ASE's own neighbour list of frame 0 (minimum image), not a
+    complete graph."""
+    data = from_ase(argon, cutoff=4.0)
+    i, j = neighbor_list("ij", argon[0], 4.0)
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == sorted(
+        map(tuple, data.edge_index.T.tolist()))
+    assert 0 < data.edge_index.shape[1] < 32 * 31 and data.meta["cutoff"] == 4.0
+    with pytest.raises(NotInFrames, match=r"periodic \(box \[10.52, 10.52, 10.52\] Å\): "
+                                          r"pass cutoff="):
+        from_ase(argon)
+    with pytest.raises(ValueError, match=r"cutoff 6: box lengths .* smaller than 2"):
+        from_ase(argon, cutoff=6.0)
+
+
+def test_several_trajectories_of_two_elements(argon, copper):
+    data = from_ase([argon, copper], cutoff=3.0, test_fraction=0.5)
+    assert len(data) == 2 and data.sizes.tolist() == [32, 32]
+    assert data.box.tolist() == [[10.52] * 3, [7.22] * 3]
+    assert data.c[:32, 1].eq(18).all() and data.c[32:, 1].eq(29).all()
+    torch.testing.assert_close(data.c[32:, 0], torch.full((32,), 63.546, dtype=torch.float64))
+    assert data.meta["species"] == ["Ar", "Cu"] and data.meta["formulas"] == ["Ar32", "Cu32"]
+    torch.testing.assert_close(data.dp[:, 32:], _stack(copper, lambda a: a.get_forces()),
+                               rtol=0, atol=0)
+    assert int(data.test.sum()) == 1
+    per_graph = torch.bincount(data.edge_index[0] // 32, minlength=2).tolist()
+    assert per_graph == [0, 32 * 12]  # Ar's neighbours are at 3.72 Å, Cu's 12 at 2.55 Å
+
+
+def test_missing_forces_and_momenta_are_estimated_and_said(argon):
+    """Without calculator results dp is estimated from p; without momenta, p from the
+    positions, wrapped into the box or not (the steps are minimum images)."""
+    forces = _stack(argon, lambda a: a.get_forces())
+    momenta = _stack(argon, lambda a: a.get_momenta())
+    bare = [a.copy() for a in argon]  # copies lose the calculator
+    data = from_ase(bare, cutoff=5.0)
+    assert data.derivatives.startswith("estimated: dp by second-order") and "dq = p/m" in \
+        data.derivatives
+    assert (data.dp - forces).abs().max() < 0.02 * forces.abs().max()
+    assert (data.dp - forces).abs().max() > 0  # estimated, not copied
+    for frame in bare:
+        del frame.arrays["momenta"]
+        frame.wrap()
+    assert (_stack(bare, lambda a: a.positions) - data.q).abs().max() > 5  # some wrapped
+    guessed = from_ase(bare, cutoff=5.0)
+    assert guessed.derivatives.startswith("estimated: dq, p = m dq and dp")
+    assert (guessed.p - momenta).abs().max() < 0.01 * momenta.abs().max()
+
+
+def test_one_frame_is_a_state_and_needs_forces(argon):
+    state = from_ase(argon[2], cutoff=5.0)
+    assert state.dt is None and state.t.numel() == 1
+    assert torch.equal(state.dp[0], torch.tensor(argon[2].get_forces()))
+    configurations = from_ase([[a] for a in argon], cutoff=5.0, test_fraction=0.0)
+    assert len(configurations) == STEPS + 1 and configurations.dt is None
+    with pytest.raises(ValueError, match=r"a single frame is a state .* forces are missing"):
+        from_ase(argon[2].copy(), cutoff=5.0)
+
+
+def _mixed(atoms):
+    atoms.pbc = [True, True, False]
+
+
+def _skewed(atoms):
+    atoms.cell[0, 1] = 1.0
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (_mixed, r"mixed periodic boundaries pbc=\[True, True, False\] are not supported"),
+    (_skewed, r"the cell .* is not orthorhombic"),
+])
+def test_cells_hogn_cannot_hold_are_refused(argon, change, match):
+    frames = [a.copy() for a in argon]
+    for frame in frames:
+        change(frame)
+    with pytest.raises(ValueError, match=match):
+        from_ase(frames, dt=DT, cutoff=5.0)
+
+
+def test_time_comes_from_the_frames_or_dt(argon):
+    untimed = [a.copy() for a in argon]
+    for frame in untimed:
+        del frame.info["time"]
+    with pytest.raises(NotInFrames, match=r"the 6 frames carry no time .*: pass dt="):
+        from_ase(untimed, cutoff=5.0)
+    data = from_ase(untimed, dt=DT, cutoff=5.0)
+    assert data.dt == DT and data.meta["times"] == "dt"
+    assert torch.equal(data.t, torch.arange(STEPS + 1, dtype=torch.float64) * DT)
+    with pytest.raises(ValueError, match=r"the frames' times step by .* but dt ="):
+        from_ase(argon, dt=2 * DT, cutoff=5.0)
+    uneven = [argon[i] for i in (0, 1, 3)]
+    with pytest.raises(ValueError, match="must increase evenly"):
+        from_ase(uneven, cutoff=5.0)
+    other = argon[1].copy()
+    other.numbers[0] = 10
+    with pytest.raises(ValueError, match="frame 1 holds other atoms"):
+        from_ase([argon[0], other], cutoff=5.0)
+    with pytest.raises(ValueError, match=r"images must be ase\.Atoms frames"):
+        from_ase("lj.xyz")
+
+
+# ------------------------------------------------------------------ command line
+def _error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and match in err, err
+    return err
+
+
+def test_import_info_and_export_of_ase_frames(files, argon, tmp_path, capsys):
+    out = tmp_path / "argon.pt"
+    assert main(["import", str(files["xyz"]), "--cutoff", "5", "-o", str(out)]) == 0
+    assert "periodic box" in capsys.readouterr().out
+    data = systems.load(out)
+    assert data.box.tolist() == [[10.52] * 3] and data.meta["file"] == str(files["xyz"])
+    assert main(["info", str(out)]) == 0
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1)
+                for line in capsys.readouterr().out.splitlines())
+    assert rows["box"] == "periodic, lengths 10.52, 10.52, 10.52"
+    assert rows["source"].startswith("ASE frames of") and "Ar;" in rows["source"]
+    assert "pairs closer than 5" in rows["edges"] and rows["units"].startswith("length Å")
+    assert rows["energy from the frames"].startswith("total [")
+
+    xyz = tmp_path / "back.xyz"
+    assert main(["export", str(out), "-o", str(xyz), "--digits", "17"]) == 0
+    assert xyz.read_text().splitlines()[2].split()[0] == "Ar"
+    back = ase.io.read(xyz, ":")
+    assert back[0].get_chemical_symbols() == ["Ar"] * 32 and back[0].pbc.all()
+    np.testing.assert_array_equal(back[-1].get_masses(), argon[-1].get_masses())
+    np.testing.assert_array_equal(back[-1].positions, data.q[-1].numpy())
+    again = systems.from_ase(back, cutoff=5.0)  # and around once more
+    assert torch.equal(again.q, data.q) and torch.equal(again.t, data.t)
+
+
+def test_import_refusals_are_one_line(argon, tmp_path, capsys):
+    untimed = [a.copy() for a in argon]
+    for frame in untimed:
+        del frame.info["time"]
+    path = tmp_path / "untimed.extxyz"
+    ase.io.write(path, untimed)
+    out = str(tmp_path / "x.pt")
+    _error(capsys, ["import", str(path), "--cutoff", "5", "-o", out],
+           "carry no time (atoms.info['time']): give the time between frames with --dt-fs")
+    _error(capsys, ["import", str(path), "--dt-fs", "5", "-o", out], "with --cutoff R")
+    good = tmp_path / "good.pt"
+    assert main(["import", str(path), "--dt-fs", "5", "--cutoff", "5", "-o", str(good)]) == 0
+    assert systems.load(good).dt == pytest.approx(DT, rel=1e-15)
+    for change, match in ((_mixed, "mixed periodic boundaries"), (_skewed, "not orthorhombic")):
+        frame = argon[0].copy()
+        change(frame)
+        bad = tmp_path / f"{change.__name__}.xyz"
+        ase.io.write(bad, [frame])
+        _error(capsys, ["import", str(bad), "--cutoff", "3", "-o", out], match)
+    (tmp_path / "notes.foo").write_text("not frames")
+    _error(capsys, ["import", str(tmp_path / "notes.foo"), "-o", out], "ASE cannot read it")
+    np.savez(tmp_path / "a.npz", q=np.zeros((3, 1)), p=np.zeros((3, 1)))
+    _error(capsys, ["import", str(tmp_path / "a.npz"), "--dt-fs", "5", "-o", out],
+           "--dt-fs applies to files of ASE frames")
+
+
+def test_without_ase_the_error_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    from systems.ase_data import require_ase
+
+    for name in ("ase", "ase.io"):
+        monkeypatch.setitem(sys.modules, name, None)  # import ase -> ImportError
+    with pytest.raises(ImportError, match=r"pip install hogn\[ase\]"):
+        require_ase()
+    (tmp_path / "lj.xyz").write_text("1\n\nAr 0 0 0\n")
+    _error(capsys, ["import", str(tmp_path / "lj.xyz"), "-o", str(tmp_path / "x.pt")],
+           "not a .npz file; reading other files needs ASE")
+
+
+def test_ase_is_imported_only_inside_functions():
+    """``import systems`` (and ``systems.from_ase``, ``hogn import``) never import ASE at
+    module level: it is optional."""
+    root = Path(systems.__file__).parents[1]
+    for module in ("systems/ase_data.py", "systems/arrays.py", "systems/dataset.py",
+                   "systems/__init__.py", "hogn/cli/data.py", "hogn/cli/export.py",
+                   "hogn/xyz.py"):
+        tree = ast.parse((root / module).read_text())
+        top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [
+            n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+        assert not [x for x in names if x.split(".")[0] == "ase"], (module, names)
+    assert "ase" in {n.module.split(".")[0] for n in ast.walk(ast.parse(
+        (root / "systems/ase_data.py").read_text())) if isinstance(n, ast.ImportFrom)
+        and n.module}  # imported where it is used
