@@ -11,15 +11,26 @@ process killed during a write (SIGKILL, power loss) can leave the hidden tempora
 file (``.NAME.XXXXXXXX.tmp``) behind; :func:`remove_temp_files` deletes such files.
 Loading uses ``weights_only=True`` (no code runs) and verifies kind, version and
 checksum, so a truncated or edited file raises :class:`FileFormatError` naming it.
+
+Checkpoints hold nested state (optimizer, random generators) rather than named
+tensors: :func:`save_checked` stores ``torch.save``'s bytes of any such object with
+their SHA-256 and keeps the file it replaces as ``NAME.prev.EXT``;
+:func:`load_checked` verifies the bytes before it unpickles them (``weights_only``).
+
+:class:`RunLock` makes one process the only writer of a run folder: an advisory
+``flock`` on ``FOLDER/.lock``, which the operating system releases on any exit, a
+SIGKILL included, so the lock of a crashed run is free for the next one.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +39,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FileFormatError", "atomic_write", "is_temp_file", "load_archive",
-           "remove_temp_files", "save_archive"]
+__all__ = ["FileFormatError", "RunLock", "RunLockedError", "atomic_write",
+           "holds_run_or_nothing", "is_temp_file", "load_archive", "load_checked",
+           "previous_file", "remove_temp_files", "save_archive", "save_checked"]
+
+CHECKED_FORMAT = "hogn-checked"
+"""Format name of a :func:`save_checked` file."""
+LOCK_NAME = ".lock"
+"""Name of a run folder's lock file (:class:`RunLock`)."""
 
 # atomic_write's temporary files: "." + target name + "." + mkstemp's 8 random
 # characters (lower-case letters, digits, "_") + ".tmp"
@@ -207,3 +224,142 @@ def load_archive(path: str | os.PathLike, kind: str, versions: tuple[int, ...] =
     if payload.get("sha256") != _digest(meta, arrays):
         raise FileFormatError(f"{path}: checksum mismatch, the file was modified or damaged")
     return meta, arrays, version
+
+
+# ------------------------------------------------------------ checked objects
+def previous_file(path: str | os.PathLike) -> Path:
+    """Where :func:`save_checked` keeps the file it replaced: ``NAME.prev.EXT``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checked(path: str | os.PathLike, obj: Any, keep_previous: bool = True) -> Path:
+    """Save any ``torch.save``-able object with the SHA-256 of its bytes, atomically.
+
+    Args:
+        path: Destination file.
+        obj: The object (tensors, dicts, lists, numbers, strings, bytes).
+        keep_previous: Keep the file ``path`` replaces as :func:`previous_file` (the
+            last good state, should the new one be damaged later).
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    payload = {"format": CHECKED_FORMAT, "version": 1,
+               "sha256": hashlib.sha256(data).hexdigest(), "data": data}
+    if keep_previous and path.is_file():
+        os.replace(path, previous_file(path))
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checked(path: str | os.PathLike, what: str = "file") -> Any:
+    """Load a file written by :func:`save_checked`, verifying its checksum first.
+
+    A file written by ``torch.save`` alone (by an older hogn) is returned as loaded.
+
+    Args:
+        path: File to read.
+        what: What the file is, for messages (e.g. ``"checkpoint"``).
+
+    Raises:
+        FileFormatError: if the file is unreadable, or its bytes fail their checksum
+            (the message names the file and says so).
+    """
+    path = Path(path)
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, foreign pickle, ...
+        raise FileFormatError(f"{path}: not a readable {what} (truncated or damaged?): "
+                              f"{exc.__class__.__name__}") from None
+    wrapper = {"format", "version", "sha256", "data"}
+    if not isinstance(outer, dict) or not ("sha256" in outer or "data" in outer
+                                           or outer.get("format") == CHECKED_FORMAT):
+        return outer  # written by torch.save alone (an older hogn)
+    data = outer.get("data")
+    if set(outer) != wrapper or outer["format"] != CHECKED_FORMAT \
+            or outer["version"] != 1 or not isinstance(data, bytes) \
+            or outer["sha256"] != hashlib.sha256(data).hexdigest():
+        raise FileFormatError(f"{path}: checksum mismatch, the {what} was modified or damaged")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise FileFormatError(f"{path}: not a readable {what}: "
+                              f"{exc.__class__.__name__}") from None
+
+
+# ------------------------------------------------------------ run folder lock
+def holds_run_or_nothing(folder: str | os.PathLike, record: str = "config.json") -> bool:
+    """Whether ``folder`` is missing, empty (but for temporary files and a lock), or
+    holds a run (its ``record`` file): a folder a run may lock and write. Anything else
+    (a file, someone's folder) is refused by the run and must be left as it is."""
+    folder = Path(folder)
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    return (folder / record).exists() or not any(
+        not is_temp_file(e) and e.name != LOCK_NAME for e in folder.iterdir())
+
+
+
+class RunLockedError(OSError):
+    """Another process holds a run folder's lock (an ``OSError``: the folder is busy)."""
+
+
+class RunLock:
+    """One writer per run folder: an advisory lock on ``FOLDER/.lock``.
+
+    ``with RunLock(folder): ...`` takes the lock or raises :class:`RunLockedError`
+    naming the lock file and its holder (process id and host, written into the file).
+    The lock is an ``fcntl.flock`` on an open file: the operating system releases it
+    when the holder exits in any way (a SIGKILL or a crash included), so a stale lock
+    file is simply taken over. Where ``fcntl`` does not exist (Windows) nothing is
+    locked.
+
+    Args:
+        folder: The run folder (created if missing).
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / LOCK_NAME
+        self._fh: Any = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock (``RunLockedError`` if another process holds it)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunLockedError(f"{self.path.parent} is in use by another process "
+                                 f"({holder}; lock {self.path}): wait for it to finish, "
+                                 "or use another folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (the lock file stays; it holds no state)."""
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the flock
+            self._fh = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -49,7 +49,7 @@ loss): then it holds the last epoch that ended up to ~1 s before (the state is c
 in memory at most once a second, so that the run folder costs the same per epoch
 however many epochs there are).
 ``best.pt`` and ``last.pt`` are written from the checkpointed state right after it,
-never ahead of it. A resume reads only ``checkpoint.pt``: it cuts ``metrics.jsonl``
+never ahead of it. A resume reads only the checkpoint: it cuts ``metrics.jsonl``
 back to the recorded length and goes on, so a run killed at any instant (SIGKILL,
 power loss) and resumed gives the same ``metrics.jsonl`` lines (but for the wall
 time in ``seconds``) and bit-for-bit the same weights as a run never interrupted.
@@ -57,10 +57,20 @@ A killed run loses at most the epochs since its last checkpoint; hidden temporar
 files it left behind (see :func:`hogn.io.remove_temp_files`) are removed by the
 next run in the folder. Python's ``random`` and numpy's global generator are not
 used by training and not saved.
+
+Damage and concurrency. The checkpoint carries the SHA-256 of its bytes
+(:func:`hogn.io.save_checked`), and the one it replaced is kept as
+``checkpoint.prev.pt``: a damaged checkpoint is refused in one line naming it, and
+deleting it resumes from the previous one (a run killed between keeping the previous
+checkpoint and writing the new one resumes from it by itself). One process writes a
+run folder: :func:`train` holds the folder's lock (:class:`hogn.io.RunLock`,
+``FOLDER/.lock``) from start to end; a second ``train`` on the same folder raises
+:class:`hogn.io.RunLockedError` at once, and the lock of a killed run is free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -685,14 +695,24 @@ def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
             raise ValueError(f"{run_dir} already holds a different run (see {config_path}); "
                              "choose another folder or remove it")
         hio.remove_temp_files(run_dir)
-        return (run_dir / "checkpoint.pt").exists()
-    if run_dir.exists() and any(not hio.is_temp_file(e) for e in run_dir.iterdir()):
+        return _checkpoint_path(run_dir) is not None
+    if run_dir.exists() and any(not hio.is_temp_file(e) and e.name != hio.LOCK_NAME
+                                for e in run_dir.iterdir()):
         raise ValueError(f"{run_dir} is not empty and holds no hogn run; choose another folder")
     hio.remove_temp_files(run_dir)  # a run killed while writing its config.json
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=2) + "\n"
     hio.atomic_write(config_path, lambda fh: fh.write(text.encode()))
     return False
+
+
+def _checkpoint_path(run: Path) -> Path | None:
+    """The checkpoint a resume reads: ``checkpoint.pt``, else (a run killed between
+    keeping the previous checkpoint and writing the new one) ``checkpoint.prev.pt``."""
+    for path in (run / "checkpoint.pt", hio.previous_file(run / "checkpoint.pt")):
+        if path.exists():
+            return path
+    return None
 
 
 def _same_data_file(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -824,14 +844,16 @@ def _read_checkpoint(path: Path, run: Path, model: DynamicsModel,
         FileFormatError: naming the file, when it is unreadable, of another version,
             or does not fit this run (nothing is changed on disk).
     """
-    advice = "restore it, or train into a new run folder"
+    previous = hio.previous_file(run / "checkpoint.pt")
+    advice = (f"delete it to go on from the previous checkpoint {previous.name}"
+              if path != previous and previous.is_file()
+              else "restore it, or train into a new run folder")
     if not path.is_file():
         raise hio.FileFormatError(f"{path}: not a file; {advice}")
     try:
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, garbage bytes, foreign pickle, ...
-        raise hio.FileFormatError(f"{path}: not a readable checkpoint (truncated or "
-                                  f"damaged?): {_first_line(exc)}; {advice}") from None
+        snapshot = hio.load_checked(path, "checkpoint")
+    except hio.FileFormatError as exc:  # truncated, damaged, a foreign pickle, ...
+        raise hio.FileFormatError(f"{exc}; {advice}") from None
     if not isinstance(snapshot, dict):
         raise hio.FileFormatError(f"{path}: not a hogn checkpoint (holds a "
                                   f"{type(snapshot).__name__}); {advice}")
@@ -911,7 +933,7 @@ class _RunFolder:
         if snap["epoch"] > self.saved_epoch:
             self.metrics.flush()
             os.fsync(self.metrics.fileno())  # the checkpoint never counts bytes not on disk
-            hio.atomic_write(self.run / "checkpoint.pt", lambda fh: torch.save(snap, fh))
+            hio.save_checked(self.run / "checkpoint.pt", snap)  # keeps checkpoint.prev.pt
             self.saved_epoch = snap["epoch"]
         if self.files_epoch != snap["epoch"]:
             self._save_weights(self.run / "last.pt", snap["model"])
@@ -972,8 +994,19 @@ def train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None = N
     if cfg.target is None:
         cfg.target = "rollout" if model.is_stepper else "derivative"
     cfg.validate(model)
-    with distributed.process_group(cfg.device):
+    with distributed.process_group(cfg.device), _run_lock(run_dir):
         return _train(model, data, run_dir, cfg, progress, data_info)
+
+
+def _run_lock(run_dir: str | os.PathLike | None) -> contextlib.AbstractContextManager:
+    """The run folder's writer lock (:class:`hogn.io.RunLock`), held by rank 0, which
+    alone writes the folder; nothing to lock without a folder (or where the name is a
+    file, which :func:`_prepare_run` refuses)."""
+    if run_dir is None or not distributed.is_main():
+        return contextlib.nullcontext()
+    if not hio.holds_run_or_nothing(run_dir):  # refused by _prepare_run: left as it is
+        return contextlib.nullcontext()
+    return hio.RunLock(run_dir)
 
 
 def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
@@ -1067,7 +1100,7 @@ def _train(model: DynamicsModel, data: Any, run_dir: str | os.PathLike | None,
         def prepare() -> tuple[dict[str, Any] | None, list[dict[str, float]]]:
             snapshot = None
             if _prepare_run(run, record):
-                snapshot = _read_checkpoint(run / "checkpoint.pt", run, model, optimizer,
+                snapshot = _read_checkpoint(_checkpoint_path(run), run, model, optimizer,
                                             scheduler, gen, device)
             metrics, rows = _open_metrics(
                 run / "metrics.jsonl", snapshot["metrics_length"] if snapshot else 0)

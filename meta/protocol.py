@@ -40,6 +40,7 @@ step of each phase, rewritten at each checkpoint) and ``loss.png``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +53,18 @@ from torch import Tensor
 
 import systems
 from hogn import checks, distributed, models
-from hogn.io import FileFormatError, atomic_write, load_archive, save_archive
+from hogn.io import (
+    LOCK_NAME,
+    FileFormatError,
+    RunLock,
+    atomic_write,
+    holds_run_or_nothing,
+    load_archive,
+    load_checked,
+    previous_file,
+    save_archive,
+    save_checked,
+)
 from hogn.models.base import DynamicsModel
 from meta import batched
 from meta.adaptation import adapt_many
@@ -335,7 +347,7 @@ def _check_folder(run: Path, config: ProtocolConfig) -> None:
     """Refuse a folder holding another run (any option but ``iterations`` differs)."""
     path = run / "config.json"
     if not path.exists():
-        if run.exists() and any(run.iterdir()):
+        if run.exists() and any(e.name != LOCK_NAME for e in run.iterdir()):
             raise ValueError(f"{run} exists and is not a meta-learning run folder; give a new "
                              "or empty folder")
         return
@@ -364,21 +376,30 @@ def _save_checkpoint(path: Path, model: DynamicsModel, optimizer: torch.optim.Op
                "history": history}
     if rates is not None:
         payload["inner_lr"] = {k: v.detach().cpu().clone() for k, v in rates.items()}
-    atomic_write(path, lambda fh: torch.save(payload, fh))
+    save_checked(path, payload)  # with its checksum; the one it replaces kept as .prev
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The payload of the checkpoint ``path`` (``None`` if there is none)."""
+    """The payload of the checkpoint ``path`` (``None`` if there is none; a run killed
+    between keeping the previous checkpoint and writing the new one: the previous)."""
+    previous = previous_file(path)
     if not path.exists():
-        return None
+        if not previous.exists():
+            return None
+        path = previous
+    advice = (f"delete it to go on from the previous checkpoint {previous.name}"
+              if path != previous and previous.is_file() else
+              "delete it to start that phase again")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_checked(path, "checkpoint")
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not a meta-learning checkpoint")
         return payload
+    except FileFormatError as exc:
+        raise FileFormatError(f"{exc}; {advice}") from None
     except Exception as exc:
-        raise ValueError(f"{path}: cannot resume from this checkpoint ({exc}); delete it to "
-                         "start that phase again") from None
+        raise ValueError(f"{path}: cannot resume from this checkpoint ({exc}); "
+                         f"{advice}") from None
 
 
 def _load_checkpoint(path: Path, payload: Mapping[str, Any], model: DynamicsModel,
@@ -548,7 +569,11 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     shared among them and their gradients summed (:func:`meta.meta_train_step`), so
     the run equals the one-process run to rounding. Rank 0 alone generates the data
     (handed to the others), writes the folder and shows progress; a resume's
-    checkpoint is read by rank 0 and handed to every rank.
+    checkpoint is read by rank 0 and handed to every rank. Checkpoints carry their
+    checksum and keep the one they replace (``checkpoint-PHASE.prev.pt``,
+    :func:`hogn.io.save_checked`); rank 0 holds the folder's lock
+    (:class:`hogn.io.RunLock`) throughout, so a second process on the same folder is
+    refused at once.
 
     Args:
         run: Run folder (created).
@@ -563,7 +588,9 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
         (``inner_lr``: name → tensor, as saved in ``inner_lr.pt``).
 
     Raises:
-        ValueError: for a folder holding a different run or a broken checkpoint.
+        ValueError: for a folder holding a different run or a broken checkpoint
+            (:class:`hogn.io.FileFormatError` for a damaged one).
+        hogn.io.RunLockedError: when another process is writing the folder.
         FloatingPointError: if a loss or meta-gradient is not finite (the last
             checkpoint is kept).
     """
@@ -574,7 +601,10 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
         raise ValueError(f"algorithm {CLOSED_FORM!r} runs in one process; run it without "
                          "torchrun")
     with distributed.process_group("cpu"):
-        return _meta_train_run(run, config, progress, data)
+        # rank 0 writes the folder; a folder _check_folder refuses is left as it is
+        lock = distributed.is_main() and holds_run_or_nothing(run)
+        with RunLock(run) if lock else contextlib.nullcontext():
+            return _meta_train_run(run, config, progress, data)
 
 
 def _meta_train_run(run: Path, config: ProtocolConfig, progress: bool,

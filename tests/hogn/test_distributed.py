@@ -30,6 +30,7 @@ import hogn
 import systems
 from hogn import distributed
 from hogn.cli import main
+from hogn.io import load_checked
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
@@ -145,14 +146,14 @@ def test_killed_two_process_run_resumes_under_torchrun(data_file, tmp_path):
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 300 s"
             if ckpt.exists():
-                epoch = torch.load(ckpt, weights_only=True)["epoch"]
+                epoch = load_checked(ckpt)["epoch"]
             time.sleep(0.02)
     finally:  # SIGKILL the workers (torchrun starts them in sessions of their own), then it
         for pid in _children(proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
-    snapshot = torch.load(ckpt, weights_only=True)
+    snapshot = load_checked(ckpt)
     killed_at = snapshot["epoch"]
     assert 2 <= killed_at < epochs
     kept = (run / "metrics.jsonl").read_bytes()[:snapshot["metrics_length"]]
@@ -166,7 +167,7 @@ def test_killed_two_process_run_resumes_under_torchrun(data_file, tmp_path):
     assert f"resumed {run} from its checkpoint of epoch {killed_at}" in proc.stdout
     assert (run / "metrics.jsonl").read_bytes().startswith(kept)
     assert [r["epoch"] for r in _rows(run)] == list(range(1, epochs + 1))
-    assert torch.load(ckpt, weights_only=True)["epoch"] == epochs
+    assert load_checked(ckpt)["epoch"] == epochs
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files left
     # ... and ended as the uninterrupted run
     diff = _max_diff(_weights(run), _weights(single))

@@ -26,6 +26,7 @@ import hogn
 import systems
 from hogn import io as hio
 from hogn.cli import main
+from hogn.io import load_checked
 
 training = importlib.import_module("hogn.train")
 TRAIN = ["--hidden", "8", "--max-samples", "32", "--batch-size", "16", "--quiet"]
@@ -78,8 +79,118 @@ def test_a_damaged_checkpoint_is_named_on_resume(files, capsys, tmp_path, damage
     before = {f.name: f.read_bytes() for f in copy.iterdir()}
     err = _error(capsys, ["train", "hogn", str(data), "--epochs", "2", *TRAIN, "-o",
                           str(copy)], "checkpoint.pt")
-    assert "train into a new run folder" in err or "version" in err
+    assert ("train into a new run folder" in err or "version" in err
+            or "go on from the previous checkpoint checkpoint.prev.pt" in err)
     assert {f.name: f.read_bytes() for f in copy.iterdir()} == before  # nothing changed
+
+
+def test_flipped_bytes_in_a_checkpoint_are_refused_and_the_previous_one_goes_on(
+        files, capsys, tmp_path):
+    """Eight flipped bytes in the middle of checkpoint.pt: its checksum fails, the
+    resume is refused in one line naming it; deleting it resumes from the previous
+    checkpoint, which every checkpoint write keeps."""
+    _, data, _ = files
+    run = tmp_path / "run"
+    assert main(["train", "hogn", str(data), "--epochs", "2", "--checkpoint-every", "1",
+                 *TRAIN, "-o", str(run)]) == 0
+    ckpt, previous = run / "checkpoint.pt", run / "checkpoint.prev.pt"
+    assert previous.is_file()
+    raw = bytearray(ckpt.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 8] = bytes(b ^ 0xFF for b in raw[middle:middle + 8])
+    ckpt.write_bytes(bytes(raw))
+    before = {f.name: f.read_bytes() for f in run.iterdir()}
+    err = _error(capsys, ["train", "hogn", str(data), "--epochs", "3", *TRAIN, "-o",
+                          str(run)], "checkpoint.pt")
+    assert "checkpoint.prev.pt" in err and ("checksum" in err or "damaged" in err), err
+    assert {f.name: f.read_bytes() for f in run.iterdir()} == before
+    ckpt.unlink()
+    assert main(["train", "hogn", str(data), "--epochs", "3", *TRAIN, "-o", str(run)]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert hio.load_checked(run / "checkpoint.pt")["epoch"] == 3
+
+
+def test_a_checked_file_refuses_any_flipped_byte(tmp_path):
+    path = tmp_path / "state.pt"
+    state = {"w": torch.arange(64.0), "step": 3, "rng": torch.ByteTensor(16).random_()}
+    hio.save_checked(path, state)
+    hio.save_checked(path, {**state, "step": 4})
+    assert hio.load_checked(hio.previous_file(path))["step"] == 3  # the one replaced
+    assert hio.load_checked(path)["step"] == 4
+    raw = path.read_bytes()
+    refused = 0
+    for where in range(0, len(raw), max(1, len(raw) // 40)):
+        damaged = bytearray(raw)
+        damaged[where] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        try:
+            loaded = hio.load_checked(path)
+        except hio.FileFormatError as exc:
+            assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+            refused += 1
+            continue
+        # a flip the zip container does not read (padding, a name) changes nothing
+        assert loaded["step"] == 4 and torch.equal(loaded["w"], state["w"])
+    assert refused > 0
+
+
+LOCK_HOLDER = """
+import sys, time
+from hogn import io as hio
+lock = hio.RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_two_trainings_on_one_folder_one_runs_and_a_killed_one_frees_it(files, capsys,
+                                                                          tmp_path):
+    """Two ``hogn train`` on one run folder: while the first runs, the second exits 2 in
+    one line naming the lock; SIGKILLed, the first leaves the folder to the next run,
+    which resumes it and finishes with one metrics line per epoch."""
+    _, data, _ = files
+    run = tmp_path / "run"
+    argv = ["train", "hogn", str(data), "--epochs", "300", *TRAIN, "-o", str(run)]
+    first = subprocess.Popen([sys.executable, "-m", "hogn", *argv],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first training ended before the second started"
+        err = _error(capsys, argv, "in use by another process")
+        assert str(run / ".lock") in err and f"pid {first.pid}" in err
+    finally:
+        first.kill()
+        first.wait()
+    assert main(argv) == 0
+    epochs = [json.loads(line)["epoch"] for line in
+              (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 301))
+
+
+def test_one_writer_per_run_folder_and_a_killed_holder_frees_it(files, capsys, tmp_path):
+    """Two writers on one run folder: the second stops at once in one line naming the
+    lock; once the holder is SIGKILLed the next run takes the folder."""
+    _, data, _ = files
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = _error(capsys, ["train", "hogn", str(data), "--epochs", "1", *TRAIN, "-o",
+                              str(run)], "in use by another process")
+        assert str(run / ".lock") in err and f"pid {holder.pid}" in err
+        with pytest.raises(hio.RunLockedError, match="in use"):
+            hogn.train(hogn.models.get("hogn", dim=2, node_constants=1, hidden=8),
+                       systems.Dataset.load(data), run, epochs=1, progress=False)
+        assert not (run / "config.json").exists()  # the refused runs wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "hogn", str(data), "--epochs", "1", *TRAIN, "-o", str(run)]) == 0
+    assert (run / "checkpoint.pt").is_file()
 
 
 def test_a_damaged_config_or_metrics_file_is_named(files, capsys, tmp_path):
@@ -206,7 +317,7 @@ def test_sigint_during_training_keeps_a_checkpoint(files, capsys, tmp_path, monk
     assert main(["train", "hogn", str(data), "--epochs", "5", *TRAIN,
                  "--checkpoint-every", "1", "-o", str(run)]) == 130
     assert capsys.readouterr().err.strip() == "hogn: interrupted"
-    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    saved = load_checked(run / "checkpoint.pt")
     assert saved["epoch"] == 2 and len((run / "metrics.jsonl").read_text().splitlines()) == 2
     monkeypatch.setattr(training, "_epoch", real)
     assert main(["train", "hogn", str(data), "--epochs", "5", *TRAIN,

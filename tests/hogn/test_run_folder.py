@@ -19,6 +19,7 @@ import torch
 import hogn
 import hogn.io
 import systems
+from hogn.io import load_checked
 
 training = importlib.import_module("hogn.train")  # the module (hogn.train is the function)
 
@@ -125,7 +126,7 @@ def test_metrics_are_appended_and_equal_an_unsaved_run(straight, tmp_path, monke
     assert _rows(tmp_path / "run") == strip
     assert result.best_val == bare_result.best_val
     _assert_same(model.state_dict(), bare.state_dict())
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    checkpoint = load_checked(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["epoch"] == 5
     assert checkpoint["metrics_length"] == (tmp_path / "run" / "metrics.jsonl").stat().st_size
     _assert_same(checkpoint["model"], _weights(tmp_path / "run" / "last.pt"))
@@ -211,7 +212,7 @@ def test_an_interrupted_run_saves_its_last_finished_epoch(straight, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         hogn.train(make_model(), DATA, run, **settings)
     monkeypatch.undo()
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 3
+    assert load_checked(run / "checkpoint.pt")["epoch"] == 3
     assert [r["epoch"] for r in _rows(run)] == [1, 2, 3]
     model = make_model()
     hogn.train(model, DATA, run, **settings)
@@ -290,7 +291,7 @@ def test_temp_files_of_killed_writes_are_removed(tmp_path):
     (fresh / ".config.json.a1b2_c3d.tmp").write_text("{")
     hogn.train(make_model(), DATA, fresh, **{**SETTINGS, "epochs": 1})
     assert sorted(p.name for p in fresh.iterdir()) == [
-        "best.pt", "checkpoint.pt", "config.json", "last.pt", "metrics.jsonl"]
+        ".lock", "best.pt", "checkpoint.pt", "config.json", "last.pt", "metrics.jsonl"]
     # the same run again: its leftovers go, files of other names stay
     junk = [".checkpoint.pt.k2j4h5g6.tmp", ".best.pt.zzzzzzzz.tmp", ".metrics.jsonl.abc_1234.tmp"]
     kept = [".checkpoint.pt.ABCDEFGH.tmp", ".notes.tmp", "checkpoint.pt.k2j4h5g6.tmp",
@@ -346,7 +347,7 @@ def test_a_checkpoint_of_the_earlier_layout_resumes(straight, tmp_path):
     settings = {**SETTINGS, "schedule": "none"}  # the epoch count grows from 3 to 5
     run = tmp_path / "run"
     hogn.train(make_model(), DATA, run, **{**settings, "epochs": 3})
-    new = torch.load(run / "checkpoint.pt", weights_only=True)
+    new = load_checked(run / "checkpoint.pt")
     old = {k: new[k] for k in ("optimizer", "epoch", "best", "best_epoch", "scheduler")}
     old["generator"] = new["rng"]["generator"]
     torch.save(old, run / "checkpoint.pt")
@@ -377,6 +378,6 @@ def test_hogn_train_takes_the_checkpoint_options(tmp_path, capsys):
     assert main(argv) == 0
     train = json.loads((run / "config.json").read_text())["train"]
     assert (train["checkpoint_every"], train["checkpoint_seconds"]) == (2, 0.0)
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 3
+    assert load_checked(run / "checkpoint.pt")["epoch"] == 3
     assert main([*argv[:-4], "--checkpoint-every", "-2", "-o", str(tmp_path / "x")]) == 2
     assert "checkpoint_every must be an int >= 0" in capsys.readouterr().err

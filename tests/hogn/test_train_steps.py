@@ -33,6 +33,7 @@ import hogn
 import systems
 from hogn.cli import main
 from hogn.graph import GraphBatch
+from hogn.io import load_checked
 
 training = importlib.import_module("hogn.train")  # the module (hogn.train is the function)
 
@@ -291,7 +292,7 @@ def test_a_run_by_steps_interrupted_midway_resumes_to_the_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         hogn.train(_graph_model(), SPRINGS, run, **settings)
     monkeypatch.undo()
-    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    checkpoint = load_checked(run / "checkpoint.pt")
     assert checkpoint["epoch"] == 2 and checkpoint["steps"] == 8
     if old_checkpoint:  # written before steps were counted: recounted from the epochs
         del checkpoint["steps"]

@@ -15,6 +15,7 @@ from torch import nn
 import hogn
 import meta
 from hogn.cli import main
+from hogn.io import load_checked
 from hogn.models import HamiltonianModel
 from meta import protocol
 from meta.algorithms import (
@@ -262,7 +263,7 @@ def test_meta_sgd_rates_are_saved_reloaded_on_resume_and_used_to_adapt(six_syste
     assert any(not torch.equal(v, torch.full_like(v, config.inner_lr)) for v in rates.values())
     for k, v in rates.items():  # bit-identical after the round trip through the file
         assert run.inner_lr[k].dtype == F64 and torch.equal(run.inner_lr[k], v), k
-    ckpt = torch.load(tmp_path / "straight" / "checkpoint-meta.pt", weights_only=True)
+    ckpt = load_checked(tmp_path / "straight" / "checkpoint-meta.pt")
     assert all(torch.equal(ckpt["inner_lr"][k], v) for k, v in rates.items())
 
     # one step, then two more from the checkpoint (rates and their Adam state reloaded)

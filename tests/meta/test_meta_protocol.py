@@ -222,3 +222,51 @@ def test_hogn_runs_the_protocol_on_graphs(meta_systems, tmp_path):
                                           meta_systems["three-body"][:1], shots=8, steps=2,
                                           inner_lr=0.01, eval_steps=[0, 2])
     assert all(bool(torch.isfinite(v).all()) for v in result["mse"].values())
+
+
+def test_a_damaged_checkpoint_is_refused_and_the_previous_one_goes_on(meta_systems, tmp_path):
+    """Flipped bytes in a meta-train checkpoint fail its checksum: the resume is refused
+    naming it; deleting it goes on from the previous one, to the same weights."""
+    from hogn.io import FileFormatError, previous_file
+
+    data = _training(meta_systems, "pendulum")
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    final = ProtocolConfig(holdout="pendulum", iterations=6, **{**TINY, "checkpoint_every": 2})
+    protocol.meta_train_run(straight, final, progress=False, data=data)
+    first = ProtocolConfig(holdout="pendulum", iterations=4, **{**TINY, "checkpoint_every": 2})
+    protocol.meta_train_run(run, first, progress=False, data=data)
+    ckpt = run / "checkpoint-meta.pt"
+    assert previous_file(ckpt).is_file()
+    raw = bytearray(ckpt.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(FileFormatError, match=r"checkpoint-meta\.pt.*checkpoint-meta\.prev\.pt"):
+        protocol.meta_train_run(run, final, progress=False, data=data)
+    ckpt.unlink()
+    protocol.meta_train_run(run, final, progress=False, data=data)
+    for name in ("meta.pt", "pretrained.pt"):
+        a, b = _weights(straight / name), _weights(run / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_one_process_writes_a_meta_run_folder(meta_systems, tmp_path):
+    import subprocess
+    import sys
+
+    from hogn.io import RunLockedError
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from hogn import io; "
+         "lock = io.RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+         str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=r"in use by another process \(pid"):
+            protocol.meta_train_run(run, ProtocolConfig(holdout="two-body", iterations=1,
+                                                        **TINY),
+                                    progress=False, data=_training(meta_systems, "two-body"))
+        assert not (run / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
