@@ -22,9 +22,11 @@ observation noise as a fraction of each coordinate's spread (:data:`REGIMES`).
 Pieces: every (seed, held-out system) is resumable: the meta-training runs live in
 ``RUNS/seed{S}/{model}/{holdout}`` (those of HNN and HOGN are the ones
 ``experiments/meta_learning.py`` makes, with the same options), the selections and
-evaluations in ``RUNS/seed{S}/fewshot/{holdout}/{regime}.pt``. The report is made from
-every finished piece of the seed: ``fewshot.json`` (every number) and ``fewshot.md``
-(seeds other than 0: ``fewshot_seed{S}.*``).
+evaluations in ``PIECES/seed{S}/{holdout}/{regime}.pt`` (default
+``experiments/pieces/fewshot``, committed: a finished piece is never run again, from
+any checkout; the models are not kept there, so a piece cut short trains again). The
+report is made from every finished piece of the seed: ``fewshot.json`` (every number)
+and ``fewshot.md`` (seeds other than 0: ``fewshot_seed{S}.*``).
 
 Examples::
 
@@ -69,6 +71,9 @@ import meta_learning
 from _shared import write_text
 from meta_learning import ROOT, Data
 
+PIECES = ROOT / "experiments" / "pieces" / "fewshot"
+"""Where finished pieces are kept: in the repository (small files of results, not
+models), so that the experiment goes on from any checkout where it stopped."""
 REGIMES = {"k10-noise5": (10, 0.05), "k50": (50, 0.0), "k10": (10, 0.0),
            "k50-noise5": (50, 0.05)}
 """Regime → (support points K, observation noise σ as a fraction of each coordinate's
@@ -126,6 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="results folder (default experiments/results)")
     parser.add_argument("--runs", type=Path, help="run folders (default runs/meta_learning, "
                         "shared with experiments/meta_learning.py; --quick: OUT/fewshot_runs)")
+    parser.add_argument("--pieces", type=Path, help="finished pieces (default "
+                        "experiments/pieces/fewshot, kept in the repository so that a new "
+                        "checkout goes on where the last stopped; --quick: OUT/fewshot_pieces)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--systems", nargs="+", choices=protocol.META_SYSTEMS,
@@ -221,12 +229,12 @@ def shared_settings(regime: str, sizes: Mapping[str, Any], seed: int) -> dict[st
                                             "points")}}
 
 
-def shared_scores(regime: str, sizes: Mapping[str, Any], seed: int, data: Data, runs: Path
-                  ) -> dict[str, Any]:
+def shared_scores(regime: str, sizes: Mapping[str, Any], seed: int, data: Data,
+                  pieces: Path) -> dict[str, Any]:
     """Per-system validation scores of :func:`shared_methods` for one regime (cached in
-    ``RUNS/seed{S}/fewshot/shared/{regime}.pt``): ``{"scores": {method: Scored},
+    ``PIECES/seed{S}/shared/{regime}.pt``): ``{"scores": {method: Scored},
     "seconds": s}``."""
-    path = runs / f"seed{seed}" / "fewshot" / "shared" / f"{regime}.pt"
+    path = pieces / f"seed{seed}" / "shared" / f"{regime}.pt"
     settings = shared_settings(regime, sizes, seed)
     saved = read_piece(path, settings)
     if saved is not None:
@@ -391,7 +399,7 @@ def piece_settings(holdout: str, regime: str, sizes: Mapping[str, Any], seed: in
 def run_piece(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespace, data: Data,
               runs: Path) -> None:
     """Train, select and evaluate one held-out system in every asked regime."""
-    folder = runs / f"seed{args.seed}" / "fewshot" / holdout
+    folder = args.pieces / f"seed{args.seed}" / holdout
     todo = [r for r in args.regimes
             if read_piece(folder / f"{r}.pt", piece_settings(holdout, r, sizes, args.seed))
             is None]
@@ -406,7 +414,7 @@ def run_piece(holdout: str, sizes: Mapping[str, Any], args: argparse.Namespace, 
     for regime in todo:
         shots, noise = sizes["regimes"][regime]
         before = data.seconds
-        shared = shared_scores(regime, sizes, args.seed, data, runs)["scores"]
+        shared = shared_scores(regime, sizes, args.seed, data, args.pieces)["scores"]
         data_s += data.seconds - before  # the shared scores count their own draws
         start = time.perf_counter()
         chosen = select(holdout, shots, noise, loaded, validation, sizes, args.seed, shared)
@@ -461,7 +469,7 @@ def run_variant(variant: str, holdout: str, sizes: Mapping[str, Any],
                 args: argparse.Namespace, data: Data, runs: Path) -> None:
     """Train, select and evaluate one variant for one held-out system in every asked
     regime (pieces ``{regime}+{variant}.pt``)."""
-    folder = runs / f"seed{args.seed}" / "fewshot" / holdout
+    folder = args.pieces / f"seed{args.seed}" / holdout
     config = variant_config(variant, holdout, sizes, args.seed)
     settings = {r: variant_settings(variant, holdout, r, sizes, args.seed)
                 for r in args.regimes}
@@ -632,7 +640,7 @@ def assemble(sizes: Mapping[str, Any], args: argparse.Namespace, runs: Path
     for regime in sizes["regimes"]:
         done = {}
         for holdout in protocol.META_SYSTEMS:
-            path = runs / f"seed{args.seed}" / "fewshot" / holdout / f"{regime}.pt"
+            path = args.pieces / f"seed{args.seed}" / holdout / f"{regime}.pt"
             saved = read_piece(path, piece_settings(holdout, regime, sizes, args.seed))
             if saved is not None:
                 done[holdout] = system_result(with_variants(
@@ -647,7 +655,7 @@ def assemble(sizes: Mapping[str, Any], args: argparse.Namespace, runs: Path
                                      .get("ahead", False)] for metric in METRICS}
                         for m in methods}
         shots, noise = sizes["regimes"][regime]
-        shared = read_piece(runs / f"seed{args.seed}" / "fewshot" / "shared" / f"{regime}.pt",
+        shared = read_piece(args.pieces / f"seed{args.seed}" / "shared" / f"{regime}.pt",
                             shared_settings(regime, sizes, args.seed))
 
         regimes[regime] = {
@@ -770,10 +778,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes["regimes"] = {r: sizes["regimes"][r] for r in args.regimes}
     runs = args.runs or (args.out / "fewshot_runs" if args.quick
                          else ROOT / "runs" / "meta_learning")
+    args.pieces = args.pieces or (args.out / "fewshot_pieces" if args.quick else PIECES)
     data = Data(sizes, args.seed)
     if args.shared_only:
         for regime in sizes["regimes"]:
-            shared_scores(regime, sizes, args.seed, data, runs)
+            shared_scores(regime, sizes, args.seed, data, args.pieces)
         return 0
     if not args.report_only:
         for holdout in args.systems:

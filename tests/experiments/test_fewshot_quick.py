@@ -74,7 +74,7 @@ def test_summary_counts_are_the_per_system_verdicts(quick):
 
 def test_shared_scores_are_kept_and_the_wall_time_reported(quick):
     out, results = quick
-    shared = out / "fewshot_runs" / "seed0" / "fewshot" / "shared" / "k20.pt"
+    shared = out / "fewshot_pieces" / "seed0" / "shared" / "k20.pt"
     assert shared.is_file()
     res = results["results"]["k20"]
     assert res["shared_select_seconds"] > 0
