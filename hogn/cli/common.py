@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +126,37 @@ def system_params(name: str, params: dict[str, Any], flag: str = "--param"
     return params
 
 
-def check_output(path: Path, force: bool) -> None:
+def check_output(path: Path, force: bool, flag: str | None = None) -> None:
     """Refuse to overwrite an existing file unless ``force``; never a directory."""
+    named = f"{flag} {path}" if flag else str(path)
     if path.exists() and path.is_dir():
-        raise UserError(f"{path} is a directory; give a file name")
+        raise UserError(f"{named} is a directory; give a file name")
     if path.exists() and not force:
-        raise UserError(f"{path} already exists; pass --force to overwrite it")
+        raise UserError(f"{named} already exists; pass --force to overwrite it")
+
+
+def check_outputs(outputs: Mapping[str, str | Path | None], force: bool) -> None:
+    """The one rule for the files a command writes, checked before any work: an
+    existing file is refused without ``--force`` (a folder always), and two outputs
+    may not name one file (one would replace the other).
+
+    Args:
+        outputs: Flag (e.g. ``"-o"``, ``"--json"``) → path, or ``None`` when not asked.
+        force: ``--force`` was given.
+
+    Raises:
+        UserError: naming the flag and the file.
+    """
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        check_output(path, force, flag)
+        key = path.resolve()
+        if key in seen:
+            raise UserError(f"{seen[key]} and {flag} name the same file {path}; give two")
+        seen[key] = flag
 
 
 def run_record(run: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from hogn.cli.common import (
     POS_FLOAT,
     POS_INT,
     UserError,
-    check_output,
+    check_outputs,
     energy_of,
     energy_reference,
     load_run,
@@ -31,7 +31,7 @@ from hogn.cli.common import (
     system_params,
 )
 from hogn.cli.data import check_simulation_work
-from hogn.cli.pictures import add_picture_args, check_pictures, write_pictures
+from hogn.cli.pictures import add_picture_args, picture_outputs, write_pictures
 from hogn.evaluation import Evaluation, evaluate
 from hogn.io import save_archive
 from hogn.plot import loss_curves, rollout_comparison
@@ -203,9 +203,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     """Roll a trained model out, against the truth, and save the trajectories."""
     model, record = load_run(args.run, args.model, args.device)
     out = Path(args.output) if args.output else None
-    if out is not None:
-        check_output(out, args.force)
-    check_pictures(args)
+    check_outputs({"-o": args.output, "--plot": args.plot, **picture_outputs(args)},
+                  args.force)
     integrator = _integrator(args.integrator, model, record)
     truth = _truth_for_rollout(args, record)
     if args.data is not None and args.steps is not None and args.steps >= truth.t.numel():
@@ -263,6 +262,7 @@ def _plot_first(path: str, name: str, truth: systems.Dataset, result: Evaluation
 # ----------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained model on a dataset file."""
+    check_outputs({"--json": args.json, "--plot": args.plot}, args.force)
     model, record = load_run(args.run, args.model, args.device)
     data = systems.load(args.data)
     if args.split == "test":
@@ -460,6 +460,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="which trajectories (default test)")
     ev.add_argument("--steps", type=POS_INT, help="steps to compare (default: all)")
     ev.add_argument("--json", metavar="FILE", help="write the summary and per-step errors")
+    ev.add_argument("--force", action="store_true", help="overwrite existing output files")
     _common_rollout_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 

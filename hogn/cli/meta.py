@@ -15,7 +15,7 @@ from hogn.cli.common import (
     POS_FLOAT,
     POS_INT,
     UserError,
-    check_output,
+    check_outputs,
 )
 from hogn.io import save_archive
 from hogn.report import format_table, write_json
@@ -150,8 +150,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             raise UserError(f"--eval-steps must lie in 0..{args.steps}, got {bad}")
         eval_steps = sorted(set(args.eval_steps))
     keep = min(15, args.steps)
-    if args.output:
-        check_output(Path(args.output), args.force)
+    figures = Path(args.plot_dir or args.run)
+    check_outputs({"-o": args.output, "--json": args.json,
+                   "--plot (curves)": figures / f"adapt-{system}-curves.png" if args.plot
+                   else None,
+                   "--plot (trajectories)": figures / f"adapt-{system}-trajectories.png"
+                   if args.plot else None},
+                  args.force)
     data = protocol.eval_data(system, args.trajectories, args.seed)
     points = int(data.t.numel())
     if shots > points:

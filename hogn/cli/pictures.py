@@ -7,12 +7,11 @@ import argparse
 from pathlib import Path
 
 import systems
-from hogn.cli.common import UserError, check_output
 from hogn.evaluation import Evaluation
 from hogn.plot import animate_rollout
 from hogn.xyz import write_xyz
 
-__all__ = ["add_picture_args", "check_pictures", "write_pictures"]
+__all__ = ["add_picture_args", "picture_outputs", "write_pictures"]
 
 
 def add_picture_args(cmd: argparse.ArgumentParser) -> None:
@@ -25,14 +24,9 @@ def add_picture_args(cmd: argparse.ArgumentParser) -> None:
                      "and OVITO (positions, momenta, masses, time, box)")
 
 
-def check_pictures(args: argparse.Namespace) -> None:
-    """Refuse, before any work, picture outputs that exist (without ``--force``) or are
-    folders, or one path given for both."""
-    paths = [Path(p) for p in (args.animate, args.xyz) if p]
-    for path in paths:
-        check_output(path, getattr(args, "force", False))
-    if len(paths) == 2 and paths[0].resolve() == paths[1].resolve():
-        raise UserError(f"--animate and --xyz name the same file {paths[0]}; give two")
+def picture_outputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The picture outputs asked for, by flag (for :func:`hogn.cli.common.check_outputs`)."""
+    return {"--animate": args.animate, "--xyz": args.xyz}
 
 
 def write_pictures(args: argparse.Namespace, truth: systems.Dataset, result: Evaluation,

@@ -210,6 +210,33 @@ def test_a_damaged_config_or_metrics_file_is_named(files, capsys, tmp_path):
            "metrics.jsonl: line 1 is not valid JSON")
 
 
+def test_no_output_option_replaces_a_file_without_force(files, capsys, tmp_path):
+    """One output rule for every command: --plot, --json, -o, --xyz and --animate
+    refuse an existing file (here the user's dataset) without --force, before any
+    work, and two of them may not name one file."""
+    _, data, run = files
+    before = data.read_bytes()
+    for argv in (["rollout", str(run), "--steps", "5", "--plot", str(data)],
+                 ["rollout", str(run), "--steps", "5", "-o", str(data)],
+                 ["rollout", str(run), "--steps", "5", "--xyz", str(data)],
+                 ["evaluate", str(run), str(data), "--split", "all", "--json", str(data)],
+                 ["evaluate", str(run), str(data), "--split", "all", "--plot", str(data)]):
+        err = _error(capsys, argv, f"{data} already exists; pass --force")
+        assert argv[-2] in err  # the flag is named
+    assert data.read_bytes() == before
+    out = tmp_path / "r.pt"
+    _error(capsys, ["rollout", str(run), "--steps", "5", "-o", str(out), "--xyz", str(out)],
+           "-o and --xyz name the same file")
+    _error(capsys, ["rollout", str(run), "--steps", "5", "--plot", str(out), "--animate",
+                    str(tmp_path / "." / "r.pt")], "--plot and --animate name the same file")
+    assert not out.exists()
+    report = tmp_path / "e.json"
+    report.write_text("old")
+    assert main(["evaluate", str(run), str(data), "--split", "all", "--json", str(report),
+                 "--force", "--quiet"]) == 0
+    assert json.loads(report.read_text())["split"] == "all"
+
+
 def test_a_file_given_as_the_run_folder_is_named(files, capsys):
     _, data, _ = files
     _error(capsys, ["train", "hogn", str(data), "--epochs", "1", *TRAIN, "-o", str(data)],

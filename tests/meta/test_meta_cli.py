@@ -131,3 +131,23 @@ def test_closed_form_mistakes_are_one_line(run, capsys, tmp_path):
                     str(tmp_path / "x")], "--features needs a basis model")
     _error(capsys, ["adapt", str(run), "--ridge", "0.1"], "--ridge applies to a closed-form run")
     _error(capsys, ["adapt", str(run), "--noise", "2"], "--noise must be a fraction")
+
+
+def test_adapt_never_replaces_a_file_without_force(run, capsys, tmp_path):
+    """The output rule: an existing --json (or -o, or a plot) is refused before any
+    work, the file kept as it was; two outputs may not name one file."""
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(b"the user's own file")
+    for flag in ("--json", "-o"):
+        _error(capsys, ["adapt", str(run), "--steps", "1", "--trajectories", "1", flag,
+                        str(mine)], f"{flag} {mine} already exists; pass --force")
+    _error(capsys, ["adapt", str(run), "--steps", "1", "--trajectories", "1", "--json",
+                    str(tmp_path / "a"), "-o", str(tmp_path / "a")], "name the same file")
+    (tmp_path / "adapt-pendulum-curves.png").write_bytes(b"an earlier figure")
+    _error(capsys, ["adapt", str(run), "--steps", "1", "--trajectories", "1", "--plot",
+                    "--plot-dir", str(tmp_path)], "adapt-pendulum-curves.png already exists")
+    assert mine.read_bytes() == b"the user's own file"
+    assert (tmp_path / "adapt-pendulum-curves.png").read_bytes() == b"an earlier figure"
+    assert main(["adapt", str(run), "--steps", "1", "--trajectories", "1", "--json",
+                 str(mine), "--force"]) == 0
+    assert mine.read_bytes().startswith(b"{")
