@@ -320,6 +320,8 @@ def read_xyz(path: str | os.PathLike) -> XYZTrajectory:
         except ValueError:
             raise ValueError(f"{where}: expected the particle count, got {lines[at]!r}") \
                 from None
+        if n < 1:
+            raise ValueError(f"{where}: a frame must announce at least one particle, got {n}")
         if at + 2 + n > len(lines):
             raise ValueError(f"{where}: the frame announces {n} particles but the file ends "
                              "before them (truncated?)")
@@ -353,6 +355,10 @@ def read_xyz(path: str | os.PathLike) -> XYZTrajectory:
                                  "number") from None
         if "pos" not in columns or columns["pos"].shape[1] != 3:
             raise ValueError(f"{where}: expected a pos:R:3 column in Properties")
+        bad = [name for name, v in columns.items() if not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{where}: column {bad[0]} holds a value that is not finite "
+                             "(nan or inf)")
         qs.append(columns.pop("pos"))
         if "momenta" in columns:
             ps.append(columns.pop("momenta"))
@@ -369,8 +375,17 @@ def read_xyz(path: str | os.PathLike) -> XYZTrajectory:
     box = None
     pbc = first.get("pbc", "T T T" if "Lattice" in first else "F F F").split()
     if "Lattice" in first and "T" in pbc:
-        cell = np.array(first["Lattice"].split(), dtype=np.float64).reshape(3, 3)
-        box = torch.from_numpy(np.diag(cell)[:d].copy())
+        try:
+            cell = np.array(first["Lattice"].split(), dtype=np.float64).reshape(3, 3)
+        except ValueError:
+            raise ValueError(f"{path}: Lattice must hold 9 numbers, got "
+                             f"{first['Lattice']!r}") from None
+        lengths = np.diag(cell)[:d]
+        if not np.isfinite(cell).all() or (lengths <= 0).any() \
+                or np.count_nonzero(cell - np.diag(np.diag(cell))):
+            raise ValueError(f"{path}: Lattice must be an orthorhombic box of finite lengths "
+                             f"> 0 (a diagonal cell), got {first['Lattice']!r}")
+        box = torch.from_numpy(lengths.copy())
     names = list(constants)
     c = (torch.from_numpy(np.concatenate([constants[name] for name in names], axis=1))
          if names else torch.zeros(count, 0, dtype=torch.float64))

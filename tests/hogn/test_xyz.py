@@ -244,3 +244,38 @@ def test_export_keeps_the_periodic_box(tmp_path):
     back = read_xyz(tmp_path / "lj.xyz")
     assert torch.equal(back.box, data.box[1].double())
     assert torch.equal(back.q, data.q[:, 20:40])  # not wrapped: the data's own positions
+
+
+def test_reader_refuses_counts_values_and_boxes_that_cannot_be(tmp_path):
+    """A frame announcing a negative (or no) particle count used to loop forever; NaN
+    positions and a box of negative or skewed lengths were accepted."""
+    q, p, _, _ = _trajectory()
+    good = write_xyz(tmp_path / "a.xyz", q, p).read_text().splitlines()
+    n = int(good[0])
+    frame = good[: n + 2]
+    row = frame[2].split()
+
+    def with_value(value: str, column: int) -> str:
+        return " ".join([*row[:column], value, *row[column + 1:]])
+
+    lattice = 'Lattice="4 0 0 0 4 0 0 0 4" Properties=species:S:1:pos:R:3 pbc="T T T"'
+    cases = {
+        "negative": ("\n".join(["-3", *good[1:]]), "at least one particle, got -3"),
+        "zero": ("\n".join(["0", *good[1:]]), "at least one particle, got 0"),
+        "nan": ("\n".join([frame[0], frame[1], with_value("nan", 1), *frame[3:]]),
+                "column pos holds a value that is not finite"),
+        "inf": ("\n".join([frame[0], frame[1], with_value("-inf", 5), *frame[3:]]),
+                "column momenta holds a value that is not finite"),
+        "negative box": ("1\n" + lattice.replace('"4 0 0', '"-4 0 0') + "\nX 0 0 0",
+                         "finite lengths > 0"),
+        "skewed box": ("1\n" + lattice.replace('0 4 0', '1 4 0') + "\nX 0 0 0",
+                       "orthorhombic"),
+    }
+    for name, (text, match) in cases.items():
+        bad = tmp_path / f"{name}.xyz"
+        bad.write_text(text + "\n")
+        with pytest.raises(ValueError, match=match):
+            read_xyz(bad)
+    fine = tmp_path / "fine.xyz"
+    fine.write_text("1\n" + lattice + "\nX 0.5 1 2\n")
+    assert read_xyz(fine).box.tolist() == [4.0, 4.0, 4.0]
