@@ -768,12 +768,21 @@ def load_run(run: str | Path) -> RunModels:
                          "one with 'hogn meta-train --holdout SYSTEM -o RUN'")
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a meta-learning run record (it holds a "
+                         f"{type(record).__name__}, not an object)")
     if record.get("format") != RUN_FORMAT:
         raise ValueError(f"{run} is not a meta-learning run folder (it holds a "
                          f"{record.get('format', 'hogn train')!r} run)")
-    config = ProtocolConfig.from_dict(record["protocol"])
+    try:
+        if not isinstance(record.get("protocol"), dict):
+            raise ValueError("no protocol options")
+        config = ProtocolConfig.from_dict(record["protocol"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a meta-learning run record: "
+                         f"{str(exc).splitlines()[0]}") from None
     files = {"random": "init.pt", "meta": "meta.pt", "pretrained": "pretrained.pt"}
     if not config.pretrain:
         files.pop("pretrained")

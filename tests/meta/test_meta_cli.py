@@ -151,3 +151,25 @@ def test_adapt_never_replaces_a_file_without_force(run, capsys, tmp_path):
     assert main(["adapt", str(run), "--steps", "1", "--trajectories", "1", "--json",
                  str(mine), "--force"]) == 0
     assert mine.read_bytes().startswith(b"{")
+
+
+def test_a_damaged_run_record_is_one_line(run, capsys, tmp_path):
+    """A config.json that lacks a key, holds a list, or a wrong value: one line naming it
+    (it ended in a traceback)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    record = json.loads((run / "config.json").read_text())
+    damaged = {"list": [1, 2],
+               "no protocol": {k: v for k, v in record.items() if k != "protocol"},
+               "protocol list": {**record, "protocol": [1]},
+               "missing option": {**record, "protocol": {
+                   k: v for k, v in record["protocol"].items() if k != "holdout"}},
+               "wrong value": {**record, "protocol": {**record["protocol"],
+                                                      "iterations": "many"}}}
+    for name, value in damaged.items():
+        (copy / "config.json").write_text(json.dumps(value))
+        err = _error(capsys, ["adapt", str(copy), "--steps", "1"], "config.json")
+        assert "not a meta-learning run record" in err or "holds a" in err, (name, err)
