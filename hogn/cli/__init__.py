@@ -19,6 +19,7 @@ so that the signal handlers are in place before the long imports of start-up.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -114,6 +115,17 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else exc.__class__.__name__
 
 
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's final flush of a
+    closed pipe prints nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (e.g. in tests)
+        pass
+    sys.stdout = open(os.devnull, "w")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hogn`` command; returns the exit status (see the module notes)."""
     previous = _install_handlers()
@@ -125,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             command = f"hogn {args.command}"
             return args.func(args)
+        except BrokenPipeError:  # the reader went away (e.g. `hogn info X | head -2`)
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE, as a program killed by the broken pipe
         except UsageError as exc:
             print(_one_line(exc), file=sys.stderr)
             return 2

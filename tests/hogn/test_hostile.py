@@ -420,3 +420,26 @@ def test_without_validation_best_weights_are_ranked_by_their_own_loss():
     assert loss == pytest.approx(result.best_val, rel=1e-9)
     # and no epoch's final weights did better than the best
     assert result.best_val == min(r["val_loss"] for r in result.history)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(files, tmp_path):
+    """`hogn info DATA | head -1`: the pipe closes before hogn has written everything;
+    hogn stops at once without a word on stderr (it printed 'Broken pipe')."""
+    _, data, _ = files
+    script = ("import sys; from hogn.cli import main\n"
+              "class Closed:\n"
+              "    def write(self, text): raise BrokenPipeError(32, 'Broken pipe')\n"
+              "    def flush(self): raise BrokenPipeError(32, 'Broken pipe')\n"
+              "    def fileno(self): return sys.__stdout__.fileno()\n"
+              "sys.stdout = Closed()\n"
+              f"sys.exit(main(['info', {str(data)!r}]))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 141 and run.stderr == "", run.stderr
+    with subprocess.Popen([sys.executable, "-m", "hogn", "info", str(data)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.read(1)  # one byte, then the reader is gone
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+    assert "Broken pipe" not in err and "Traceback" not in err, err
