@@ -40,6 +40,7 @@ command): the keys of :data:`NPZ_KEYS`, or the layout of the HNN paper's code
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from collections.abc import Mapping
@@ -384,7 +385,7 @@ def _times(layout: str, points: int, t: Any, dt: float | None
     if t is not None and dt is not None:
         raise ValueError("give the times t or the step dt, not both")
     if dt is not None:
-        step = checks.positive_float(dt, "dt")
+        step = _check_step(checks.positive_float(dt, "dt"), points, "dt")
         return torch.arange(points, dtype=torch.float64) * step, step
     if t is None:
         if points == 1:
@@ -404,7 +405,22 @@ def _times(layout: str, points: int, t: Any, dt: float | None
     if float((steps - step).abs().max()) > 1e-6 * step:
         raise ValueError(f"t must be evenly spaced (hogn steps with one dt), got steps from "
                          f"{float(steps.min()):g} to {float(steps.max()):g}")
-    return times, step
+    return times, _check_step(step, points, "the step of t")
+
+
+_TINY = float(torch.finfo(torch.float64).tiny)
+
+
+def _check_step(step: float, points: int, name: str) -> float:
+    """``step`` if its times ``0 .. (T − 1) step`` and the rates ``1 / step`` are finite
+    normal float64 numbers; else ``ValueError`` naming ``name`` and the range."""
+    if step < _TINY:
+        raise ValueError(f"{name} must be at least {_TINY:.3g} (a normal float64; smaller "
+                         f"steps make the derivatives infinite), got {step:g}")
+    if not math.isfinite(step * (points - 1)) or not math.isfinite(1.0 / step):
+        raise ValueError(f"{name} = {step:g} makes the times infinite over {points} points: "
+                         "give a step whose times are finite float64 numbers")
+    return step
 
 
 def _node_constants(c: Any, count: int, n: int, g_label: str) -> Tensor:

@@ -164,6 +164,9 @@ def test_states_mistakes_name_the_array_and_the_shape_expected(kwargs, match):
     ({"t": [0, 1]}, r"t must be \[T\] = \[3\]"),
     ({"dt": 0.1, "t": [0, 1, 2]}, "not both"),
     ({"dt": -1.0}, "dt must be a finite number > 0"),
+    ({"dt": 5e-324}, "dt must be at least 2.23e-308"),
+    ({"dt": 1e308}, "makes the times infinite over 3 points"),
+    ({"t": [0.0, 1e308, 2e308]}, "t holds 1 NaN or infinite value"),  # 2e308 is inf
     ({"dt": 1.0, "c": np.ones((3, 2, 1))}, r"\[G, n, k\] = \[2, 2, k\]"),
     ({"dt": 1.0, "edge_attr": np.ones((3, 1))}, r"edge_attr must be \[E, a\] = \[2, a\]"),
 ])
