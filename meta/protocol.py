@@ -287,10 +287,38 @@ def load_systems(names: Sequence[str], trajectories: int, seed: int = 0, **optio
     Each system gets its own seed derived from ``seed``, so the data of a system do
     not depend on which other systems are loaded. ``options`` go to
     ``systems.from_preset`` (e.g. ``rtol`` for quick runs).
+
+    Raises:
+        ValueError: for an unknown system, or data that cannot fit in memory (checked
+            before any work, :func:`check_data_size`).
     """
+    check_data_size(names, trajectories)
     return {name: systems.from_preset(f"meta-{check_system(name)}", trajectories=trajectories,
                                       seed=_system_seed(name, seed), progress=False, **options)
             for name in names}
+
+
+def check_data_size(names: Sequence[str], trajectories: int) -> None:
+    """Refuse, before any work, training data of ``names`` that cannot fit in memory: the
+    saved states and derivatives of every system (``q, p, dq, dp``, float64, with the
+    copies generation makes).
+
+    Raises:
+        ValueError: naming the estimate and the limit (``$HOGN_MAX_MEMORY``).
+    """
+    need, largest = 0.0, 0
+    for name in names:
+        preset = systems.get_preset(f"meta-{check_system(name)}")
+        params = dict(preset.params)
+        n = max(1, int(params.get("n_particles", N_PARTICLES)))
+        d = int(params.get("embed_dim", 2))
+        largest = max(largest, preset.points)
+        need += 8.0 * trajectories * preset.points * n * d * 4 * 2
+    try:
+        checks.check_memory(need, f"the training data ({len(names)} systems x {trajectories} "
+                                  f"trajectories x up to {largest} points)")
+    except checks.CheckError as exc:
+        raise ValueError(f"{exc} (--trajectories)") from None
 
 
 def eval_data(system: str, trajectories: int, seed: int = 0, **options: Any
@@ -596,6 +624,8 @@ def meta_train_run(run: str | Path, config: ProtocolConfig, progress: bool = Tru
     """
     run = Path(run)
     config.validate()
+    if data is None:
+        check_data_size(config.training_systems, config.trajectories)  # before any work
     if (config.algorithm == CLOSED_FORM and distributed.launched()
             and distributed.world_from_env().size > 1):
         raise ValueError(f"algorithm {CLOSED_FORM!r} runs in one process; run it without "

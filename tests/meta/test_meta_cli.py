@@ -173,3 +173,13 @@ def test_a_damaged_run_record_is_one_line(run, capsys, tmp_path):
         (copy / "config.json").write_text(json.dumps(value))
         err = _error(capsys, ["adapt", str(copy), "--steps", "1"], "config.json")
         assert "not a meta-learning run record" in err or "holds a" in err, (name, err)
+
+
+def test_meta_train_bounds_its_data_before_any_work(capsys, tmp_path):
+    """--trajectories 100000000 died in std::bad_alloc; now one line naming the memory
+    it would need, and no folder is made."""
+    out = tmp_path / "huge"
+    err = _error(capsys, ["meta-train", "--holdout", "pendulum", "--trajectories",
+                          "100000000", "-o", str(out)], "of memory, over the limit")
+    assert "--trajectories" in err and "TiB" in err
+    assert not out.exists()
