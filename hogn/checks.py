@@ -286,7 +286,7 @@ def check_memory(need: float, what: str) -> None:
                          f"set {MEMORY_ENV} (e.g. {MEMORY_ENV}=64G) to allow more")
 
 
-def check_steps(need: float, what: str, advice: str) -> None:
+def check_steps(need: float, what: str, advice: str, unit: str = "integrator steps") -> None:
     """Refuse work needing more than ``$HOGN_MAX_STEPS`` (default 10 million)
     integrator steps.
 
@@ -297,6 +297,6 @@ def check_steps(need: float, what: str, advice: str) -> None:
     limit = DEFAULT_MAX_STEPS if not text else parse_text(positive_int, text, f"${STEPS_ENV}")
     if need > limit:
         source = f"${STEPS_ENV}={text}" if text else f"the default; set {STEPS_ENV}"
-        raise CheckError(f"{what}: about {need:.3g} integrator steps, over the limit of "
+        raise CheckError(f"{what}: about {need:.3g} {unit}, over the limit of "
                          f"{limit:.3g} ({source}); {advice}, or set {STEPS_ENV} to "
                          "allow more")

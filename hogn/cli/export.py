@@ -15,11 +15,12 @@ from hogn.xyz import element_symbols, write_xyz
 __all__ = ["add_commands", "output_paths", "trajectory_spec"]
 
 
-def trajectory_spec(text: str) -> str | list[int]:
-    """``"all"``, ``"3"``, ``"0,2,5"`` or ``"1..4"`` (inclusive) -> ``"all"`` or indices."""
+def trajectory_spec(text: str) -> str | list[range]:
+    """``"all"``, ``"3"``, ``"0,2,5"`` or ``"1..4"`` (inclusive) -> ``"all"`` or index
+    ranges (not expanded: a range is checked against the dataset before it is)."""
     if text.strip() == "all":
         return "all"
-    indices: list[int] = []
+    indices: list[range] = []
     try:
         for part in text.split(","):
             if ".." in part:
@@ -27,15 +28,15 @@ def trajectory_spec(text: str) -> str | list[int]:
                           for x in part.split("..", 1))
                 if lo > hi:
                     raise checks.CheckError(f"the range must run from low to high, got {part!r}")
-                indices.extend(range(lo, hi + 1))
+                indices.append(range(lo, hi + 1))
             else:
-                indices.append(checks.parse_text(checks.nonnegative_int, part,
-                                                 "trajectory index"))
+                i = checks.parse_text(checks.nonnegative_int, part, "trajectory index")
+                indices.append(range(i, i + 1))
     except checks.CheckError as exc:
         raise argparse.ArgumentTypeError(
             f"expected 'all', an index >= 0, a list like 0,2,5 or a range like 1..4: {exc}"
         ) from None
-    return sorted(set(indices))
+    return indices
 
 
 def output_paths(out: Path, indices: list[int]) -> list[Path]:
@@ -49,11 +50,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the chosen trajectories of a dataset file as extended XYZ files."""
     data = systems.load(args.data)
     count = data.num_graphs
-    indices = list(range(count)) if args.trajectory == "all" else args.trajectory
-    wrong = [i for i in indices if i >= count]
+    spans = [range(count)] if args.trajectory == "all" else args.trajectory
+    wrong = [r[-1] for r in spans if r[-1] >= count]
     if wrong:
-        raise UserError(f"trajectory {wrong[0]} is out of range: {args.data} holds {count} "
+        raise UserError(f"trajectory {max(wrong)} is out of range: {args.data} holds {count} "
                         f"trajectories (0..{count - 1})")
+    indices = sorted({i for r in spans for i in r})  # bounded by the dataset now
     outs = output_paths(Path(args.output), indices)
     for out in outs:  # every output checked before any is written
         check_output(out, args.force)
@@ -113,7 +115,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("data", metavar="DATA", help="dataset file (hogn generate / import)")
     cmd.add_argument("-o", "--output", required=True, metavar="OUT.xyz",
                      help="file to write; with several trajectories OUT-INDEX.xyz each")
-    cmd.add_argument("--trajectory", type=trajectory_spec, default=[0], metavar="WHICH",
+    cmd.add_argument("--trajectory", type=trajectory_spec, default=[range(1)], metavar="WHICH",
                      help="an index, a list (0,2,5), a range (1..4) or 'all' (default 0)")
     cmd.add_argument("--stride", type=POS_INT, default=1,
                      help="write every STRIDE-th saved time (default 1: all)")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hogn import distributed
+from hogn import checks, distributed
 from hogn.cli.common import (
     NONNEG_FLOAT,
     NONNEG_INT,
@@ -132,6 +132,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                             ("--shots", shots, 1)):
         if value < low:
             raise UserError(f"{key} must be at least {low}, got {value}")
+    try:  # every trajectory adapts from each of (at most) four starting points
+        checks.check_steps(4 * args.steps * args.trajectories,
+                           f"adapting {args.trajectories} trajectories for {args.steps} steps",
+                           "lower --steps or --trajectories", unit="adaptation steps")
+    except checks.CheckError as exc:
+        raise UserError(str(exc)) from None
     inner_lr = config.inner_lr if args.inner_lr is None else args.inner_lr
     if not inner_lr > 0:
         raise UserError(f"--inner-lr must be positive, got {inner_lr}")

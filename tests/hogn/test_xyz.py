@@ -218,6 +218,12 @@ def test_export_mistakes_are_one_line(dataset, tmp_path, capsys):
            "trajectory 3 is out of range")
     _error(capsys, ["export", str(path), "-o", str(out), "--trajectory", "x"],
            "--trajectory")
+    import time
+
+    start = time.perf_counter()  # a range past the data is refused before it is expanded
+    _error(capsys, ["export", str(path), "-o", str(out), "--trajectory", "0..100000000000"],
+           "trajectory 100000000000 is out of range")
+    assert time.perf_counter() - start < 5
     _error(capsys, ["export", str(path), "-o", str(out), "--stride", "0"], "--stride")
     out.write_text("keep")
     _error(capsys, ["export", str(path), "-o", str(out)], "already exists")

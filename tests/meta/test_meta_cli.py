@@ -183,3 +183,9 @@ def test_meta_train_bounds_its_data_before_any_work(capsys, tmp_path):
                           "100000000", "-o", str(out)], "of memory, over the limit")
     assert "--trajectories" in err and "TiB" in err
     assert not out.exists()
+
+
+def test_adapt_bounds_its_work_before_starting(run, capsys):
+    err = _error(capsys, ["adapt", str(run), "--steps", "1000000000"],
+                 "adaptation steps, over the limit")
+    assert "lower --steps or --trajectories" in err
