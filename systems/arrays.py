@@ -40,9 +40,11 @@ command): the keys of :data:`NPZ_KEYS`, or the layout of the HNN paper's code
 
 from __future__ import annotations
 
+import lzma
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -226,6 +228,7 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, see
             :func:`from_arrays` refuses (the message names the file).
     """
     try:
+        _check_members(path)
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError(f"{path}: holds one array, not named arrays (save them with "
@@ -241,9 +244,13 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, see
             raise
         raise ValueError(f"{path}: not a readable .npz file of named arrays "
                          f"({exc.__class__.__name__}: {_first_line(exc)})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+            NotImplementedError, RuntimeError, SyntaxError) as exc:  # damaged members
         raise ValueError(f"{path}: not a readable .npz file of named arrays "
                          f"({exc.__class__.__name__}: {_first_line(exc)})") from None
+    except Exception as exc:  # numpy's header parser, on damaged bytes, raises anything
+        raise ValueError(f"{path}: not a readable .npz file of named arrays (damaged? "
+                         f"{exc.__class__.__name__})") from None
     try:
         kwargs = _npz_arguments(arrays)
         if system is not None:
@@ -256,6 +263,36 @@ def load_npz(path: str | os.PathLike, *, test_fraction: float | None = None, see
 
 
 # ------------------------------------------------------------------------ helpers
+_READABLE = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def _check_members(path: str | os.PathLike) -> None:
+    """Refuse, before anything is unpacked, a ``.npz`` (zip) archive whose members are
+    not plain ``.npy`` arrays (encrypted, of an unknown compression, of another kind),
+    or whose unpacked arrays would not fit in memory (a small archive may unpack to
+    gigabytes). Files that are not zip archives are left to ``numpy.load``."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    for info in members:
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"{path}: member {info.filename!r} is not a .npy array (a .npz "
+                             "file holds only arrays saved by numpy.savez)")
+        if info.flag_bits & 0x1:
+            raise ValueError(f"{path}: member {info.filename!r} is encrypted")
+        if info.compress_type not in _READABLE:
+            raise ValueError(f"{path}: member {info.filename!r} uses compression method "
+                             f"{info.compress_type}, which numpy cannot read (stored or "
+                             "deflated, as numpy.savez and savez_compressed write)")
+    unpacked = float(sum(info.file_size for info in members))
+    try:  # the arrays, their float64 copies and the dataset made of them
+        checks.check_memory(4 * unpacked, f"{path}: its arrays ({checks.format_bytes(unpacked)}"
+                                          " unpacked) and the dataset made of them")
+    except checks.CheckError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""

@@ -234,3 +234,74 @@ def test_npz_files_numpy_cannot_give_as_named_arrays_are_refused(tmp_path):
              dq=np.zeros((2, 1)), dp=np.zeros((2, 1)), system=np.arange(2))
     with pytest.raises(ValueError, match="system must be one text label"):
         load_npz(tmp_path / "label.npz")
+
+
+def _npz_bytes(members, compression=None):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression or zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return bytearray(buffer.getvalue())
+
+
+def _npy(array):
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_damaged_or_unusual_npz_members_are_one_clear_error(tmp_path, monkeypatch):
+    """Members that are not .npy, encrypted, of an unknown compression, with damaged
+    deflate or lzma data, or unpacking past the memory limit: refused by name (they
+    ended in tracebacks, or unpacked gigabytes first)."""
+    import zipfile
+
+    q = _npy(np.zeros((4, 1)))
+    cases = {}
+    cases["not npy"] = (_npz_bytes({"q.npy": q, "p.npy": q, "notes.txt": b"hi"}),
+                        "member 'notes.txt' is not a .npy array")
+    raw = _npz_bytes({"q.npy": q, "p.npy": q})
+    method = bytearray(raw)
+    for header, at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = 0
+        while (start := method.find(header, start)) >= 0:
+            method[start + at:start + at + 2] = (99).to_bytes(2, "little")
+            start += 4
+    cases["method"] = (method, "compression method 99")
+    flagged = bytearray(raw)
+    for header, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := flagged.find(header, start)) >= 0:
+            flagged[start + at] |= 0x1
+            start += 4
+    cases["encrypted"] = (flagged, "is encrypted")
+    for label, kind in (("deflate", zipfile.ZIP_DEFLATED), ("lzma", zipfile.ZIP_LZMA)):
+        big = _npy(np.arange(4000.0).reshape(4000, 1))
+        damaged = _npz_bytes({"q.npy": big, "p.npy": big}, kind)
+        middle = damaged.find(b"PK\x03\x04") + 200
+        damaged[middle:middle + 16] = bytes(16)
+        cases[label] = (damaged, "not a readable .npz file")
+    for name, (data, match) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.npz"
+        path.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=match):
+            load_npz(path)
+    # a small archive unpacking to more than the memory limit: refused before unpacking
+    zeros = _npy(np.zeros((3_000_000, 1)))  # 24 MB of zeros, deflated to ~24 kB
+    bomb = tmp_path / "bomb.npz"
+    bomb.write_bytes(bytes(_npz_bytes({"q.npy": zeros, "p.npy": zeros},
+                                      zipfile.ZIP_DEFLATED)))
+    assert bomb.stat().st_size < 200_000
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "50M")
+    with pytest.raises(ValueError, match=r"unpacked.*over the limit"):
+        load_npz(bomb)
+    # an lzma-compressed archive of good arrays is read
+    good = tmp_path / "lzma.npz"
+    good.write_bytes(bytes(_npz_bytes({"q.npy": q, "p.npy": q, "dq.npy": q, "dp.npy": q},
+                                      zipfile.ZIP_LZMA)))
+    assert load_npz(good).q.shape == (1, 4, 1)
