@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,6 +127,17 @@ def _silence_stdout() -> None:
     sys.stdout = open(os.devnull, "w")
 
 
+def _report_warnings(command: str, caught: Sequence[warnings.WarningMessage]) -> None:
+    """The warnings a command raised, one line each, once it has finished (a command
+    that fails reports only its error, in one line)."""
+    seen = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"{command}: warning: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hogn`` command; returns the exit status (see the module notes)."""
     previous = _install_handlers()
@@ -136,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args = build_parser().parse_args(argv)
             command = f"hogn {args.command}"
-            return args.func(args)
+            with warnings.catch_warnings(record=True) as caught:
+                status = args.func(args)
+            _report_warnings(command, caught)  # after success only: an error is one line
+            return status
         except BrokenPipeError:  # the reader went away (e.g. `hogn info X | head -2`)
             _silence_stdout()
             return 141  # 128 + SIGPIPE, as a program killed by the broken pipe

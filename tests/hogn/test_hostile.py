@@ -443,3 +443,25 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(files, tmp_path):
         err = proc.stderr.read().decode()
         proc.wait(timeout=120)
     assert "Broken pipe" not in err and "Traceback" not in err, err
+
+
+def test_an_error_is_one_line_even_where_a_library_warned_first(capsys, tmp_path):
+    """torch warns when it reads a raw (pre-zip) pickle; the command's error must still
+    be the only line on stderr. A command that succeeds reports warnings in one line
+    each at its end."""
+    import pickle
+
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"format": "not ours"}, protocol=4))  # torch warns on it
+    _error(capsys, ["info", str(raw)], str(raw))
+
+    import warnings
+
+    from hogn.cli import _report_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("first line\n  second line", UserWarning, stacklevel=1)
+        warnings.warn("first line\n  second line", UserWarning, stacklevel=1)
+    _report_warnings("hogn x", caught)
+    assert capsys.readouterr().err == "hogn x: warning: first line second line\n"
