@@ -62,14 +62,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     keep = slice(None, None, args.stride)
     name = data.system_name
     columns, z = _constant_names(data.meta, data.c.shape[1])
-    for i, out in zip(indices, outs, strict=True):
+    for done, (i, out) in enumerate(zip(indices, outs, strict=True)):
         a, b = int(data.ptr[i]), int(data.ptr[i + 1])
         box = None if data.box is None else data.box[i]
         info = {"trajectory": i, **({"system": name} if name else {})}
         species = "X" if z is None else element_symbols(data.c[a:b, z])
-        write_xyz(out, data.q[keep, a:b], data.p[keep, a:b], t=data.t[keep], c=data.c[a:b],
-                  box=box, info=info, digits=args.digits, species=species,
-                  constant_names=columns)
+        try:
+            write_xyz(out, data.q[keep, a:b], data.p[keep, a:b], t=data.t[keep],
+                      c=data.c[a:b], box=box, info=info, digits=args.digits,
+                      species=species, constant_names=columns)
+        except OSError as exc:
+            if done == 0:
+                raise
+            raise OSError(exc.errno, f"{exc.strerror or exc}; the {done} file(s) before it "
+                          f"were written ({outs[0]} .. {outs[done - 1]}), the "
+                          f"{len(outs) - done} from {out} on were not") from None
     frames = len(range(data.t.numel())[keep])
     where = str(outs[0]) if len(outs) == 1 else f"{outs[0]} ... {outs[-1]}"
     count_text = "1 trajectory" if len(outs) == 1 else f"{len(outs)} trajectories"

@@ -465,3 +465,38 @@ def test_an_error_is_one_line_even_where_a_library_warned_first(capsys, tmp_path
         warnings.warn("first line\n  second line", UserWarning, stacklevel=1)
     _report_warnings("hogn x", caught)
     assert capsys.readouterr().err == "hogn x: warning: first line second line\n"
+
+
+def test_a_disk_that_fills_during_a_multi_file_export_says_what_was_written(
+        files, capsys, tmp_path, monkeypatch):
+    """Two files written, the third hits a full disk: the error says which were written
+    and which not (it said 'no file was written')."""
+    _, data, _ = files
+    real = os.fdopen
+    opened = []
+
+    class FullAfterTwo:
+        def __init__(self, fh):
+            self.fh = fh
+            opened.append(fh)
+
+        def write(self, b):
+            if len(opened) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(hio.os, "fdopen", lambda fd, mode: FullAfterTwo(real(fd, mode)))
+    out = tmp_path / "t.xyz"
+    err = _error(capsys, ["export", str(data), "-o", str(out), "--trajectory", "0..4"],
+                 "No space left on device")
+    assert "the 2 file(s) before it were written" in err and "the 3 from" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t-0.xyz", "t-1.xyz"]
