@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -313,6 +314,92 @@ def check_files(made, target, how, cut, flips):
 
 
 test_damaged_files, test_damaged_files_slow = check_files
+
+
+# ------------------------------------------------------------ foreign files in
+def _mutate(raw: bytes, cut: float, flips: list[tuple[float, int]], lines: list[str]) -> bytes:
+    """``raw`` cut at ``cut``, bytes flipped, lines replaced (for text files)."""
+    b = bytearray(raw[: max(1, int(cut * len(raw)))])
+    for where, mask in flips:
+        b[min(int(where * len(b)), len(b) - 1)] ^= mask
+    if lines:
+        text = bytes(b).decode("utf-8", "replace").splitlines()
+        for i, line in enumerate(lines):
+            if text:
+                text[(i * 7919) % len(text)] = line
+        b = bytearray("\n".join(text).encode())
+    return bytes(b)
+
+
+XYZ_LINES = st.lists(st.sampled_from(["-3", "0", "2", "1e9", "nan", "X nan 0 0",
+                                      'Lattice="-1 0 0 0 1 0 0 0 1" pbc="T T T"',
+                                      'Lattice="1 2" Properties=species:S:1:pos:R:3',
+                                      "Properties=pos:R:3:junk:Q:1", "", "X 1 2"]),
+                     max_size=3)
+FLIPS = st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=6)
+
+
+@variants(60, 600, cut=st.floats(0.05, 1), flips=FLIPS, lines=XYZ_LINES)
+def check_xyz_reader(made, cut, flips, lines):
+    """``hogn.xyz.read_xyz`` on a damaged extended XYZ file: a trajectory or one
+    ``ValueError``, within the time bound (a negative count looped forever)."""
+    from hogn.xyz import read_xyz, write_xyz
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        good = write_xyz(folder / "a.xyz", torch.randn(3, 4, 3, dtype=torch.float64),
+                         torch.randn(3, 4, 3, dtype=torch.float64),
+                         t=torch.arange(3.0, dtype=torch.float64),
+                         box=torch.full((3,), 5.0, dtype=torch.float64))
+        bad = folder / "b.xyz"
+        bad.write_bytes(_mutate(good.read_bytes(), cut, flips, lines))
+        with time_bound(30):
+            try:
+                out = read_xyz(bad)
+            except ValueError as exc:
+                assert str(exc).strip() and "\n" not in str(exc).strip(), exc
+            else:
+                assert bool(torch.isfinite(out.q).all())
+                assert out.box is None or bool((out.box > 0).all())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_xyz_reader, test_xyz_reader_slow = check_xyz_reader
+
+
+@variants(40, 400, cut=st.floats(0.05, 1), flips=FLIPS,
+          layout=st.sampled_from(["stored", "deflated", "lzma"]),
+          dt=st.sampled_from([0.1, 1e308, 5e-324, -1.0, float("nan"), 0.0]))
+def check_import(made, small_bounds, cut, flips, layout, dt):
+    """``hogn import`` of a damaged ``.npz`` archive (any compression, any dt): a
+    dataset or one line with exit 2; the output is written only on success."""
+    import zipfile
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        src = folder / "a.npz"
+        q = np.random.default_rng(0).normal(size=(2, 5, 3, 2))
+        method = {"stored": zipfile.ZIP_STORED, "deflated": zipfile.ZIP_DEFLATED,
+                  "lzma": zipfile.ZIP_LZMA}[layout]
+        with zipfile.ZipFile(src, "w", method) as archive:
+            for key, value in (("q", q), ("p", -q), ("dt", np.array(dt))):
+                buffer = io.BytesIO()
+                np.save(buffer, value)
+                archive.writestr(f"{key}.npy", buffer.getvalue())
+        src.write_bytes(_mutate(src.read_bytes(), cut, flips, []))
+        out = folder / "d.pt"
+        status, _, err = run_cli(["import", str(src), "-o", str(out)])
+        assert_documented(status, err)
+        assert out.exists() == (status == 0)
+        if status == 0:
+            data = systems.load(out)
+            assert bool(torch.isfinite(data.t).all()) and bool(torch.isfinite(data.q).all())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_import, test_import_slow = check_import
 
 
 # ------------------------------------------------------------ Python API
