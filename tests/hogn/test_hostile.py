@@ -254,17 +254,20 @@ def test_resuming_with_another_spelling_of_the_data_path(files, tmp_path, monkey
 
 
 # ------------------------------------------------------------------ full disk
-def _fill_disk_after(monkeypatch, limit: int) -> None:
-    """Every file atomic_write opens fails with ENOSPC after ``limit`` bytes."""
+def _fill_disk_after(monkeypatch, limit: int, files: int = 0) -> None:
+    """Every file atomic_write opens (after the first ``files``) fails with ENOSPC
+    after ``limit`` bytes."""
     real = os.fdopen
+    opened = []
 
     class Full:
         def __init__(self, fh):
             self.fh, self.written = fh, 0
+            opened.append(fh)
 
         def write(self, b):
             self.written += len(b)
-            if self.written > limit:
+            if len(opened) > files and self.written > limit:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return self.fh.write(b)
 
@@ -472,29 +475,7 @@ def test_a_disk_that_fills_during_a_multi_file_export_says_what_was_written(
     """Two files written, the third hits a full disk: the error says which were written
     and which not (it said 'no file was written')."""
     _, data, _ = files
-    real = os.fdopen
-    opened = []
-
-    class FullAfterTwo:
-        def __init__(self, fh):
-            self.fh = fh
-            opened.append(fh)
-
-        def write(self, b):
-            if len(opened) > 2:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.fh.write(b)
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-    monkeypatch.setattr(hio.os, "fdopen", lambda fd, mode: FullAfterTwo(real(fd, mode)))
+    _fill_disk_after(monkeypatch, 0, files=2)
     out = tmp_path / "t.xyz"
     err = _error(capsys, ["export", str(data), "-o", str(out), "--trajectory", "0..4"],
                  "No space left on device")
