@@ -395,7 +395,9 @@ def gauss_step(f: VectorField, q: Tensor, p: Tensor, dt: float, stages: int = 2,
     ``1 + stages · (iterations + 1)`` evaluations.
 
     Differentiable (first derivatives): the iteration runs without autograd; the
-    final application of the stage map runs with autograd on, and the gradient
+    final application of the stage map runs with autograd as it is, and where its
+    result requires gradients (a parameter of ``f``, ``q`` or ``p`` does) it is
+    applied once more, its graph kept, and the gradient
     flowing back into it is corrected by solving the adjoint fixed point
     ``g = ḡ + (∂Φ/∂K)ᵀ g`` (the implicit-function theorem), so gradients with
     respect to the state and to any parameter inside ``f`` are those of the exact
@@ -433,10 +435,9 @@ def gauss_step(f: VectorField, q: Tensor, p: Tensor, dt: float, stages: int = 2,
         k0 = torch.stack(f(q, p)).detach()
         k_star, _ = _fixed_point(lambda k: stage_map(k).detach(), k0.expand(stages, *k0.shape),
                                  scale, tol, max_iterations, name)
-    if torch.is_grad_enabled():
+    k = stage_map(k_star)
+    if k.requires_grad:  # something asked for gradients (a parameter of f, q or p)
         k = _implicit_gradient(stage_map, k_star, tol, max_iterations, name)
-    else:
-        k = stage_map(k_star)
     x_next = x + dt * torch.tensordot(b, k, dims=1)
     return x_next[0], x_next[1]
 

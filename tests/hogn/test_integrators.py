@@ -881,3 +881,41 @@ def test_adaptive_gives_up_on_a_singular_field():
     with pytest.raises(RuntimeError, match="exceeded 200 trial steps"):
         integrators.integrate_adaptive(singular, q0, torch.zeros_like(q0), 0.5, 4,
                                        torch.zeros(1, dtype=int), 1, max_iterations=200)
+
+
+@pytest.mark.parametrize("name", sorted(integrators.names()))
+def test_no_autograd_graph_that_nobody_asked_for(name):
+    """With no input or parameter needing gradients, no method returns a tensor that
+    requires grad (gauss4 kept the whole multi-step graph alive); with one that does, the
+    gradient still flows (the implicit methods: through their corrected adjoint)."""
+    q0 = torch.tensor([0.4, -1.0], dtype=F64)
+    p0 = torch.tensor([0.9, 0.1], dtype=F64)
+    q, p = integrate(pendulum, q0, p0, 0.1, 5, method=name)  # separable: every method
+    assert not q.requires_grad and not p.requires_grad and q.grad_fn is None
+    strength = torch.tensor(1.0, dtype=F64, requires_grad=True)
+
+    def scaled(q, p):
+        dq, dp = pendulum(q, p)
+        return dq, strength * dp
+
+    q, p = integrate(scaled, q0, p0, 0.1, 5, method=name)
+    (grad,) = torch.autograd.grad(q[-1].sum(), strength)
+    eps = 1e-6
+    with torch.no_grad():
+        strength += eps
+        up = integrate(scaled, q0, p0, 0.1, 5, method=name)[0][-1].sum()
+        strength -= 2 * eps
+        down = integrate(scaled, q0, p0, 0.1, 5, method=name)[0][-1].sum()
+        strength += eps
+    assert float(grad) == pytest.approx(float(up - down) / (2 * eps), rel=1e-5, abs=1e-9)
+
+
+def test_a_system_trajectory_by_gauss4_keeps_no_graph():
+    import systems
+
+    system = systems.get("pendulum")
+    graph = system.sample(3, 0)
+    _, q, p = system.trajectory(graph, 0.1, 5, method="gauss4")
+    assert not q.requires_grad and not p.requires_grad
+    data = systems.generate(system, 2, 5, 0.1, method="gauss4", progress=False)
+    assert not data.q.requires_grad and not data.dp.requires_grad
