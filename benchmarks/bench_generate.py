@@ -525,7 +525,7 @@ def time_scipy(rhs: RhsBuilder, consts: Consts, y0s: np.ndarray, t_eval: np.ndar
     order = rng.permutation(len(y0s))
     limit = len(order)
     elapsed = 0.0
-    bar = tqdm(total=limit, desc=desc, leave=False)
+    bar = tqdm(total=limit, desc=desc, leave=False, disable=None)  # no bars in logs
     for done, index in enumerate(order, start=1):
         f = rhs(subset(consts, index))
         start = time.perf_counter()

@@ -481,3 +481,29 @@ def test_a_disk_that_fills_during_a_multi_file_export_says_what_was_written(
                  "No space left on device")
     assert "the 2 file(s) before it were written" in err and "the 3 from" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t-0.xyz", "t-1.xyz"]
+
+
+def test_progress_bars_stay_out_of_logs():
+    """With stdout and stderr not a terminal (CI, nohup, a pipe), the progress bars of
+    generation, training, rollouts and meta-training write nothing: no carriage-return
+    chunks piling up in a log."""
+    script = """
+import torch, hogn, systems
+from meta import protocol
+data = systems.generate(systems.get("spring-nbody"), 3, 20, 0.05, n_particles=3,
+                        progress=True)
+model = hogn.models.get("hogn", dim=2, node_constants=1, edge_features=2, hidden=8).double()
+hogn.train(model, data, epochs=2, batch_size=8, max_samples=16, progress=True)
+hogn.rollout(model, data, steps=20, dt=0.05, progress=True)
+protocol.evaluate_adaptation(protocol.make_model("hnn", hidden=8, seed=0),
+                             {"m": dict(protocol.make_model("hnn", hidden=8, seed=0)
+                                        .named_parameters())},
+                             protocol.eval_data("pendulum", 2), shots=5, steps=2,
+                             progress=True)
+print("done")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "done" and "\r" not in run.stdout + run.stderr, run.stderr
+    assert "it/s" not in run.stderr and "%|" not in run.stderr, run.stderr
