@@ -358,7 +358,8 @@ def _check_box_values(box: Tensor, cutoff: float, what: str) -> None:
         raise ValueError(f"box lengths must be finite and > 0, got {box.tolist()}")
     if bool((box < 2 * cutoff).any()):
         raise ValueError(
-            f"box lengths {box.tolist()} are smaller than 2 * {what} = {2 * cutoff:g} in some "
+            f"box lengths {box.tolist()} are smaller than "
+            f"{f'2 * ({what})' if ' ' in what else f'2 * {what}'} = {2 * cutoff:g} in some "
             "dimension: the minimum image is only unique for box >= 2 * cut-off (use a "
             "larger box or a smaller cut-off)")
 

@@ -43,8 +43,9 @@ def rollout(model: DynamicsModel, source: Any, steps: int, dt: float | None = No
             rather than taken by autograd (:mod:`hogn.models.inference`).
         source: Initial states (see :func:`initial_state`); nodes of many graphs of
             any sizes are stepped in one call.
-        steps: Number of steps ``T``.
-        dt: Step size; a stepper (DeltaGN) uses its own and rejects another.
+        steps: Number of saved steps ``T``.
+        dt: Time between saved states (each is ``substeps`` integrator steps of
+            ``dt / substeps``); a stepper (DeltaGN) uses its own and rejects another.
         integrator: Integrator name for derivative models; must be ``None`` for a
             stepper.
         substeps: Integrator steps per saved step (derivative models). A model with

@@ -63,8 +63,8 @@ def _systems_table(args: argparse.Namespace, out: Path) -> None:
         data = systems.generate(system, args.trajectories, args.steps, args.dt, seed=args.seed,
                                 n_particles=n_particles, progress=not args.quiet)
         row = data.summary()
-        if system.dissipative:  # friction: the drift is the physics, not an error
-            row["system"] = f"{name} (damped)"
+        if system.dissipative:  # friction or forcing: the drift is the physics, not an error
+            row["system"] = f"{name} (not conservative)"
         row["seconds"] = round(time.perf_counter() - start, 2)
         rows.append(row)
         first = data[0]

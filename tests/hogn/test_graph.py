@@ -493,7 +493,7 @@ def test_neighbour_list_rebuild_threshold_and_layout_changes():
     nl.reset()
     nl.update(moved.float(), torch.tensor([0, 1, 3]))
     assert nl.rebuilds == 5
-    with pytest.raises(ValueError, match=r"smaller than 2 \* radius \+ skin = 1.6"):
+    with pytest.raises(ValueError, match=r"smaller than 2 \* \(radius \+ skin\) = 1.6"):
         NeighbourList(0.6, 0.2, box=[1.5, 5.0])
     with pytest.raises(ValueError, match="skin must be a finite number >= 0"):
         NeighbourList(0.6, -0.2)
