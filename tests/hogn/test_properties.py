@@ -235,6 +235,71 @@ def check_evaluate(made, small_bounds, threshold, steps, substeps, split, integr
 test_evaluate_arguments, test_evaluate_arguments_slow = check_evaluate
 
 
+# ------------------------------------------------------------ outputs
+OUTPUT_NAMES = st.sampled_from(["a.out", "b.out", "data.pt", "dir", None])
+
+
+@variants(20, 200, output=OUTPUT_NAMES, plot=OUTPUT_NAMES, xyz=OUTPUT_NAMES,
+          animate=OUTPUT_NAMES, force=st.booleans())
+def check_rollout_outputs(made, small_bounds, output, plot, xyz, animate, force):
+    """``hogn rollout`` with outputs that exist (the user's dataset, a folder), that
+    coincide, or are new: success writes each asked file; otherwise one line, and no
+    existing file changes (a folder is never replaced, a file only with --force)."""
+    _, data, run = made
+    folder = Path(tempfile.mkdtemp())
+    try:
+        (folder / "dir").mkdir()
+        (folder / "data.pt").write_bytes(data.read_bytes())
+        before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        flags = {"-o": output, "--plot": plot, "--xyz": xyz, "--animate": animate}
+        argv = ["rollout", str(run), "--steps", "3", "--quiet", *(["--force"] if force else [])]
+        for flag, name in flags.items():
+            if name is not None:
+                argv += [flag, str(folder / name)]
+        status, _, err = run_cli(argv)
+        assert_documented(status, err)
+        named = [n for n in flags.values() if n is not None]
+        clash = len(set(named)) < len(named) or "dir" in named or (
+            not force and "data.pt" in named)
+        assert (status == 2) == clash, (argv, err)
+        if status == 2:
+            assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+        else:
+            assert all((folder / n).is_file() for n in named)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_rollout_outputs, test_rollout_outputs_slow = check_rollout_outputs
+
+
+@variants(20, 200, spec=st.one_of(
+    st.sampled_from(["all", "0", "1,0", "0..1", "0..100000000000", "3", "-1", "1..0", "x",
+                     "", "0,,1"]),
+    st.lists(st.integers(0, 5), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v)))),
+          stride=st.sampled_from(["1", "2", "0", "-1", "x"]))
+def check_export(made, spec, stride):
+    """``hogn export --trajectory SPEC --stride N``: files for the asked trajectories, or
+    one line before anything is written, at once for any range."""
+    _, data, _ = made
+    folder = Path(tempfile.mkdtemp())
+    try:
+        argv = ["export", str(data), "-o", str(folder / "t.xyz"), f"--trajectory={spec}",
+                f"--stride={stride}"]
+        status, _, err = run_cli(argv)
+        assert_documented(status, err)
+        written = sorted(p.name for p in folder.iterdir())
+        if status == 2:
+            assert written == []
+        else:
+            assert written and all(name.startswith("t") for name in written)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_export_arguments, test_export_arguments_slow = check_export
+
+
 # ------------------------------------------------------------ damaged files
 def _corrupt(path: Path, how: str, cut: float, flips: list[tuple[float, int]],
              other: Path) -> None:
