@@ -66,14 +66,35 @@ def test_links_stay_inside_the_repository():
             assert resolved.exists(), (page.name, target)
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")
-                                         if python_blocks(p.read_text())))
+README = DOCS.parent / "README.md"
+PAGES = {**{p.name: p for p in sorted(DOCS.glob("*.md")) if python_blocks(p.read_text())},
+         "README.md": README}
+"""Every page with Python examples: the docs and the README (its quick start too)."""
+
+STATED = {"README.md": {
+    0: "assert repr(data).startswith('Dataset(three-body, trajectories=256, points=100, "
+       "particles=3')\n"
+       "assert float(data.energy_drift().max()) < 1e-10\n"
+       "assert set(data.meta['resampled']) == {'rejected_by_system', 'energy_drift'}\n"
+       "assert q.shape == p.shape == (1001, state.q.shape[0], 2)\n",
+    1: "assert q.shape == (201, big.q.shape[0], 2) and bool(torch.isfinite(q).all())\n"
+       "assert model.hamiltonian(big).shape == (4,)\n",
+    2: "assert q.shape == (101, 1024, 2) and bool(torch.isfinite(q).all())\n"}}
+"""What a page says its examples give, checked right after the block (by index)."""
+
+
+@pytest.mark.parametrize("page", list(PAGES))
 def test_examples_run(page, tmp_path):
-    blocks = python_blocks((DOCS / page).read_text())
+    path = PAGES[page]
+    blocks = python_blocks(path.read_text())
+    stated = STATED.get(page, {})
+    assert all(i < len(blocks) for i in stated), "a stated check names a missing block"
+    blocks = [part for i, block in enumerate(blocks)
+              for part in ([block, (1, stated[i])] if i in stated else [block])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(DOCS.parent),
                                                        os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps([f"docs/{page}",
-                                                                           blocks]),
+    run = subprocess.run([sys.executable, "-c", RUNNER],
+                         input=json.dumps([str(path.relative_to(DOCS.parent)), blocks]),
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    assert run.returncode == 0, f"docs/{page} examples failed:\n{run.stdout}\n{run.stderr}"
+    assert run.returncode == 0, f"{page} examples failed:\n{run.stdout}\n{run.stderr}"
