@@ -40,8 +40,9 @@ import torch
 from torch import Tensor
 
 __all__ = ["FileFormatError", "RunLock", "RunLockedError", "atomic_write",
-           "holds_run_or_nothing", "is_temp_file", "load_archive", "load_checked",
-           "previous_file", "remove_temp_files", "save_archive", "save_checked"]
+           "current_or_previous", "holds_run_or_nothing", "is_temp_file", "load_archive",
+           "load_checked", "previous_file", "remove_temp_files", "resume_advice",
+           "save_archive", "save_checked"]
 
 CHECKED_FORMAT = "hogn-checked"
 """Format name of a :func:`save_checked` file."""
@@ -231,6 +232,25 @@ def previous_file(path: str | os.PathLike) -> Path:
     """Where :func:`save_checked` keeps the file it replaced: ``NAME.prev.EXT``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def current_or_previous(path: str | os.PathLike) -> Path | None:
+    """The file a resume reads: ``path``, else its :func:`previous_file` (a process killed
+    between keeping the previous file and writing the new one), else ``None``."""
+    for candidate in (Path(path), previous_file(path)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def resume_advice(path: str | os.PathLike, read: Path, otherwise: str) -> str:
+    """What to do about a damaged ``read`` (the file or the previous one of ``path``):
+    delete it to go on from the intact previous file where there is one, else
+    ``otherwise``."""
+    previous = previous_file(path)
+    if read != previous and previous.is_file():
+        return f"delete it to go on from the previous checkpoint {previous.name}"
+    return otherwise
 
 
 def save_checked(path: str | os.PathLike, obj: Any, keep_previous: bool = True) -> Path:

@@ -709,10 +709,7 @@ def _prepare_run(run_dir: Path, record: dict[str, Any]) -> bool:
 def _checkpoint_path(run: Path) -> Path | None:
     """The checkpoint a resume reads: ``checkpoint.pt``, else (a run killed between
     keeping the previous checkpoint and writing the new one) ``checkpoint.prev.pt``."""
-    for path in (run / "checkpoint.pt", hio.previous_file(run / "checkpoint.pt")):
-        if path.exists():
-            return path
-    return None
+    return hio.current_or_previous(run / "checkpoint.pt")
 
 
 def _same_data_file(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -844,10 +841,8 @@ def _read_checkpoint(path: Path, run: Path, model: DynamicsModel,
         FileFormatError: naming the file, when it is unreadable, of another version,
             or does not fit this run (nothing is changed on disk).
     """
-    previous = hio.previous_file(run / "checkpoint.pt")
-    advice = (f"delete it to go on from the previous checkpoint {previous.name}"
-              if path != previous and previous.is_file()
-              else "restore it, or train into a new run folder")
+    advice = hio.resume_advice(run / "checkpoint.pt", path,
+                               "restore it, or train into a new run folder")
     if not path.is_file():
         raise hio.FileFormatError(f"{path}: not a file; {advice}")
     try:

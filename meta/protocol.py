@@ -58,10 +58,11 @@ from hogn.io import (
     FileFormatError,
     RunLock,
     atomic_write,
+    current_or_previous,
     holds_run_or_nothing,
     load_archive,
     load_checked,
-    previous_file,
+    resume_advice,
     save_archive,
     save_checked,
 )
@@ -410,14 +411,11 @@ def _save_checkpoint(path: Path, model: DynamicsModel, optimizer: torch.optim.Op
 def _read_checkpoint(path: Path) -> dict[str, Any] | None:
     """The payload of the checkpoint ``path`` (``None`` if there is none; a run killed
     between keeping the previous checkpoint and writing the new one: the previous)."""
-    previous = previous_file(path)
-    if not path.exists():
-        if not previous.exists():
-            return None
-        path = previous
-    advice = (f"delete it to go on from the previous checkpoint {previous.name}"
-              if path != previous and previous.is_file() else
-              "delete it to start that phase again")
+    read = current_or_previous(path)
+    if read is None:
+        return None
+    advice = resume_advice(path, read, "delete it to start that phase again")
+    path = read
     try:
         payload = load_checked(path, "checkpoint")
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
