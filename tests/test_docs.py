@@ -78,7 +78,11 @@ STATED = {"README.md": {
        "assert set(data.meta['resampled']) == {'rejected_by_system', 'energy_drift'}\n"
        "assert q.shape == p.shape == (1001, state.q.shape[0], 2)\n",
     1: "assert q.shape == (201, big.q.shape[0], 2) and bool(torch.isfinite(q).all())\n"
-       "assert model.hamiltonian(big).shape == (4,)\n",
+       "import dataclasses\n"
+       "h0 = model.hamiltonian(big).detach()\n"
+       "h1 = model.hamiltonian(dataclasses.replace(big, q=q[-1], p=p[-1])).detach()\n"
+       "assert h0.shape == (4,) and bool(((h1 - h0).abs() <= 1e-3 * (h0.abs() + 1)).all()),"
+       " (h0, h1)  # symplectic: the learned H is kept\n",
     2: "assert q.shape == (101, 1024, 2) and bool(torch.isfinite(q).all())\n"}}
 """What a page says its examples give, checked right after the block (by index)."""
 
