@@ -43,6 +43,7 @@ from torch import Tensor
 __all__ = [
     "ConvergenceError",
     "Integrator",
+    "SplitField",
     "VectorField",
     "check_state",
     "compatible",
@@ -62,6 +63,42 @@ StepFn = Callable[[VectorField, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 #: at ``q_next``; valid only for a separable field, where ``dp`` depends on ``q`` alone.
 CachedStepFn = Callable[[VectorField, Tensor, Tensor, float, "Tensor | None"],
                         tuple[Tensor, Tensor, Tensor]]
+
+
+class SplitField:
+    """A separable vector field given by its two halves: ``dq = velocity(p)`` and
+    ``dp = force(q)``.
+
+    Called as ``f(q, p)`` it is an ordinary :data:`VectorField`; the splitting methods
+    (``symplectic_euler``, ``leapfrog``, ``yoshida4``) call the halves apart, so a drift
+    costs only ``velocity`` and a kick only ``force``. With a cheap velocity (``p / m``)
+    leapfrog is velocity Verlet with one force evaluation a step (under
+    :func:`integrate` with ``separable=True``, which reuses each step's last force).
+
+    Args:
+        velocity: ``p [*shape] -> dq [*shape]``.
+        force: ``q [*shape] -> dp [*shape]``.
+    """
+
+    __slots__ = ("force", "velocity")
+
+    def __init__(self, velocity: Callable[[Tensor], Tensor],
+                 force: Callable[[Tensor], Tensor]) -> None:
+        self.velocity = velocity
+        self.force = force
+
+    def __call__(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        return self.velocity(p), self.force(q)
+
+
+def _velocity(f: VectorField, q: Tensor, p: Tensor) -> Tensor:
+    """``dq`` at ``(q, p)``: the velocity half alone for a :class:`SplitField`."""
+    return f.velocity(p) if isinstance(f, SplitField) else f(q, p)[0]
+
+
+def _force(f: VectorField, q: Tensor, p: Tensor) -> Tensor:
+    """``dp`` at ``(q, p)``: the force half alone for a :class:`SplitField`."""
+    return f.force(q) if isinstance(f, SplitField) else f(q, p)[1]
 
 
 class ConvergenceError(RuntimeError):
@@ -236,21 +273,18 @@ def euler(f: VectorField, q: Tensor, p: Tensor, dt: float) -> tuple[Tensor, Tens
           needs_separable=True)
 def symplectic_euler(f: VectorField, q: Tensor, p: Tensor, dt: float) -> tuple[Tensor, Tensor]:
     """Symplectic Euler: kick ``p`` with the force at ``q``, then drift ``q``."""
-    _, dp = f(q, p)
-    p = p + dt * dp
-    dq, _ = f(q, p)
-    return q + dt * dq, p
+    p = p + dt * _force(f, q, p)
+    return q + dt * _velocity(f, q, p), p
 
 
 def _leapfrog_cached(f: VectorField, q: Tensor, p: Tensor, dt: float, force: Tensor | None
                      ) -> tuple[Tensor, Tensor, Tensor]:
     """Kick–drift–kick reusing ``force = dp(q)`` from the previous step's last kick."""
     if force is None:
-        _, force = f(q, p)
+        force = _force(f, q, p)
     p = p + 0.5 * dt * force
-    dq, _ = f(q, p)
-    q = q + dt * dq
-    _, force = f(q, p)
+    q = q + dt * _velocity(f, q, p)
+    force = _force(f, q, p)
     return q, p + 0.5 * dt * force, force
 
 
@@ -265,13 +299,10 @@ def _yoshida4_cached(f: VectorField, q: Tensor, p: Tensor, dt: float, force: Ten
 @register("leapfrog", order=2, symplectic=True, evaluations=3, needs_separable=True,
           cached_step=_leapfrog_cached)
 def leapfrog(f: VectorField, q: Tensor, p: Tensor, dt: float) -> tuple[Tensor, Tensor]:
-    """Störmer–Verlet in kick–drift–kick form."""
-    _, dp = f(q, p)
-    p = p + 0.5 * dt * dp
-    dq, _ = f(q, p)
-    q = q + dt * dq
-    _, dp = f(q, p)
-    return q, p + 0.5 * dt * dp
+    """Störmer–Verlet in kick–drift–kick form (velocity Verlet)."""
+    p = p + 0.5 * dt * _force(f, q, p)
+    q = q + dt * _velocity(f, q, p)
+    return q, p + 0.5 * dt * _force(f, q, p)
 
 
 @register("rk2", order=2, symplectic=False, evaluations=2)

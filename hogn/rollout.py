@@ -132,6 +132,9 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
     qs[0], ps[0] = graph.q, graph.p
     q, p = graph.q, graph.p
     field, built = None, -1
+    # a separable model's splitting step reuses its last force while the field lives
+    cached = None if method is None or not model.separable else method.cached_step
+    force: Tensor | None = None
     for i in _step_range(model, steps, progress):
         edges = neighbours.update(q, graph.ptr)
         current = graph.replace(q=q, p=p, edge_index=edges)
@@ -139,10 +142,13 @@ def _roll_neighbours(model: DynamicsModel, graph: GraphBatch, steps: int, dt: fl
             q, p = model.next_state(current)
         else:
             if neighbours.rebuilds != built:
-                field, built = model.rollout_field(current), neighbours.rebuilds
+                field, built, force = model.rollout_field(current), neighbours.rebuilds, None
             h = dt / substeps
             for _ in range(substeps):
-                q, p = method.step(field, q, p, h)
+                if cached is not None:
+                    q, p, force = cached(field, q, p, h, force)
+                else:
+                    q, p = method.step(field, q, p, h)
         qs[i], ps[i] = q, p
     return qs, ps
 

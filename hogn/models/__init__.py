@@ -17,7 +17,9 @@ autoencoder whose 2-D latent follows a learned ``H``), ``symoden`` (SymODEN:
 constraints read from the graph), ``ghnn`` (a generalized Hamiltonian network
 ``dx = (P + Q) ∇H``: ``P`` skew, ``Q`` negative semi-definite), ``hnn-basis`` and
 ``hogn-basis`` (``H = φ · w``: ``m`` learned basis functions and a linear head, which
-few-shot adaptation can solve for in closed form) and ``mlp`` (baseline).
+few-shot adaptation can solve for in closed form), ``potential-hogn`` (molecular
+dynamics: ``H = Σ|p|²/2m + V(q)`` with a known kinetic energy and a graph-network
+potential; velocity Verlet calls it once a step) and ``mlp`` (baseline).
 """
 
 from hogn.models.base import (
@@ -39,6 +41,7 @@ from hogn.models.generalized import GHNN
 from hogn.models.graph_models import HOGN, OGN, DeltaGN, SeparableHOGN
 from hogn.models.mlp_models import HNN, MLP
 from hogn.models.pixel import PixelHNN
+from hogn.models.potential import PotentialHOGN
 from hogn.models.srnn import SRNN
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "HOGNBasis",
     "HamiltonianModel",
     "PixelHNN",
+    "PotentialHOGN",
     "SeparableHOGN",
     "SymODEN",
     "as_graph",

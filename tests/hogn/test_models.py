@@ -21,6 +21,7 @@ CONFIGS = {
     "hogn-basis": {**GRAPH_CONFIG, "edge_energies": True, "features": 4},
     "hnn-basis": {"n_particles": 3, "dim": 2, "hidden": 32, "features": 4},
     "separable-hogn": {**GRAPH_CONFIG, "edge_energies": True},
+    "potential-hogn": {**GRAPH_CONFIG, "edge_energies": True},
     "ogn": GRAPH_CONFIG,
     "deltagn": {**GRAPH_CONFIG, "dt": 0.05},
     "hnn": {"n_particles": 3, "dim": 2, "hidden": 32},
@@ -35,8 +36,8 @@ CONFIGS = {
     "chnn": {"n_particles": 3, "dim": 2, "node_constants": 1, "edge_features": 2,
              "pivot_constant": None, "hidden": 32},
 }
-GRAPH_MODELS = ["hogn", "separable-hogn", "ogn", "deltagn", "dissipative-hogn", "hogn-basis"]
-HAMILTONIAN = ["hogn", "separable-hogn", "hnn", "srnn", "hnn-basis", "hogn-basis"]
+GRAPH_MODELS = ["hogn", "separable-hogn", "potential-hogn", "ogn", "deltagn", "dissipative-hogn", "hogn-basis"]
+HAMILTONIAN = ["hogn", "separable-hogn", "potential-hogn", "hnn", "srnn", "hnn-basis", "hogn-basis"]
 
 
 def make(name: str, dtype: torch.dtype = torch.float64, **overrides) -> models.DynamicsModel:
