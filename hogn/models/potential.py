@@ -119,6 +119,24 @@ class PotentialHOGN(_EnergyGraphNetwork):
         self.check_state(g.q, g.p, g)
         return -self._potential_gradient(g.q, g, create_graph)
 
+    def potential_and_forces(self, graph: GraphLike) -> tuple[Tensor, Tensor]:
+        """``V [G]`` and ``F = −∂V/∂q [N, d]`` at the graph's positions in one pass (no
+        autograd graph kept), as a calculator needs them."""
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        if self._own_energy(PotentialHOGN, "potential_energy") and energy_gradient.supports(
+                self.potential):
+            with torch.no_grad():
+                node, edge, dv_dq, _ = energy_gradient.energy_and_gradient(
+                    self.potential, g.q, None, g.c, g.edge_index, g.edge_attr, g.edge_box)
+                v = _graph_sum(node, edge, g, self.potential.scatter_backend)
+            return v, torch.neg(dv_dq)
+        with torch.enable_grad():
+            x = g.q.detach().requires_grad_(True)
+            v = self.potential_energy(x, g)
+            (dv_dq,) = torch.autograd.grad(v.sum(), x)
+        return v.detach(), torch.neg(dv_dq)
+
     def _potential_gradient(self, q: Tensor, graph: GraphBatch, create_graph: bool) -> Tensor:
         """``∂V/∂q [N, d]``: written out where :mod:`hogn.energy_gradient` can, else
         by autograd."""
