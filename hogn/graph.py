@@ -13,11 +13,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import torch
 from torch import Tensor
-from torch_geometric.data import Batch, Data
+
+if TYPE_CHECKING:  # networkx and PyG: imported by the conversions from or to their objects
+    import networkx as nx
+    from torch_geometric.data import Batch, Data
 
 __all__ = [
     "RADIUS_BACKENDS",
@@ -124,6 +127,8 @@ def from_networkx(graph: nx.Graph, offset: int = 0) -> Tensor:
     """
     n = graph.number_of_nodes()
     if sorted(graph.nodes) != list(range(n)):
+        import networkx as nx
+
         graph = nx.convert_node_labels_to_integers(graph)
     pairs = [(u, v) for u, v in graph.edges if u != v]
     if not graph.is_directed():
@@ -773,6 +778,8 @@ class GraphBatch:
     def to_pyg(self) -> Batch:
         """Convert to a PyG ``Batch`` of ``Data(q, p, c, edge_index, edge_attr, box)``
         graphs (``box [1, d]`` per graph, so the batch holds ``box [G, d]``)."""
+        from torch_geometric.data import Batch, Data
+
         if self.q.dim() != 2:
             raise ValueError("to_pyg needs a single state q [N, d], not a trajectory")
         ptr, eptr = self.ptr.tolist(), self.edge_ptr.tolist()

@@ -241,6 +241,7 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
     "ogn": _submodules("gn.node_decoder", "gn.edge_decoder"),
     "deltagn": _submodules("gn.node_decoder", "gn.edge_decoder"),
     "separable-hogn": _separable,
+    "potential-hogn": _submodules("potential.node_decoder", "potential.edge_decoder"),
     "dhnn": _dissipative,
     "dissipative-hogn": _dissipative_graph,
     "srnn": lambda model: _last_linear("kinetic")(model) + _last_linear("potential")(model),
@@ -261,7 +262,8 @@ DECODERS: dict[str, Callable[[nn.Module], list[str]]] = {
 the last linear layer of the MLP for the flat models (``hnn``: the layer reading out
 ``H``; ``mlp``: the one reading out ``dq, dp``), the node (and edge) decoder MLPs of
 the graph network for the graph models (``separable-hogn``: those of its potential
-and the last layer of its kinetic-energy MLP; ``dhnn``: the last layers of its ``H``
+and the last layer of its kinetic-energy MLP; ``potential-hogn``: those of its
+potential, its kinetic energy being known; ``dhnn``: the last layers of its ``H``
 and ``D`` MLPs; ``dissipative-hogn``: the decoders of its ``H`` graph network and of
 its ``D`` graph network, or with ``"momenta"`` the last layers of its per-node and
 per-edge ``D`` MLPs; ``pixel-hnn``: the last layer of its pixel decoder; ``symoden``:

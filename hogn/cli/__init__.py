@@ -13,7 +13,11 @@ atomically, so an interrupted command leaves each output either as it was or
 complete. Bugs keep their traceback.
 
 Importing this package is cheap (the commands' modules load inside :func:`main`),
-so that the signal handlers are in place before the long imports of start-up.
+so that the signal handlers are in place before the long imports of start-up. Building
+the parser imports no torch either (DESIGN.md: command-line help and argument errors
+never import torch): the parsers take their argument types from :mod:`hogn.cli.args`
+and their lists of names from :mod:`hogn.cli.choices`, and each command imports what it
+runs on (torch, PyTorch Geometric, the models) once its arguments are parsed.
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message} (see '{self.prog} --help')")
 
 
-def __getattr__(name: str) -> Any:  # UserError lives with the commands' helpers
+def __getattr__(name: str) -> Any:  # UserError lives with the argument types
     if name == "UserError":
-        from hogn.cli.common import UserError
+        from hogn.cli.args import UserError
 
         return UserError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -138,16 +142,23 @@ def _report_warnings(command: str, caught: Sequence[warnings.WarningMessage]) ->
             print(f"{command}: warning: {text}", file=sys.stderr)
 
 
+def _import_numpy() -> None:
+    """Import numpy from Python, before a command imports torch: torch imports it from C
+    and drops any exception of that import, a Ctrl-C (:class:`Interrupted`) included,
+    after which the command would run on, on a half-imported numpy. Imported here, an
+    interrupt stops the command as anywhere else."""
+    import numpy  # noqa: F401
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hogn`` command; returns the exit status (see the module notes)."""
     previous = _install_handlers()
     command = "hogn"
     try:
         try:
-            from hogn.io import FileFormatError
-
             args = build_parser().parse_args(argv)
             command = f"hogn {args.command}"
+            _import_numpy()
             with warnings.catch_warnings(record=True) as caught:
                 status = args.func(args)
             _report_warnings(command, caught)  # after success only: an error is one line
@@ -164,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("hogn: interrupted", file=sys.stderr)
             return 130
-        except (ValueError, FileFormatError, OSError, FloatingPointError) as exc:
+        except (ValueError, OSError, FloatingPointError) as exc:
+            # ValueError: hogn.io.FileFormatError too (imported by the commands, not here);
             # FloatingPointError: hogn.train.NonFiniteLossError, which says what is kept
             print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
             return 2

@@ -11,7 +11,8 @@ from typing import Any
 
 import systems
 from hogn import checks
-from hogn.cli.common import (
+from hogn.cli import choices
+from hogn.cli.args import (
     DEVICE,
     FRACTION_BELOW_1,
     NONNEG_FLOAT,
@@ -20,10 +21,8 @@ from hogn.cli.common import (
     POS_INT,
     TOLERANCE,
     UserError,
-    check_output,
     param,
     particles,
-    system_params,
 )
 
 __all__ = ["add_commands", "check_simulation_work"]
@@ -76,6 +75,8 @@ def check_simulation_work(system: Any, trajectories: int, steps: int, dt: float,
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate a ground-truth dataset file."""
+    from hogn.cli.common import check_output, system_params
+
     out = Path(args.output)
     check_output(out, args.force)
     params = dict(args.param or [])
@@ -124,6 +125,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """Turn a ``.npz`` file of your own arrays, or a file of ASE frames, into a dataset
     file."""
+    from hogn.cli.common import check_output, system_params
+
     out = Path(args.output)
     check_output(out, args.force)
     params = dict(args.param or [])
@@ -272,8 +275,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "generate", help="simulate a float64 ground-truth dataset",
         description="Simulate a ground-truth dataset of SYSTEM (a system or a paper preset) "
         "and save it atomically to -o FILE.",
-        epilog=f"systems: {', '.join(systems.names())}\npresets: "
-        f"{', '.join(systems.preset_names())}\n\nexamples:\n"
+        epilog=f"systems: {', '.join(choices.SYSTEMS)}\npresets: "
+        f"{', '.join(choices.PRESETS)}\n\nexamples:\n"
         "  hogn generate pendulum --trajectories 500 --steps 200 --dt 0.05 -o pend.pt\n"
         "  hogn generate spring-nbody --n-particles 4..8 --param graph=cycle -o spring.pt\n"
         "  hogn generate hnn-two-body -o two-body.pt",
@@ -355,7 +358,7 @@ _IMPORT_DESCRIPTION = "\n\n".join(textwrap.fill(text, 88) for text in (
 
 
 def _import_epilog() -> str:
-    from systems.arrays import HNN_KEYS, NPZ_KEYS
+    from systems.array_keys import HNN_KEYS, NPZ_KEYS  # torch-free, unlike systems.arrays
 
     def table(keys: dict[str, str]) -> str:
         return "\n".join(f"  {k:<11} {v}" for k, v in keys.items())

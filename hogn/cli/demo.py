@@ -27,16 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import systems
-from hogn import integrators, models
-from hogn.cli.common import NONNEG_INT, POS_FLOAT, POS_INT, energy_of
-from hogn.evaluation import evaluate
-from hogn.metrics import geometric_mean
-from hogn.plot import TrajectoryPanel, loss_curves, rollout_comparison, trajectories_and_energy
-from hogn.report import format_table, write_json
-from hogn.train import train
+from hogn.cli import choices
+from hogn.cli.args import NONNEG_INT, POS_FLOAT, POS_INT
 
 __all__ = ["add_commands"]
 
@@ -50,6 +43,9 @@ MODELS = (("hogn", "derivative"), ("ogn", "derivative"), ("deltagn", "rollout"),
 
 
 def _systems_table(args: argparse.Namespace, out: Path) -> None:
+    from hogn.plot import TrajectoryPanel, trajectories_and_energy
+    from hogn.report import format_table, write_json
+
     rows, panels = [], []
     print(f"part 1: {args.trajectories} trajectories x {args.steps} steps (dt={args.dt}) of "
           "every system, float64 ground truth\n")
@@ -77,6 +73,16 @@ def _systems_table(args: argparse.Namespace, out: Path) -> None:
 
 
 def _learning(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    import torch
+
+    from hogn import integrators, models
+    from hogn.cli.common import energy_of
+    from hogn.evaluation import evaluate
+    from hogn.metrics import geometric_mean
+    from hogn.plot import loss_curves, rollout_comparison
+    from hogn.report import format_table
+    from hogn.train import train
+
     system = systems.get("spring-nbody")
     dt, horizon = args.learn_dt, args.horizon
     method = integrators.get(args.integrator)  # --integrator offers the non-separable fits
@@ -172,6 +178,10 @@ def _learning(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run both parts and save tables and plots under ``--out``."""
+    import torch
+
+    from hogn.report import write_json
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -211,7 +221,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--samples", type=POS_INT, default=2048, help="samples per epoch")
     learn.add_argument("--hidden", type=POS_INT, default=64)
     learn.add_argument("--lr", type=POS_FLOAT, default=3e-3)
-    fits = integrators.compatible(False)
+    fits = choices.NON_SEPARABLE_INTEGRATORS
     learn.add_argument("--integrator", default="gauss4", choices=fits, metavar="NAME",
                        help="integrator of the derivative models' rollouts (default gauss4: "
                        "symplectic for any H, order 4); one valid for a non-separable "

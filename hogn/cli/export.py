@@ -9,8 +9,7 @@ from typing import Any
 
 import systems
 from hogn import checks
-from hogn.cli.common import POS_INT, UserError, check_output
-from hogn.xyz import element_symbols, write_xyz
+from hogn.cli.args import POS_INT, UserError
 
 __all__ = ["add_commands", "output_paths", "trajectory_spec"]
 
@@ -48,6 +47,9 @@ def output_paths(out: Path, indices: list[int]) -> list[Path]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the chosen trajectories of a dataset file as extended XYZ files."""
+    from hogn.cli.common import check_output
+    from hogn.xyz import element_symbols, write_xyz
+
     data = systems.load(args.data)
     count = data.num_graphs
     spans = [range(count)] if args.trajectory == "all" else args.trajectory

@@ -7,36 +7,30 @@ import textwrap
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import systems
-from hogn import checks, distributed, integrators, models
-from hogn.cli.common import (
+from hogn import checks
+from hogn.cli import choices
+from hogn.cli.args import (
     DEVICE,
-    DTYPES,
     FRACTION_BELOW_1,
     NONNEG_FLOAT,
     NONNEG_INT,
     POS_FLOAT,
     POS_INT,
     UserError,
-    check_outputs,
-    energy_of,
-    energy_reference,
-    load_run,
     param,
     particles,
-    system_params,
 )
 from hogn.cli.data import check_simulation_work
-from hogn.cli.pictures import add_picture_args, picture_outputs, write_pictures
-from hogn.evaluation import Evaluation, evaluate
-from hogn.io import save_archive
-from hogn.plot import loss_curves, rollout_comparison
-from hogn.report import format_table, write_json
-from hogn.train import LOSSES, SCHEDULES, TARGETS, TrainConfig, train
+from hogn.cli.pictures import add_picture_args, picture_outputs
+
+if TYPE_CHECKING:  # the commands import these when they run (help never imports torch)
+    import torch
+
+    from hogn import models
+    from hogn.evaluation import Evaluation
 
 __all__ = ["DERIVATIVE_COLUMNS", "EVAL_COLUMNS", "add_commands", "describe_data",
            "eval_columns", "summary_row"]
@@ -81,11 +75,20 @@ def summary_row(name: str, integrator: str | None, data: systems.Dataset,
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a dataset file into a run folder (under ``torchrun``: in each of
     its processes, which share the work; rank 0 writes and prints)."""
+    from hogn import distributed
+
     with distributed.process_group(args.device or "cpu"):
         return _train_run(args)
 
 
 def _train_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hogn import distributed, models
+    from hogn.cli.common import DTYPES
+    from hogn.plot import loss_curves
+    from hogn.train import TrainConfig, train
+
     data = systems.load(args.data)
     if args.n_particles is not None:
         keep = data.sizes == args.n_particles
@@ -139,6 +142,10 @@ def _check_model_size(name: str, data: systems.Dataset, model_args: dict[str, An
     """Refuse a model too large to train here, before allocating it: its parameters
     are counted on the ``meta`` device (no memory), then weights, gradients and
     Adam's two moments are four copies."""
+    import torch
+
+    from hogn import models
+
     try:
         with torch.device("meta"):
             shape_only = models.for_data(name, data, **model_args)
@@ -170,6 +177,8 @@ def _check_rollout_work(steps: int, substeps: int, trajectories: int, particles:
 def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
                        ) -> systems.Dataset:
     """Ground truth to roll out against: from --data, or simulated from the system."""
+    from hogn.cli.common import system_params
+
     if args.data is not None:
         data = systems.load(args.data)
         return data[: args.trajectories] if args.trajectories is not None else data
@@ -201,6 +210,12 @@ def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     """Roll a trained model out, against the truth, and save the trajectories."""
+    from hogn.cli.common import check_outputs, energy_of, energy_reference, load_run
+    from hogn.cli.pictures import write_pictures
+    from hogn.evaluation import evaluate
+    from hogn.io import save_archive
+    from hogn.report import format_table
+
     model, record = load_run(args.run, args.model, args.device)
     out = Path(args.output) if args.output else None
     check_outputs({"-o": args.output, "--plot": args.plot, **picture_outputs(args)},
@@ -235,6 +250,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def _integrator(name: str | None, model: models.DynamicsModel, record: dict[str, Any]
                 ) -> str | None:
+    from hogn import integrators
+
     if model.is_stepper:
         if name is not None:
             raise UserError(f"{model.name} is a stepper with its own dt; it takes no "
@@ -251,6 +268,10 @@ def _integrator(name: str | None, model: models.DynamicsModel, record: dict[str,
 
 
 def _plot_first(path: str, name: str, truth: systems.Dataset, result: Evaluation) -> Path:
+    import torch
+
+    from hogn.plot import rollout_comparison
+
     a, b = int(truth.ptr[0]), int(truth.ptr[1])
     energy = (result.energy_error[:, 0] if result.energy_error is not None
               else torch.zeros_like(result.t))
@@ -262,6 +283,10 @@ def _plot_first(path: str, name: str, truth: systems.Dataset, result: Evaluation
 # ----------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained model on a dataset file."""
+    from hogn.cli.common import check_outputs, energy_of, energy_reference, load_run
+    from hogn.evaluation import evaluate
+    from hogn.report import format_table, write_json
+
     check_outputs({"--json": args.json, "--plot": args.plot}, args.force)
     model, record = load_run(args.run, args.model, args.device)
     data = systems.load(args.data)
@@ -295,9 +320,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--model", choices=("best", "last"), default="best",
                      help="which weights of the run (default best: lowest validation loss)")
-    cmd.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
+    cmd.add_argument("--integrator", choices=choices.INTEGRATORS, metavar="NAME",
                      help="integrator for derivative models (default: the one the run "
-                     f"trained with, else rk4); one of {', '.join(integrators.names())}; "
+                     f"trained with, else rk4); one of {', '.join(choices.INTEGRATORS)}; "
                      f"{SPLITTING} need a separable H (separable-hogn); "
                      f"{IMPLICIT} are symplectic for any H")
     cmd.add_argument("--substeps", type=POS_INT, default=1,
@@ -310,8 +335,8 @@ def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-SPLITTING = ", ".join(n for n in integrators.names() if integrators.get(n).needs_separable)
-IMPLICIT = ", ".join(n for n in integrators.names() if integrators.get(n).implicit)
+SPLITTING = ", ".join(choices.SPLITTING)
+IMPLICIT = ", ".join(choices.IMPLICIT)
 
 
 def _fill(text: str) -> str:
@@ -331,7 +356,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "checkpoint; a folder holding a different run is refused. When training ends, the "
         "best weights are scored on the dataset's test trajectories (test_loss, printed and "
         "in the last line of metrics.jsonl)."),
-        epilog=f"models: {', '.join(models.names())}\n\nexamples:\n"
+        epilog=f"models: {', '.join(choices.MODELS)}\n\nexamples:\n"
         "  hogn generate spring-nbody --n-particles 4..6 --trajectories 200 -o spring.pt\n"
         "  hogn train hogn spring.pt --hidden 64 --epochs 30 -o runs/hogn\n"
         "  hogn train ogn spring.pt --target rollout --integrator rk4 -o runs/ogn\n"
@@ -353,14 +378,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     arch.add_argument("--model-arg", type=param, action="append", metavar="KEY=VALUE",
                       help="any other constructor argument, repeatable "
                       "(e.g. --model-arg absolute_positions=true)")
-    arch.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+    arch.add_argument("--dtype", choices=choices.DTYPES, default="float32",
                       help="parameter dtype (default float32)")
     arch.add_argument("--n-particles", type=POS_INT, help="train only on graphs of this size "
                       "(needed by hnn/mlp when the data mixes sizes)")
     opt = tr.add_argument_group("training")
-    opt.add_argument("--target", choices=TARGETS, help="derivative: match dq, dp (default; "
+    opt.add_argument("--target", choices=choices.TARGETS, help="derivative: match dq, dp (default; "
                      "steppers always rollout); rollout: integrate and match next states")
-    opt.add_argument("--integrator", choices=integrators.names(), metavar="NAME",
+    opt.add_argument("--integrator", choices=choices.INTEGRATORS, metavar="NAME",
                      help=f"integrator of the rollout target (default rk4); {SPLITTING} "
                      "need a separable H (separable-hogn)")
     opt.add_argument("--rollout-steps", type=POS_INT, help="steps matched per sample (default 1)")
@@ -369,7 +394,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "offset from its observation (noisy data; SRNN, docs/srnn.md)")
     opt.add_argument("--refine-lr", type=POS_FLOAT, help="learning rate of the refined start "
                      "states (default: --lr)")
-    opt.add_argument("--loss", choices=LOSSES, help="default mse")
+    opt.add_argument("--loss", choices=choices.LOSSES, help="default mse")
     length = opt.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=POS_INT, help="passes over the training samples "
                         "(default 20)")
@@ -383,7 +408,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "graphs of very different sizes; default 0: off)")
     opt.add_argument("--lr", type=POS_FLOAT, help="Adam learning rate (default 1e-3)")
     opt.add_argument("--weight-decay", type=NONNEG_FLOAT, help="Adam weight decay (default 0)")
-    opt.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule "
+    opt.add_argument("--schedule", choices=choices.SCHEDULES, help="learning-rate schedule "
                      "(default none)")
     opt.add_argument("--val-fraction", type=FRACTION_BELOW_1, help="training trajectories held out "
                      "for validation (default 0.1)")

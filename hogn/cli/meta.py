@@ -6,26 +6,18 @@ import argparse
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hogn import checks, distributed
-from hogn.cli.common import (
-    NONNEG_FLOAT,
-    NONNEG_INT,
-    POS_FLOAT,
-    POS_INT,
-    UserError,
-    check_outputs,
-)
-from hogn.io import save_archive
-from hogn.report import format_table, write_json
-from meta import plots, protocol
-from meta.algorithms import ALGORITHMS
-from meta.summary import paired_system, versus_baselines
+from hogn import checks
+from hogn.cli import choices
+from hogn.cli.args import NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, UserError
+
+if TYPE_CHECKING:  # the commands import it when they run (help never imports torch)
+    from meta import protocol
 
 __all__ = ["add_commands"]
 
-BASELINE_NAMES = ("zero", "affine", "polynomial", "kernel", "nearest")
+BASELINE_NAMES = choices.META_BASELINES
 """The classical regressors of :mod:`meta.fewshot` that ``hogn adapt --baselines`` fits."""
 
 
@@ -55,11 +47,16 @@ def cmd_meta_train(args: argparse.Namespace) -> int:
     """Meta-train on six systems (and the pretrained baseline) into a run folder (under
     ``torchrun``: in each of its processes, which share every meta-batch's tasks; rank 0
     writes and prints)."""
+    from hogn import distributed
+
     with distributed.process_group("cpu"):
         return _meta_train(args)
 
 
 def _meta_train(args: argparse.Namespace) -> int:
+    from hogn import distributed
+    from meta import protocol
+
     protocol.check_system(args.holdout)
     _check_options(args)
     model_args: dict[str, Any] = {}
@@ -124,6 +121,12 @@ def _cell(row: dict[str, Any]) -> str:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     """Adapt the run's three starting points to unseen trajectories; print MSE per step."""
+    from hogn.cli.common import check_outputs
+    from hogn.io import save_archive
+    from hogn.report import format_table, write_json
+    from meta import plots, protocol
+    from meta.summary import paired_system, versus_baselines
+
     run = protocol.load_run(args.run)
     config = run.config
     system = protocol.check_system(args.system or config.holdout)
@@ -268,6 +271,7 @@ def _add_fits(args: argparse.Namespace, run: protocol.RunModels, data: Any, shot
               noise: float, keep: int, result: dict[str, Any]) -> None:
     """Add the fitted methods to ``result``: a basis run's closed-form head (meta-learned
     and random features) and the ``--baselines``, on the same points and noise."""
+    from meta import protocol
     from meta.fitted import baseline_fitter, evaluate_fits, head_fitter
 
     fitters, layouts, dtypes = {}, {}, {}
@@ -298,7 +302,7 @@ def _fill(text: str) -> str:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``meta-train`` and ``adapt``."""
-    systems_list = ", ".join(protocol.META_SYSTEMS)
+    systems_list = ", ".join(choices.META_SYSTEMS)
     mt = sub.add_parser(
         "meta-train", help="meta-train across physical laws, one system held out",
         description=_fill("Leave one system out (the meta-learning paper's protocol): generate "
@@ -323,7 +327,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help=f"the system left out: one of {systems_list}")
     mt.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
     arch = mt.add_argument_group("model")
-    arch.add_argument("--model", choices=tuple(protocol.MODEL_LAYOUTS), help="hnn (default, the "
+    arch.add_argument("--model", choices=choices.META_MODELS, help="hnn (default, the "
                       "paper's: 3 padded particles), mlp (predicts dq, dp), hogn (graphs), "
                       "or a learned basis with a linear head H = φ·w, hnn-basis or "
                       "hogn-basis (meta-trained by --algorithm closed-form)")
@@ -335,7 +339,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                       "hnn/mlp)")
     arch.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     opt = mt.add_argument_group("meta-training")
-    opt.add_argument("--algorithm", choices=(*ALGORITHMS, protocol.CLOSED_FORM),
+    opt.add_argument("--algorithm", choices=(*choices.META_ALGORITHMS, choices.META_CLOSED_FORM),
                      help="maml (default, second order), fomaml (first-order MAML), "
                      "reptile, or closed-form (a basis model meta-trained through the ridge "
                      "solve of its head from the K points; the default for a basis model)")
@@ -357,7 +361,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                      "the outer loop trains all weights (maml, fomaml)")
     opt.add_argument("--outer-lr", type=POS_FLOAT, help="Adam learning rate (default 1e-3)")
     opt.add_argument("--meta-batch", type=POS_INT, help="tasks per outer step (default 8)")
-    opt.add_argument("--loss", choices=("logcosh", "mse"), help="default logcosh")
+    opt.add_argument("--loss", choices=choices.META_LOSSES, help="default logcosh")
     opt.add_argument("--grad-clip", type=NONNEG_FLOAT, help="meta-gradient norm clip (default off)")
     opt.add_argument("--checkpoint-every", type=POS_INT, help="outer steps between "
                      "checkpoints (default 100)")

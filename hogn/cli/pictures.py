@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import systems
-from hogn.evaluation import Evaluation
-from hogn.plot import animate_rollout
-from hogn.xyz import write_xyz
+if TYPE_CHECKING:
+    import systems
+    from hogn.evaluation import Evaluation
 
 __all__ = ["add_picture_args", "picture_outputs", "write_pictures"]
 
@@ -45,6 +45,9 @@ def write_pictures(args: argparse.Namespace, truth: systems.Dataset, result: Eva
     written: list[Path] = []
     if not (args.animate or args.xyz):
         return written
+    from hogn.plot import animate_rollout
+    from hogn.xyz import write_xyz
+
     a, b = int(truth.ptr[0]), int(truth.ptr[1])
     points = result.t.numel()
     box = None if truth.box is None else truth.box[0]

@@ -53,3 +53,21 @@ def test_every_public_name_resolves():
          "from hogn import *\n"
          "from meta import *\n"
          "assert callable(rollout) and callable(meta_train)")
+
+
+def test_graphs_import_pyg_and_networkx_only_to_convert():
+    """``hogn.graph`` builds and batches graphs with torch alone; PyTorch Geometric and
+    networkx are imported by the conversions to or from their objects."""
+    _run("import sys, torch\n"
+         "from hogn.graph import GraphBatch, fully_connected, from_networkx, ptr_from_sizes\n"
+         "g = GraphBatch(torch.zeros(3, 2), torch.ones(3, 2), torch.ones(3, 1),\n"
+         "               fully_connected([3]), ptr_from_sizes([3]))\n"
+         "g = GraphBatch.cat([g, g.select([0])])\n"
+         "assert g.num_graphs == 2 and g.edge_index.shape == (2, 12)\n"
+         "assert 'torch_geometric' not in sys.modules and 'networkx' not in sys.modules\n"
+         "back = GraphBatch.from_pyg(g.to_pyg())\n"
+         "assert 'torch_geometric' in sys.modules\n"
+         "assert torch.equal(back.edge_index, g.edge_index) and torch.equal(back.p, g.p)\n"
+         "import networkx as nx\n"
+         "assert from_networkx(nx.relabel_nodes(nx.path_graph(3), {0: 'a', 1: 'b', 2: 'c'}))"
+         ".shape == (2, 4)\n")

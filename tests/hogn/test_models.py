@@ -36,7 +36,8 @@ CONFIGS = {
     "chnn": {"n_particles": 3, "dim": 2, "node_constants": 1, "edge_features": 2,
              "pivot_constant": None, "hidden": 32},
 }
-GRAPH_MODELS = ["hogn", "separable-hogn", "potential-hogn", "ogn", "deltagn", "dissipative-hogn", "hogn-basis"]
+GRAPH_MODELS = ["hogn", "separable-hogn", "potential-hogn", "ogn", "deltagn",
+                "dissipative-hogn", "hogn-basis"]
 HAMILTONIAN = ["hogn", "separable-hogn", "potential-hogn", "hnn", "srnn", "hnn-basis", "hogn-basis"]
 
 

@@ -85,6 +85,8 @@ def test_the_decoder_of_each_model_family():
     sep = decoder_names(hogn.models.get("separable-hogn", **kw, steps=1))
     assert sep == ["kinetic.2.weight", "kinetic.2.bias"] + [
         n.replace("gn.", "potential.") for n in gn]
+    pot = decoder_names(hogn.models.get("potential-hogn", **kw, steps=1))
+    assert pot == [n.replace("gn.", "potential.") for n in gn]
     assert set(meta.DECODERS) >= set(hogn.models.names())
     with pytest.raises(ValueError, match="no decoder defined for model 'unknown-model'"):
         decoder_names(_Unknown())
