@@ -102,6 +102,9 @@ def _train_run(args: argparse.Namespace) -> int:
             model_args[key] = getattr(args, key)
     if args.mp_steps is not None:
         model_args["steps"] = args.mp_steps
+    data, note = _states_with_own_edges(args, data, model_args)
+    if note and distributed.is_main():
+        print(note)
     _check_model_size(args.model, data, model_args, DTYPES[args.dtype])
     torch.manual_seed(args.seed)  # the same seed gives the same initial weights (every rank)
     model = models.for_data(args.model, data, **model_args).to(DTYPES[args.dtype])
@@ -135,6 +138,38 @@ def _train_run(args: argparse.Namespace) -> int:
     print(f"run folder {run}: config.json, metrics.jsonl, best.pt, last.pt, checkpoint.pt, "
           f"{png.name}")
     return 0
+
+
+def _states_with_own_edges(args: argparse.Namespace, data: systems.Dataset,
+                           model_args: dict[str, Any]) -> tuple[systems.Dataset, str]:
+    """With a cut-off (``--cutoff``, or by default the imported cut-off of a dataset
+    with a periodic box), every saved state becomes a graph of its own with the pairs
+    within the cut-off of its own positions as edges, and the model reads edges up to
+    it (``model_args["cutoff"]``, unless given); without one, ``data`` as it is.
+    Returns the data and a line saying what was done (empty: nothing)."""
+    from hogn.models.base import accepts
+
+    cutoff = args.cutoff
+    if cutoff is None and data.box is not None and data.meta.get("cutoff") is not None:
+        cutoff = float(data.meta["cutoff"])
+        how = f"the cut-off {cutoff:g} it was imported with; --cutoff sets another"
+    else:
+        how = f"--cutoff {cutoff:g}" if cutoff is not None else ""
+    if cutoff is None:
+        return data, ""
+    if not accepts(args.model, "cutoff"):
+        raise UserError(f"{args.data}: states with edges within a cut-off ({how}) need a graph "
+                        f"model that reads edges up to it (hogn, separable-hogn, potential-hogn, "
+                        f"ogn, ...); {args.model} has no cut-off")
+    if (args.target or "derivative") != "derivative":
+        raise UserError(f"{args.data}: states with edges within a cut-off ({how}) train on the "
+                        f"derivative target, not --target {args.target}")
+    model_args.setdefault("cutoff", cutoff)
+    states = data.snapshots(radius=cutoff)
+    edges = states.edge_index.shape[1] / max(1, states.num_graphs)
+    return states, (f"{args.data}: each of its {states.num_graphs} saved states is a graph of "
+                    f"its own, with the pairs closer than {cutoff:g} as edges ({how}; "
+                    f"{edges:.0f} edges a state on average)")
 
 
 def _check_model_size(name: str, data: systems.Dataset, model_args: dict[str, Any],
@@ -382,6 +417,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                       help="parameter dtype (default float32)")
     arch.add_argument("--n-particles", type=POS_INT, help="train only on graphs of this size "
                       "(needed by hnn/mlp when the data mixes sizes)")
+    arch.add_argument("--cutoff", type=POS_FLOAT, help="give every saved state the pairs closer "
+                      "than this as edges (minimum image in a periodic box) and the model this "
+                      "cut-off; default: a periodic dataset's imported cut-off")
     opt = tr.add_argument_group("training")
     opt.add_argument("--target", choices=choices.TARGETS, help="derivative: match dq, dp (default; "
                      "steppers always rollout); rollout: integrate and match next states")

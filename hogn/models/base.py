@@ -103,6 +103,17 @@ def get(name: str, **config: Any) -> DynamicsModel:
     return cls(**config)
 
 
+def accepts(name: str, argument: str) -> bool:
+    """Whether the registered model ``name`` takes the constructor ``argument``.
+
+    Raises:
+        ValueError: for an unknown name (listing the valid ones).
+    """
+    if name not in _REGISTRY:
+        get(name)  # raises, listing the names
+    return argument in inspect.signature(_REGISTRY[name].__init__).parameters
+
+
 def for_data(name: str, data: Any, **config: Any) -> DynamicsModel:
     """Build a model whose input sizes fit ``data``; ``config`` sets the rest.
 
