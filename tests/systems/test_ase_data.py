@@ -305,3 +305,34 @@ def test_ase_is_imported_only_inside_functions():
     assert "ase" in {n.module.split(".")[0] for n in ast.walk(ast.parse(
         (root / "systems/ase_data.py").read_text())) if isinstance(n, ast.ImportFrom)
         and n.module}  # imported where it is used
+
+
+def test_train_on_imported_frames_gives_each_state_its_own_edges(files, argon, tmp_path,
+                                                                  capsys):
+    """``hogn train`` on a periodic import: every frame a graph with the pairs within the
+    imported cut-off of its own positions (ASE's neighbour list the reference), the
+    model given that cut-off; a model without one, or the rollout target, refused."""
+    data_path = tmp_path / "argon.pt"
+    assert main(["import", str(files["xyz"]), "--cutoff", "5", "-o", str(data_path)]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "potential-hogn", str(data_path), "--hidden", "4", "--mp-steps", "1",
+                 "--epochs", "1", "--batch-size", "2", "--quiet", "-o", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "each of its 6 saved states is a graph of its own" in out
+    assert "the cut-off 5 it was imported with" in out
+    from hogn.models import load
+
+    model = load(run / "best.pt")
+    assert model.config()["cutoff"] == 5.0 and model.name == "potential-hogn"
+    states = systems.load(data_path).snapshots(radius=5.0)
+    for k, frame in enumerate(argon):  # each frame's own pairs, as ASE finds them
+        i, j = neighbor_list("ij", frame, 5.0)
+        edges = states.select([k]).edge_index
+        assert {tuple(e) for e in edges.T.tolist()} == set(zip(j.tolist(), i.tolist(),
+                                                                strict=True))
+    _error(capsys, ["train", "hnn", str(data_path), "--quiet", "-o", str(tmp_path / "r2")],
+           "need a graph model that reads edges up to it")
+    _error(capsys, ["train", "hogn", str(data_path), "--target", "rollout", "--quiet", "-o",
+                    str(tmp_path / "r3")], "train on the derivative target")
+    _error(capsys, ["train", "potential-hogn", str(data_path), "--cutoff", "0", "--quiet", "-o",
+                    str(tmp_path / "r4")], "--cutoff")
