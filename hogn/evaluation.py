@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from hogn import checks
+from hogn.graph import NeighbourList
 from hogn.metrics import (
     energy_error,
     geometric_mean,
@@ -129,7 +130,8 @@ class Evaluation:
 def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
              integrator: str | None = "rk4", steps: int | None = None, substeps: int = 1,
              observed: bool = False, progress: bool = False,
-             energy_reference: str = "initial") -> Evaluation:
+             energy_reference: str = "initial",
+             neighbours: NeighbourList | None = None) -> Evaluation:
     """Roll ``model`` out from each trajectory's first state and compare with the truth.
 
     Args:
@@ -144,6 +146,8 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
         substeps: Integrator steps per saved step (finer than the data's ``dt``).
         observed: Start from the noisy observation instead of the clean state.
         progress: Show a progress bar.
+        neighbours: Roll out on this neighbour list (edges rebuilt from the positions;
+            see :func:`hogn.rollout.rollout`), as systems whose neighbours change need.
         energy_reference: What the true energy along the prediction is compared
             with: ``"initial"``, the true initial energy (its drift: for systems
             that conserve ``H``), or ``"truth"``, the true energy at the same time
@@ -179,7 +183,7 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
     dt = float(data.t[1] - data.t[0])
     start = data.state(0, observed=observed).to(model.param_device, model.param_dtype)
     q, p = rollout(model, start, steps, dt=dt, integrator=integrator, substeps=substeps,
-                   progress=progress)
+                   progress=progress, neighbours=neighbours)
     # errors and energies in the data's own precision and device
     q, p = q.to(data.q.device, data.q.dtype), p.to(data.q.device, data.q.dtype)
     q_true, p_true = data.q[: steps + 1], data.p[: steps + 1]

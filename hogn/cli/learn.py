@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the commands import these when they run (help never imports
 
     from hogn import models
     from hogn.evaluation import Evaluation
+    from hogn.graph import NeighbourList
 
 __all__ = ["DERIVATIVE_COLUMNS", "EVAL_COLUMNS", "add_commands", "describe_data",
            "eval_columns", "summary_row"]
@@ -265,7 +266,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     result = evaluate(model, truth, energy=energy_of(truth), integrator=integrator,
                       steps=args.steps if args.data is not None else None,
                       substeps=args.substeps, progress=not args.quiet,
-                      energy_reference=energy_reference(truth))
+                      energy_reference=energy_reference(truth),
+                      neighbours=_neighbours(args.cutoff, model, truth))
     row = summary_row(model.name, integrator, truth, result, args.threshold)
     print(format_table([row], eval_columns(row)))
     if out is not None:
@@ -281,6 +283,30 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     for path in write_pictures(args, truth, result, model.name):
         print(f"wrote {path}")
     return 0
+
+
+def _neighbours(cutoff: float | None, model: models.DynamicsModel, data: systems.Dataset
+                ) -> NeighbourList | None:
+    """The neighbour list a rollout of ``data`` takes: radius ``--cutoff``, or by default
+    the model's own cut-off on data in a periodic box (whose neighbours change as the
+    particles move); ``None`` (the data's stored edges) otherwise. The skin is a tenth
+    of the radius, less where the box is small."""
+    from hogn.graph import NeighbourList
+
+    if cutoff is None and (data.box is None or model.config().get("cutoff") is None
+                           or data.t.numel() < 2):
+        return None
+    radius = float(model.config()["cutoff"] if cutoff is None else cutoff)
+    skin = 0.1 * radius
+    if data.box is not None:
+        room = 0.5 * float(data.box.min()) - radius
+        if room <= 0:
+            raise UserError(f"a periodic box of length {float(data.box.min()):g} is smaller than "
+                            f"twice the neighbour radius {radius:g}: pass a smaller --cutoff (at "
+                            f"least the model's, {model.config().get('cutoff')}) or use larger "
+                            "boxes")
+        skin = min(skin, room)
+    return NeighbourList(radius, skin, box=data.box)
 
 
 def _integrator(name: str | None, model: models.DynamicsModel, record: dict[str, Any]
@@ -336,7 +362,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_rollout_work(horizon, args.substeps, data.num_graphs, data.q.shape[1], data.dim)
     result = evaluate(model, data, energy=energy_of(data), integrator=integrator,
                       steps=args.steps, substeps=args.substeps, progress=not args.quiet,
-                      energy_reference=energy_reference(data))
+                      energy_reference=energy_reference(data),
+                      neighbours=_neighbours(args.cutoff, model, data))
     row = summary_row(model.name, integrator, data, result, args.threshold)
     print(format_table([row], eval_columns(row)))
     if args.json:
@@ -366,6 +393,9 @@ def _common_rollout_args(cmd: argparse.ArgumentParser) -> None:
                      help="relative error level for time_to_threshold (default 0.1)")
     cmd.add_argument("--plot", metavar="PNG", help="save predicted vs true paths of the "
                      "first trajectory and its energy error")
+    cmd.add_argument("--cutoff", type=POS_FLOAT, help="roll out on a neighbour list of this "
+                     "radius (edges rebuilt as the particles move); default: the model's cut-off "
+                     "on data in a periodic box, else the data's stored edges")
     cmd.add_argument("--device", type=DEVICE, default=None, help="torch device (default cpu)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
 

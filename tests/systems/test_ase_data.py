@@ -330,6 +330,22 @@ def test_train_on_imported_frames_gives_each_state_its_own_edges(files, argon, t
         edges = states.select([k]).edge_index
         assert {tuple(e) for e in edges.T.tolist()} == set(zip(j.tolist(), i.tolist(),
                                                                 strict=True))
+    # evaluate rolls out on a neighbour list of the model's cut-off (the box is periodic)
+    assert main(["evaluate", str(run), str(data_path), "--split", "all", "--integrator",
+                 "leapfrog", "--steps", "4", "--quiet"]) == 0
+    assert "potential-hogn" in capsys.readouterr().out
+    import hogn
+    from hogn.evaluation import evaluate
+    from hogn.graph import NeighbourList
+
+    data = systems.load(data_path).to(dtype=torch.float32)
+    nl = NeighbourList(5.0, 0.25, box=data.box)
+    result = evaluate(model, data, integrator="leapfrog", steps=4, neighbours=nl)
+    q, _ = hogn.rollout(model, data.state(0), 4, dt=float(data.t[1] - data.t[0]),
+                        integrator="leapfrog", neighbours=NeighbourList(5.0, 0.25, box=data.box))
+    assert nl.updates == 4 and torch.equal(result.q, q)
+    _error(capsys, ["evaluate", str(run), str(data_path), "--split", "all", "--cutoff", "6",
+                    "--quiet"], "smaller than twice the neighbour radius 6")
     _error(capsys, ["train", "hnn", str(data_path), "--quiet", "-o", str(tmp_path / "r2")],
            "need a graph model that reads edges up to it")
     _error(capsys, ["train", "hogn", str(data_path), "--target", "rollout", "--quiet", "-o",
