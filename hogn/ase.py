@@ -18,7 +18,9 @@ Node constants are built from the atoms as :func:`systems.from_ase` builds them:
 ``node_constants=`` for another layout. Edges: the pairs closer than the cut-off (the
 model's own ``cutoff`` by default), minimum image in a periodic orthorhombic cell, kept
 in a Verlet list (:class:`hogn.graph.NeighbourList`) from call to call; a model
-without a cut-off on open boundaries gets every pair.
+without a cut-off on open boundaries gets every pair. A cell smaller than twice the
+cut-off (plus the list's skin) is computed as a supercell of itself
+(:mod:`hogn.periodic`): exact for a periodic system, at the cost of the replicas.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ase.calculators.calculator import all_changes
 
 from hogn.graph import GraphBatch, NeighbourList, fully_connected, ptr_from_sizes
 from hogn.models.base import DynamicsModel
+from hogn.periodic import replicas_for, supercell
 
 __all__ = ["NODE_CONSTANTS", "Calculator", "node_constants_of"]
 
@@ -91,8 +94,8 @@ class Calculator(_AseCalculator):
 
     Raises:
         ValueError: for a model without a potential, a cut-off beyond the model's, or
-            (on calculation) a cell too small for the cut-off, a skewed or partly
-            periodic cell, or node constants that do not fit the model.
+            (on calculation) a skewed or partly periodic cell, or node constants that
+            do not fit the model.
     """
 
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces"]
@@ -121,6 +124,7 @@ class Calculator(_AseCalculator):
         self.node_constants = node_constants
         self._neighbours: NeighbourList | None = None
         self._box: np.ndarray | None = None
+        self._reps: tuple[int, ...] = ()
 
     # ---------------------------------------------------------------- graph
     def _constants(self, atoms: Atoms) -> np.ndarray:
@@ -132,43 +136,52 @@ class Calculator(_AseCalculator):
                              f"([{len(atoms)}, {k}]), got {list(c.shape)}")
         return c
 
-    def _edges(self, atoms: Atoms, q: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+    def _layout(self, atoms: Atoms) -> tuple[np.ndarray | None, tuple[int, ...]]:
+        """The periodic box (or ``None``) and the replicas per direction the atoms are
+        computed in (all 1 unless the cell is smaller than ``2 · (cutoff + skin)``);
+        rebuilds the neighbour list when either changed."""
         box = _periodic_box(atoms)
         if self.cutoff is None:
             if box is not None:
                 raise ValueError(f"a periodic cell needs a cut-off: {self.model.name} has none; "
                                  "pass Calculator(model, cutoff=...)")
-            return fully_connected([len(atoms)]).to(q.device)
-        changed = self._neighbours is None or (box is None) != (self._box is None) or (
-            box is not None and not np.array_equal(box, self._box))
-        if changed:
-            skin = 0.1 * self.cutoff if self.skin is None else self.skin
-            if box is not None:
-                room = 0.5 * float(box.min()) - self.cutoff
-                if room < 0:
-                    raise ValueError(
-                        f"the cell {np.round(box, 6).tolist()} is smaller than twice the "
-                        f"cut-off {self.cutoff:g} (a pair would meet several images); "
-                        "repeat the atoms (atoms.repeat) to at least "
-                        f"{2 * self.cutoff:g} in every direction")
-                skin = min(skin, room)
-            self._neighbours = NeighbourList(self.cutoff, skin, box=None if box is None
-                                             else torch.tensor(box)[None])
-            self._box = box
-        assert self._neighbours is not None
-        return self._neighbours.update(q, ptr)
+            return None, ()
+        skin = 0.1 * self.cutoff if self.skin is None else self.skin
+        reps = () if box is None else replicas_for(box.tolist(), 2 * (self.cutoff + skin))
+        if (self._neighbours is None or (box is None) != (self._box is None)
+                or (box is not None and not np.array_equal(box, self._box))
+                or reps != self._reps):
+            big = None if box is None else torch.tensor(box * np.asarray(reps))[None]
+            self._neighbours = NeighbourList(self.cutoff, skin, box=big)
+            self._box, self._reps = box, reps
+        return box, reps
 
     def graph(self, atoms: Atoms) -> GraphBatch:
-        """The model's graph of ``atoms`` (zero momenta; positions as held)."""
+        """The model's graph of ``atoms`` (zero momenta; positions as held).
+
+        A periodic cell smaller than ``2 · (cutoff + skin)`` in some direction is
+        repeated until it is not (:func:`hogn.periodic.supercell`): the graph then holds
+        ``K`` replicas of the atoms, the atoms themselves first.
+        """
         dtype, device = self.model.param_dtype, self.model.param_device
         q = torch.as_tensor(atoms.get_positions(), dtype=dtype, device=device)
-        ptr = ptr_from_sizes([len(atoms)], device=device)
         c = torch.as_tensor(self._constants(atoms), dtype=dtype, device=device)
-        edges = self._edges(atoms, q, ptr)
-        box = self._box if self.cutoff is not None else None
-        return GraphBatch(q, torch.zeros_like(q), c, edges, ptr,
-                          box=None if box is None else torch.tensor(
-                              box, dtype=dtype, device=device)[None])
+        box, reps = self._layout(atoms)
+        if box is None and self.cutoff is None:
+            ptr = ptr_from_sizes([len(atoms)], device=device)
+            return GraphBatch(q, torch.zeros_like(q), c, fully_connected([len(atoms)]).to(device),
+                              ptr)
+        big = None
+        if box is not None:
+            lengths = torch.tensor(box, dtype=dtype, device=device)
+            if any(r > 1 for r in reps):
+                q, lengths, shifts = supercell(q, lengths, reps)
+                c = c.repeat(shifts.shape[0], 1)
+            big = lengths[None]
+        ptr = ptr_from_sizes([q.shape[0]], device=device)
+        assert self._neighbours is not None
+        edges = self._neighbours.update(q, ptr)
+        return GraphBatch(q, torch.zeros_like(q), c, edges, ptr, box=big)
 
     # ---------------------------------------------------------- calculation
     def calculate(self, atoms: Atoms | None = None,
@@ -186,7 +199,9 @@ class Calculator(_AseCalculator):
                 energy = self.model.potential_energy(q, graph)
                 (grad,) = torch.autograd.grad(energy.sum(), q)
             energy, forces = energy.detach(), -grad
-        value = float(energy.sum())
+        n = len(self.atoms)
+        replicas = graph.num_nodes // max(1, n)  # a small cell: its supercell's share
+        value = float(energy.sum()) / replicas
         self.results["energy"] = value
         self.results["free_energy"] = value
-        self.results["forces"] = forces.to(torch.float64).cpu().numpy()
+        self.results["forces"] = forces[:n].to(torch.float64).cpu().numpy()

@@ -100,10 +100,6 @@ def test_refusals_name_what_is_wrong():
         Calculator(models.get("hogn", dim=3, node_constants=2, hidden=8).double())
     with pytest.raises(ValueError, match="shorter than the model's own cut-off"):
         Calculator(_model(), cutoff=CUTOFF / 2)
-    small = _argon(repeat=1)  # 5.26 Å < 2 × 4.5 Å
-    small.calc = Calculator(_model())
-    with pytest.raises(ValueError, match=r"smaller than twice the cut-off .*atoms.repeat"):
-        small.get_forces()
     skewed = _argon()
     skewed.set_cell(skewed.cell[:] + np.array([[0, 0, 0], [1.0, 0, 0], [0, 0, 0]]))
     skewed.calc = Calculator(_model())
@@ -117,3 +113,19 @@ def test_refusals_name_what_is_wrong():
     wrong.calc = Calculator(_model(), node_constants=lambda a: a.get_masses()[:, None])
     with pytest.raises(ValueError, match=r"expects 2 node constant\(s\)"):
         wrong.get_forces()
+
+
+def test_a_cell_smaller_than_twice_the_cutoff_is_its_own_supercell():
+    """4 atoms in a 5.26 Å cell with a 4.5 Å cut-off: every atom meets several images of
+    each neighbour. The calculator's energy and forces equal those of the same crystal
+    built 2 × 2 × 2 larger by ASE (per cell), and finite differences."""
+    small, model = _argon(repeat=1), _model()
+    small.calc = Calculator(model)
+    energy, forces = small.get_potential_energy(), small.get_forces()
+    large = small.repeat(2)
+    large.calc = Calculator(model)
+    assert energy == pytest.approx(large.get_potential_energy() / 8, rel=1e-10)
+    np.testing.assert_allclose(forces, large.get_forces()[:4], rtol=1e-9, atol=1e-11)
+    numeric = calculate_numerical_forces(small, eps=1e-5)
+    np.testing.assert_allclose(forces, numeric, rtol=1e-5, atol=1e-8)
+    assert small.calc.graph(small).num_nodes == 4 * 8  # 5.26 × 2 ≥ 2 × (4.5 + 0.45)
