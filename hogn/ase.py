@@ -19,7 +19,7 @@ Node constants are built from the atoms as :func:`systems.from_ase` builds them:
 model's own ``cutoff`` by default), minimum image in a periodic orthorhombic cell, kept
 in a Verlet list (:class:`hogn.graph.NeighbourList`) from call to call; a model
 without a cut-off on open boundaries gets every pair. A cell smaller than twice the
-cut-off (plus the list's skin) is computed as a supercell of itself
+cut-off is computed as a supercell of itself
 (:mod:`hogn.periodic`): exact for a periodic system, at the cost of the replicas.
 """
 
@@ -138,7 +138,8 @@ class Calculator(_AseCalculator):
 
     def _layout(self, atoms: Atoms) -> tuple[np.ndarray | None, tuple[int, ...]]:
         """The periodic box (or ``None``) and the replicas per direction the atoms are
-        computed in (all 1 unless the cell is smaller than ``2 · (cutoff + skin)``);
+        computed in (all 1 unless the cell is smaller than twice the cut-off; a cell
+        that is not, but smaller than ``2 · (cutoff + skin)``, gets a thinner skin);
         rebuilds the neighbour list when either changed."""
         box = _periodic_box(atoms)
         if self.cutoff is None:
@@ -147,7 +148,14 @@ class Calculator(_AseCalculator):
                                  "pass Calculator(model, cutoff=...)")
             return None, ()
         skin = 0.1 * self.cutoff if self.skin is None else self.skin
-        reps = () if box is None else replicas_for(box.tolist(), 2 * (self.cutoff + skin))
+        reps: tuple[int, ...] = ()
+        if box is not None:
+            room = 0.5 * float(box.min()) - self.cutoff
+            if room >= 0:  # the minimum image holds: shrink the skin to fit, if need be
+                skin = min(skin, room)
+                reps = (1,) * len(box)
+            else:  # a pair meets several images: a supercell of the cell
+                reps = replicas_for(box.tolist(), 2 * (self.cutoff + skin))
         if (self._neighbours is None or (box is None) != (self._box is None)
                 or (box is not None and not np.array_equal(box, self._box))
                 or reps != self._reps):
@@ -159,9 +167,9 @@ class Calculator(_AseCalculator):
     def graph(self, atoms: Atoms) -> GraphBatch:
         """The model's graph of ``atoms`` (zero momenta; positions as held).
 
-        A periodic cell smaller than ``2 · (cutoff + skin)`` in some direction is
-        repeated until it is not (:func:`hogn.periodic.supercell`): the graph then holds
-        ``K`` replicas of the atoms, the atoms themselves first.
+        A periodic cell smaller than twice the cut-off in some direction is repeated
+        until it is at least ``2 · (cutoff + skin)`` (:func:`hogn.periodic.supercell`):
+        the graph then holds ``K`` replicas of the atoms, the atoms themselves first.
         """
         dtype, device = self.model.param_dtype, self.model.param_device
         q = torch.as_tensor(atoms.get_positions(), dtype=dtype, device=device)

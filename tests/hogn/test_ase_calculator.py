@@ -129,3 +129,7 @@ def test_a_cell_smaller_than_twice_the_cutoff_is_its_own_supercell():
     numeric = calculate_numerical_forces(small, eps=1e-5)
     np.testing.assert_allclose(forces, numeric, rtol=1e-5, atol=1e-8)
     assert small.calc.graph(small).num_nodes == 4 * 8  # 5.26 × 2 ≥ 2 × (4.5 + 0.45)
+    # a cell of at least twice the cut-off is never repeated (a thinner skin instead)
+    fits = _argon(repeat=2)  # 10.52 Å ≥ 2 × 4.5 Å, < 2 × (4.5 + 0.45) Å
+    fits.calc = Calculator(model)
+    assert fits.calc.graph(fits).num_nodes == len(fits) == 32
