@@ -27,6 +27,7 @@ EXPERIMENTS = (
     ("meta_learning", "Meta-learning across physical laws", "meta_learning.py"),
     ("fewshot", "Few-shot adaptation against simple baselines", "fewshot.py"),
     ("lj_zero_shot", "Zero-shot to large Lennard-Jones systems", "lj_zero_shot.py"),
+    ("argon_md", "Molecular dynamics: argon from ASE frames and back", "argon_md.py"),
     ("survey_models", "The survey's model families beside HNN and MLP", "survey_models.py"),
 )
 

@@ -28,4 +28,4 @@ def test_order_missing_and_headings(tmp_path, run_script):
 
 def test_build_without_fragments(tmp_path, load_script):
     text = load_script("build_results").build(tmp_path)
-    assert text.count("Not yet run") == len(load_script("build_results").EXPERIMENTS) == 7
+    assert text.count("Not yet run") == len(load_script("build_results").EXPERIMENTS) == 8
