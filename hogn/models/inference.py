@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from hogn import nn as hnn
 from hogn.graph import GraphBatch
 
-__all__ = ["GradientFn", "energy_gradient"]
+__all__ = ["GradientFn", "energy_gradient", "position_gradient"]
 
 #: ``grad(q, p) -> (∂H/∂q [N, d], ∂H/∂p [N, d])`` of the summed ``H`` of every graph.
 GradientFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -610,3 +610,25 @@ def energy_gradient(model: nn.Module, graph: GraphBatch) -> GradientFn | None:
 
             return hnn_grad
     return None
+
+
+def position_gradient(gn: nn.Module, graph: GraphBatch) -> Callable[[Tensor], Tensor] | None:
+    """``grad(q) -> ∂S/∂q [N, d]`` of the summed readout ``S`` of a graph network that
+    reads no momenta (a potential ``V(q)``), on the static ``graph``, written out as
+    for :func:`energy_gradient` (its parameters read now).
+
+    Returns:
+        The gradient function, or ``None`` for a network this module does not write
+        out (or one that reads momenta).
+    """
+    with torch.no_grad():
+        nets = _graph_network_nets(gn)
+        if nets is None or gn.use_momenta:
+            return None
+        v_grad = _GraphNetworkGradient(gn, graph, nets)
+
+    def grad(q: Tensor) -> Tensor:
+        with torch.no_grad():
+            return v_grad(q, None)[0]
+
+    return grad

@@ -16,6 +16,7 @@ momenta). Consequences:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -161,6 +162,27 @@ class PotentialHOGN(_EnergyGraphNetwork):
         force = -self._potential_gradient(q, graph, create_graph)
         return p / self.masses(graph, check=False), force
 
+    def force_field(self, graph: GraphLike) -> Callable[[Tensor], Tensor]:
+        """``force(q) -> F = −∂V/∂q [N, d]`` at positions ``q`` on the static ``graph``
+        (checked here once), without autograd: the potential's gradient written out by
+        :func:`hogn.models.inference.position_gradient` (its constant parts computed
+        once), where it can, else autograd without a kept graph. For simulations: the
+        parameters must not change while it is in use."""
+        from hogn.models.inference import position_gradient
+
+        g = as_graph(graph)
+        self.check_state(g.q, g.p, g)
+        written = (position_gradient(self.potential, g)
+                   if self._own_energy(PotentialHOGN, "potential_energy") else None)
+
+        def force(q: Tensor) -> Tensor:
+            if written is not None:
+                return torch.neg(written(q))
+            with torch.no_grad():
+                return torch.neg(self._potential_gradient(q, g, False))
+
+        return force
+
     def rollout_field(self, graph: GraphLike) -> integrators.VectorField:
         """The field with its velocity ``p / m`` and its force ``−∂V/∂q`` apart
         (:class:`hogn.integrators.SplitField`): leapfrog (velocity Verlet) then calls
@@ -174,8 +196,4 @@ class PotentialHOGN(_EnergyGraphNetwork):
         def velocity(p: Tensor) -> Tensor:
             return p / m
 
-        def force(q: Tensor) -> Tensor:
-            with torch.no_grad():
-                return torch.neg(self._potential_gradient(q, g, False))
-
-        return integrators.SplitField(velocity, force)
+        return integrators.SplitField(velocity, self.force_field(g))

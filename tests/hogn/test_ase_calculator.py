@@ -46,6 +46,19 @@ def test_energy_and_forces_are_the_models_and_match_finite_differences():
     numeric = calculate_numerical_forces(atoms, eps=1e-5)
     np.testing.assert_allclose(forces, numeric, rtol=1e-5, atol=1e-8)
     assert np.abs(forces).max() > 1e-4  # the check compares something
+    # forces alone (as MD asks for them) take the written-out field: the same forces
+    atoms.calc.reset()
+    atoms.calc.calculate(atoms, ["forces"])
+    assert "energy" not in atoms.calc.results
+    np.testing.assert_allclose(atoms.calc.results["forces"], forces, rtol=1e-10, atol=1e-12)
+    other = atoms.copy()
+    other.numbers[:] = 36  # krypton: other node constants, the same positions
+    other.set_masses(atoms.get_masses())
+    atoms.calc.calculate(other, ["forces"])
+    reference = Calculator(model)
+    reference.calculate(other, ["energy", "forces"])
+    np.testing.assert_allclose(atoms.calc.results["forces"], reference.results["forces"],
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_a_model_without_own_fast_path_is_differentiated_by_autograd():
