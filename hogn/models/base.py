@@ -525,12 +525,18 @@ class HamiltonianModel(DynamicsModel):
         self.check_state(g.q, g.p, g)
         return self.energy(g.q, g.p, g)
 
+    def _written_gradient(self, graph: GraphBatch
+                          ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None:
+        """``grad(q, p) -> (∂H/∂q, ∂H/∂p)`` written out without autograd on the static
+        ``graph`` (:mod:`hogn.models.inference`), for rollouts; ``None`` (the default):
+        the model's own derivative is used. Models whose networks that module writes out
+        return its function here, and ``None`` for a subclass with its own ``energy``."""
+        return None
+
     def rollout_field(self, graph: GraphLike) -> integrators.VectorField:
         g = as_graph(graph)
         self.check_state(g.q, g.p, g)
-        from hogn.models.inference import energy_gradient
-
-        grad = energy_gradient(self, g)
+        grad = self._written_gradient(g)
         if grad is None:
             return super().rollout_field(g)
 

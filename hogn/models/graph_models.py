@@ -26,7 +26,9 @@ from torch import Tensor
 
 from hogn import energy_gradient, integrators
 from hogn.graph import GraphBatch
+from hogn.models import inference
 from hogn.models.base import DynamicsModel, GraphLike, HamiltonianModel, as_graph, register
+from hogn.models.inference import GradientFn
 from hogn.nn import MLP, GraphNetwork, scatter_sum
 
 __all__ = ["HOGN", "OGN", "DeltaGN", "SeparableHOGN"]
@@ -122,6 +124,11 @@ class HOGN(_EnergyGraphNetwork):
     def _build(self) -> None:
         self.gn = self._energy_network(use_momenta=True)
 
+    def _written_gradient(self, graph: GraphBatch) -> GradientFn | None:
+        if type(self).energy is not HOGN.energy:
+            return None
+        return inference.graph_network_gradient(self.gn, graph)
+
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         node, edge = self.gn(q, p, graph.c, graph.edge_index, graph.edge_attr, graph.edge_box)
         return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
@@ -148,6 +155,11 @@ class SeparableHOGN(_EnergyGraphNetwork):
 
     name: ClassVar[str] = "separable-hogn"
     separable: ClassVar[bool] = True
+
+    def _written_gradient(self, graph: GraphBatch) -> GradientFn | None:
+        if type(self).energy is not SeparableHOGN.energy:
+            return None
+        return inference.separable_gradient(self.potential, self.kinetic, self.dim, graph)
 
     def _build(self) -> None:
         c = self.config()

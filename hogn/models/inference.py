@@ -53,7 +53,8 @@ from torch import Tensor, nn
 from hogn import nn as hnn
 from hogn.graph import GraphBatch
 
-__all__ = ["GradientFn", "energy_gradient", "position_gradient"]
+__all__ = ["GradientFn", "energy_gradient", "graph_network_gradient", "mlp_gradient",
+           "position_gradient", "separable_gradient"]
 
 #: ``grad(q, p) -> (∂H/∂q [N, d], ∂H/∂p [N, d])`` of the summed ``H`` of every graph.
 GradientFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -548,8 +549,11 @@ def _graph_network_nets(gn: nn.Module) -> dict[str, _Net] | None:
 
 
 def energy_gradient(model: nn.Module, graph: GraphBatch) -> GradientFn | None:
-    """``grad(q, p) -> (∂H/∂q, ∂H/∂p)`` of the summed ``H`` of a recognised model on
-    the static ``graph`` (its parameters read now: do not change them while using it).
+    """``grad(q, p) -> (∂H/∂q, ∂H/∂p)`` of the summed ``H`` of a model on the static
+    ``graph`` (its parameters read now: do not change them while using it), as the
+    model's ``_written_gradient(graph)`` builds it from this module's functions
+    (:func:`graph_network_gradient`, :func:`separable_gradient`, :func:`mlp_gradient`).
+    This module knows no model class: each model says how its ``H`` is written out.
 
     Args:
         model: A :class:`~hogn.models.HamiltonianModel`.
@@ -558,58 +562,72 @@ def energy_gradient(model: nn.Module, graph: GraphBatch) -> GradientFn | None:
 
     Returns:
         The gradient function (``q, p [N, d]`` to two ``[N, d]``), or ``None`` when
-        the model is not one of those written out here.
+        the model's ``H`` is not written out here.
     """
-    from hogn.models.graph_models import HOGN, SeparableHOGN
-    from hogn.models.mlp_models import HNN
+    written = getattr(model, "_written_gradient", None)
+    return written(graph) if callable(written) else None
 
-    energy = type(model).energy
+
+def graph_network_gradient(gn: nn.Module, graph: GraphBatch) -> GradientFn | None:
+    """``grad(q, p)`` of the summed readout of a graph network that reads momenta
+    (:class:`~hogn.models.HOGN`'s ``H``), or ``None`` where it is not written out."""
     with torch.no_grad():
-        if energy is HOGN.energy:
-            nets = _graph_network_nets(model.gn)
-            if nets is None or not model.gn.use_momenta:
-                return None
-            gn_grad = _GraphNetworkGradient(model.gn, graph, nets)
+        nets = _graph_network_nets(gn)
+        if nets is None or not gn.use_momenta:
+            return None
+        gn_grad = _GraphNetworkGradient(gn, graph, nets)
 
-            def hogn_grad(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-                gq, gp = gn_grad(q, p)
-                return gq, gp
+    def hogn_grad(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        gq, gp = gn_grad(q, p)
+        assert gp is not None
+        return gq, gp
 
-            return hogn_grad
-        if energy is SeparableHOGN.energy:
-            nets = _graph_network_nets(model.potential)
-            kinetic = _Net.of(model.kinetic)
-            if nets is None or kinetic is None or model.potential.use_momenta:
-                return None
-            v_grad = _GraphNetworkGradient(model.potential, graph, nets)
-            d = model.dim
-            t_bias = torch.addmm(kinetic.biases[0], graph.c, kinetic.first[:, d:].t())
-            w_p, w_p_t = kinetic.first[:, :d], kinetic.first[:, :d].t().contiguous()
+    return hogn_grad
 
-            def separable_grad(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-                _, derivs = kinetic.forward(torch.addmm(t_bias, p, w_p_t), output=False)
-                gp = kinetic.backward_readout(p.shape[0], derivs) @ w_p
-                gq, _ = v_grad(q, None)
-                return gq, gp
 
-            return separable_grad
-        if energy is HNN.energy:
-            net = _Net.of(model.net)
-            if net is None:
-                return None
-            g, half = graph.num_graphs, model.n_particles * model.dim
-            w = net.first[:, :2 * half]
-            w_t = w.t().contiguous()
-            bias = torch.addmm(net.biases[0], graph.c.reshape(g, -1), net.first[:, 2 * half:].t())
+def separable_gradient(potential: nn.Module, kinetic: nn.Module, dim: int, graph: GraphBatch
+                       ) -> GradientFn | None:
+    """``grad(q, p)`` of ``T(p, c) + V(q, c)``: a per-node MLP ``kinetic`` of ``[p, c]``
+    and a graph network ``potential`` without momenta
+    (:class:`~hogn.models.SeparableHOGN`), or ``None`` where it is not written out."""
+    with torch.no_grad():
+        nets = _graph_network_nets(potential)
+        net = _Net.of(kinetic)
+        if nets is None or net is None or potential.use_momenta:
+            return None
+        v_grad = _GraphNetworkGradient(potential, graph, nets)
+        t_bias = torch.addmm(net.biases[0], graph.c, net.first[:, dim:].t())
+        w_p, w_p_t = net.first[:, :dim], net.first[:, :dim].t().contiguous()
 
-            def hnn_grad(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-                flat = torch.cat([q.reshape(g, -1), p.reshape(g, -1)], -1)
-                _, derivs = net.forward(torch.addmm(bias, flat, w_t), output=False)
-                grad = net.backward_readout(g, derivs) @ w
-                return grad[:, :half].reshape(q.shape), grad[:, half:].reshape(p.shape)
+    def separable_grad(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        _, derivs = net.forward(torch.addmm(t_bias, p, w_p_t), output=False)
+        gp = net.backward_readout(p.shape[0], derivs) @ w_p
+        gq, _ = v_grad(q, None)
+        return gq, gp
 
-            return hnn_grad
-    return None
+    return separable_grad
+
+
+def mlp_gradient(mlp: nn.Module, n_particles: int, dim: int, graph: GraphBatch
+                 ) -> GradientFn | None:
+    """``grad(q, p)`` of an MLP ``H`` of each graph's flattened ``[q, p, c]``
+    (:class:`~hogn.models.HNN`), or ``None`` where it is not written out."""
+    with torch.no_grad():
+        net = _Net.of(mlp)
+        if net is None:
+            return None
+        g, half = graph.num_graphs, n_particles * dim
+        w = net.first[:, :2 * half]
+        w_t = w.t().contiguous()
+        bias = torch.addmm(net.biases[0], graph.c.reshape(g, -1), net.first[:, 2 * half:].t())
+
+    def hnn_grad(q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        flat = torch.cat([q.reshape(g, -1), p.reshape(g, -1)], -1)
+        _, derivs = net.forward(torch.addmm(bias, flat, w_t), output=False)
+        grad = net.backward_readout(g, derivs) @ w
+        return grad[:, :half].reshape(q.shape), grad[:, half:].reshape(p.shape)
+
+    return hnn_grad
 
 
 def position_gradient(gn: nn.Module, graph: GraphBatch) -> Callable[[Tensor], Tensor] | None:

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 
 from hogn.graph import GraphBatch
+from hogn.models import inference
 from hogn.models.base import DynamicsModel, HamiltonianModel, register
+from hogn.models.inference import GradientFn
 from hogn.nn import MLP as _Net
 
 __all__ = ["HNN", "MLP"]
@@ -98,6 +100,11 @@ class HNN(_FlatState, HamiltonianModel):
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         return self.net(self.flatten(q, p, graph))[:, 0]
+
+    def _written_gradient(self, graph: GraphBatch) -> GradientFn | None:
+        if type(self).energy is not HNN.energy:
+            return None
+        return inference.mlp_gradient(self.net, self.n_particles, self.dim, graph)
 
 
 @register
