@@ -127,16 +127,16 @@ __getattr__, __dir__ = attach(__name__, {
     "DECODERS": "algorithms",
     "LOSSES": "algorithms",
     "MetaConfig": "algorithms",
-    "MetaHistory": "algorithms",
+    "MetaHistory": "training",
     "decoder_names": "algorithms",
     "init_inner_lr": "algorithms",
     "inner_parameters": "algorithms",
     "inner_update": "algorithms",
-    "make_optimizer": "algorithms",
+    "make_optimizer": "training",
     "meta_gradient": "algorithms",
     "meta_loss": "algorithms",
-    "meta_train": "algorithms",
-    "meta_train_step": "algorithms",
+    "meta_train": "training",
+    "meta_train_step": "training",
     "parameters": "algorithms",
     "predict": "algorithms",
     "task_loss": "algorithms",
@@ -163,7 +163,8 @@ __getattr__, __dir__ = attach(__name__, {
     "Task": "tasks",
     "TaskSampler": "tasks",
 }, submodules=("adaptation", "algorithms", "batched", "closed_form", "evaluate", "fewshot",
-                 "fitted", "metrics", "plots", "protocol", "selection", "summary", "tasks"))
+                 "fitted", "metrics", "plots", "protocol", "selection", "summary", "tasks",
+                 "training"))
 
 if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
     from meta.adaptation import adapt_many
@@ -172,16 +173,12 @@ if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
         DECODERS,
         LOSSES,
         MetaConfig,
-        MetaHistory,
         decoder_names,
         init_inner_lr,
         inner_parameters,
         inner_update,
-        make_optimizer,
         meta_gradient,
         meta_loss,
-        meta_train,
-        meta_train_step,
         parameters,
         predict,
         task_loss,
@@ -207,3 +204,4 @@ if TYPE_CHECKING:  # what the lazy attributes are, for type checkers
     )
     from meta.summary import against_paper, paired_system, summary_block
     from meta.tasks import Points, Task, TaskSampler
+    from meta.training import MetaHistory, make_optimizer, meta_train, meta_train_step

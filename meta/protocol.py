@@ -75,13 +75,12 @@ from meta.algorithms import (
     decoder_names,
     init_inner_lr,
     inner_parameters,
-    make_optimizer,
-    meta_train_step,
     parameters,
 )
 from meta.closed_form import closed_form_meta_train_step
 from meta.evaluate import adapt_and_evaluate, point_seed
 from meta.tasks import TaskSampler
+from meta.training import make_optimizer, meta_train_step
 
 __all__ = [
     "BASIS_MODELS",

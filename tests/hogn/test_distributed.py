@@ -182,7 +182,8 @@ import torch
 import hogn
 import systems
 from hogn import distributed
-from meta.algorithms import MetaConfig, init_inner_lr, make_optimizer, meta_train_step
+from meta.algorithms import MetaConfig, init_inner_lr
+from meta.training import make_optimizer, meta_train_step
 from meta.protocol import _pretrain_step, make_model
 from meta.tasks import TaskSampler
 

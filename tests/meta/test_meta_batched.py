@@ -8,7 +8,7 @@ from torch import nn
 
 from hogn import models
 from hogn.nn import MLP, Linear
-from meta import algorithms, batched
+from meta import algorithms, batched, training
 from meta.protocol import _pretrain_step
 from meta.tasks import TaskSampler
 
@@ -91,8 +91,8 @@ def test_meta_train_step_batched_and_task_by_task_make_the_same_update(mixed):
     for flag in (True, False):
         model = _model("hogn", seed=3)
         config = algorithms.MetaConfig(shots=6, query=7, batched=flag)
-        optimizer = algorithms.make_optimizer(model, config)
-        algorithms.meta_train_step(model, optimizer, mixed, config)
+        optimizer = training.make_optimizer(model, config)
+        training.meta_train_step(model, optimizer, mixed, config)
         after[flag] = {k: v.detach().clone() for k, v in model.named_parameters()}
     assert _close(after[True], after[False]) < TOL
     with pytest.raises(ValueError, match="batched must be None, True or False"):
@@ -164,11 +164,11 @@ def test_a_parameter_outside_an_mlp_with_rows_is_refused_with_the_way_out(mixed)
     assert not batched.supports(model)
     # the default (batched=None) then meta-trains it task by task
     config = algorithms.MetaConfig(shots=6, query=7)
-    optimizer = algorithms.make_optimizer(model, config)
-    stats = algorithms.meta_train_step(model, optimizer, mixed, config)
+    optimizer = training.make_optimizer(model, config)
+    stats = training.meta_train_step(model, optimizer, mixed, config)
     assert stats["grad_norm"] > 0
     with pytest.raises(ValueError, match="scale"):
-        algorithms.meta_train_step(model, optimizer, mixed, algorithms.MetaConfig(
+        training.meta_train_step(model, optimizer, mixed, algorithms.MetaConfig(
             shots=6, query=7, batched=True))
 
 
