@@ -797,17 +797,17 @@ class _Graphs:
         if self.size is not None:  # a product with ones: faster than a short sum()
             v = v.view(*v.shape[:-2], self.num, -1)
             return torch.matmul(v, v.new_ones(v.shape[-1]))
-        from torch_geometric.utils import scatter
+        from hogn.graph import segment_sum
 
-        return scatter(v.sum(-1), self.local, dim=-1, dim_size=self.num, reduce="sum")
+        return segment_sum(v.sum(-1), self.local, self.num, dim=-1)
 
     def amax(self, v: Tensor) -> Tensor:
         """Maximum of ``v [N, k]`` over each graph's nodes and components: ``[G]``."""
         if self.size is not None:
             return v.view(self.num, -1).amax(-1)
-        from torch_geometric.utils import scatter
+        from hogn.graph import segment_max
 
-        return scatter(v.amax(-1), self.local, dim=0, dim_size=self.num, reduce="max")
+        return segment_max(v.amax(-1), self.local, self.num, dim=0)
 
     def select(self, keep: Tensor) -> tuple[_Graphs, Tensor]:
         """The working set restricted to the graphs ``keep [G]`` (bool), and the node

@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import scatter
+
+from hogn.graph import segment_sum
 
 __all__ = [
     "BOLTZMANN_EV_PER_K",
@@ -47,7 +48,7 @@ CODATA 2014 (8.617330e-5), 3.4e-7 smaller in relative terms."""
 
 def _per_graph_sq(x: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
     """Sum of squares per graph: ``x [T, N, d] -> [T, G]``."""
-    return scatter((x**2).sum(-1), batch, dim=-1, dim_size=num_graphs, reduce="sum")
+    return segment_sum((x**2).sum(-1), batch, num_graphs, dim=-1)
 
 
 def state_mse(q: Tensor, p: Tensor, q_true: Tensor, p_true: Tensor, batch: Tensor,

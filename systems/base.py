@@ -18,23 +18,22 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import scatter
 
 from hogn import checks, integrators
-from hogn.graph import GraphBatch, fully_connected, ptr_from_sizes
+from hogn.graph import GraphBatch, fully_connected, ptr_from_sizes, segment_sum
 
 __all__ = ["System", "node_sum", "pair_sum"]
 
 
 def node_sum(e: Tensor, graph: GraphBatch) -> Tensor:
     """Sum per-node values ``e [..., N]`` to per-graph ``[..., G]``."""
-    return scatter(e, graph.batch, dim=-1, dim_size=graph.num_graphs, reduce="sum")
+    return segment_sum(e, graph.batch, graph.num_graphs, dim=-1)
 
 
 def pair_sum(e: Tensor, graph: GraphBatch) -> Tensor:
     """Sum per-directed-edge values ``e [..., E]`` to per-graph ``[..., G]``, halved so
     that an undirected pair stored in both directions counts once."""
-    return 0.5 * scatter(e, graph.edge_batch, dim=-1, dim_size=graph.num_graphs, reduce="sum")
+    return 0.5 * segment_sum(e, graph.edge_batch, graph.num_graphs, dim=-1)
 
 
 class System:

@@ -550,3 +550,25 @@ def test_auto_backend_choice(monkeypatch):
     assert _resolve_backend("auto", large, None) == "torch_cluster"
     assert _resolve_backend("auto", large, torch.ones(1, 2)) == "cells"  # no box there
     assert _resolve_backend("cells", small, None) == "cells"
+
+
+def test_segment_sum_and_max_equal_pyg_scatter_bit_for_bit():
+    """hogn.graph's per-bucket sums and maxima are PyG's scatter (the same kernel), so
+    ground truth and metrics keep their values without importing PyG."""
+    from torch_geometric.utils import scatter
+
+    from hogn.graph import segment_max, segment_sum
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 37, generator=gen, dtype=torch.float64)
+    index = torch.randint(0, 6, (37,), generator=gen)  # bucket 6 of 7 stays empty
+    for dim in (-1, 1):
+        assert torch.equal(segment_sum(x, index, 7, dim=dim),
+                           scatter(x, index, dim=dim, dim_size=7, reduce="sum"))
+    rows = torch.randn(37, 3, generator=gen)
+    assert torch.equal(segment_sum(rows, index, 7, dim=0),
+                       scatter(rows, index, dim=0, dim_size=7, reduce="sum"))
+    assert torch.equal(segment_max(rows, index, 7, dim=0),
+                       scatter(rows, index, dim=0, dim_size=7, reduce="max"))
+    with pytest.raises(ValueError, match=r"index must be \[37\]"):
+        segment_sum(rows, index[:5], 7, dim=0)
