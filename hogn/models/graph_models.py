@@ -42,6 +42,14 @@ def _graph_sum(node: Tensor, edge: Tensor | None, graph: GraphBatch, backend: st
     return total
 
 
+def _position_energy(gn: GraphNetwork, q: Tensor, graph: GraphBatch) -> Tensor:
+    """``V [G]``: the summed readout of a graph network over positions ``q [N, d]``
+    (no momenta) on the static graph."""
+    node, edge = gn(q, None, graph.c, graph.edge_index, graph.edge_attr, graph.edge_box)
+    return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
+                      gn.scatter_backend)
+
+
 class _EnergyGraphNetwork(HamiltonianModel):
     """Shared constructor of the graph Hamiltonians (arguments as for :class:`HOGN`);
     subclasses build their networks in :meth:`_build`."""
@@ -174,10 +182,7 @@ class SeparableHOGN(_EnergyGraphNetwork):
 
     def potential_energy(self, q: Tensor, graph: GraphBatch) -> Tensor:
         """``V [G]`` from positions ``q [N, d]`` and the static graph."""
-        node, edge = self.potential(q, None, graph.c, graph.edge_index, graph.edge_attr,
-                                    graph.edge_box)
-        return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
-                          self.potential.scatter_backend)
+        return _position_energy(self.potential, q, graph)
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         return self.kinetic_energy(p, graph) + self.potential_energy(q, graph)

@@ -25,7 +25,7 @@ from torch import Tensor
 from hogn import energy_gradient, integrators
 from hogn.graph import GraphBatch
 from hogn.models.base import GraphLike, as_graph, register
-from hogn.models.graph_models import _EnergyGraphNetwork, _graph_sum
+from hogn.models.graph_models import _EnergyGraphNetwork, _graph_sum, _position_energy
 
 __all__ = ["PotentialHOGN"]
 
@@ -98,10 +98,7 @@ class PotentialHOGN(_EnergyGraphNetwork):
 
     def potential_energy(self, q: Tensor, graph: GraphBatch) -> Tensor:
         """``V [G]`` from positions ``q [N, d]`` and the static graph."""
-        node, edge = self.potential(q, None, graph.c, graph.edge_index, graph.edge_attr,
-                                    graph.edge_box)
-        return _graph_sum(node[:, 0], None if edge is None else edge[:, 0], graph,
-                          self.potential.scatter_backend)
+        return _position_energy(self.potential, q, graph)
 
     def energy(self, q: Tensor, p: Tensor, graph: GraphBatch) -> Tensor:
         return self.kinetic_energy(p, graph) + self.potential_energy(q, graph)
