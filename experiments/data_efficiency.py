@@ -51,7 +51,6 @@ from hnn_paper import all_states, derivative_mse, within_spread
 import hogn
 import systems
 from hogn import models
-from hogn.cli.common import energy_of
 from hogn.evaluation import evaluate
 from hogn.report import format_table, write_json
 
@@ -80,7 +79,7 @@ def run(sizes: list[int], seeds: list[int], steps: int, n_test: int, log: Any
                 result = hogn.train(model, train, steps=steps, batch_size=200,
                                     val_fraction=0.0, seed=seed, progress=False)
                 seconds = time.perf_counter() - t0
-                summary = evaluate(model, test, energy=energy_of(test), integrator="rk4",
+                summary = evaluate(model, test, energy=test.energy_function(), integrator="rk4",
                                    substeps=4).summary()
                 row = {"seed": seed, "trajectories": n, "model": name,
                        "train_loss": result.best_val,  # all training states

@@ -74,7 +74,6 @@ from _shared import begin, experiment_parser, mean_std, write_text
 import hogn
 import systems
 from hogn import models
-from hogn.cli.common import energy_of
 from hogn.evaluation import evaluate
 from hogn.graph import GraphBatch
 from hogn.report import format_table, write_json
@@ -231,7 +230,7 @@ def rollout_metrics(model: models.DynamicsModel, truth: systems.Dataset, substep
     ev = evaluate(model, truth, integrator="rk4", substeps=substeps)
     h_true = truth.energy()  # [T, G]
     with torch.no_grad():
-        h_pred = energy_of(truth)(ev.q, ev.p)
+        h_pred = truth.energy_function()(ev.q, ev.p)
     sq = (h_true - h_pred) ** 2
     finite = torch.isfinite(sq)
     sq = torch.where(finite, sq, torch.full_like(sq, float("inf")))

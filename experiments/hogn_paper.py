@@ -46,7 +46,6 @@ from _shared import begin, experiment_parser
 
 import systems
 from hogn import integrators, models
-from hogn.cli.common import energy_of
 from hogn.evaluation import evaluate
 from hogn.io import atomic_write
 from hogn.metrics import geometric_mean, relative_error
@@ -163,7 +162,7 @@ def _reference(data: systems.Dataset, integrator: str, steps: int, substeps: int
                                  separable=system.separable)
     rel = relative_error(q, p, data.q[: steps + 1], data.p[: steps + 1], graph.batch,
                          graph.num_graphs)
-    energy = energy_of(data)
+    energy = data.energy_function()
     h = energy(q, p)
     err = (h - h[:1]).abs() / h[:1].abs()
     return {"rel": rel, "energy": err}
@@ -173,7 +172,7 @@ def _errors(model: models.DynamicsModel | None, data: systems.Dataset, integrato
             steps: int, substeps: int = 1) -> dict[str, torch.Tensor]:
     if model is None:
         return _reference(data, integrator or "rk4", steps, substeps)
-    ev = evaluate(model, data, energy=energy_of(data), integrator=integrator, steps=steps,
+    ev = evaluate(model, data, energy=data.energy_function(), integrator=integrator, steps=steps,
                   substeps=substeps)
     return {"rel": ev.relative_error, "energy": ev.energy_error}
 

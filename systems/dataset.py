@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,23 @@ class Dataset:
         if tuple(h.shape) != (1, self.num_graphs):
             return f"{system.name}'s energy has shape {tuple(h.shape)}, not [1, {len(self)}]"
         return None
+
+    def energy_function(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The true Hamiltonian on this dataset's graphs, ``energy(q [T, N, d], p) -> [T, G]``
+        (for states a model predicted: :func:`hogn.evaluate`'s ``energy``), or ``None``
+        where it cannot be evaluated (:meth:`energy_problem` says why)."""
+        if self.energy_problem() is not None:
+            return None
+        system, graph = self.system(), self.graph
+        return lambda q, p: system.hamiltonian(q, p, graph)
+
+    def energy_reference(self) -> str:
+        """What a prediction's true energy is compared with (:func:`hogn.evaluate`):
+        ``"truth"`` (the true energy curve) for a system whose energy changes by design
+        (damped, driven), else ``"initial"`` (its drift from the initial energy)."""
+        if self.energy_problem() is not None:
+            return "initial"
+        return "truth" if self.system().dissipative else "initial"
 
     def energy(self) -> Tensor:
         """True energy of every saved state, ``[T, G]``."""

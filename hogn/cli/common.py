@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hogn.models import DynamicsModel
 
 __all__ = ["DEVICE", "DTYPES", "FRACTION_BELOW_1", "NONNEG_FLOAT", "NONNEG_INT", "POS_FLOAT",
-           "POS_INT", "TOLERANCE", "UserError", "check_output", "energy_of", "energy_reference",
+           "POS_INT", "TOLERANCE", "UserError", "check_output",
            "load_run", "param", "particles", "run_record", "system_params"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -156,21 +156,3 @@ def load_run(run: str | Path, which: str = "best", device: str | None = None
     if not path.is_file():
         raise UserError(f"{run} has no {which}.pt yet (has training finished an epoch?)")
     return load_model(path, device=device), record
-
-
-def energy_of(data: systems.Dataset) -> Any:
-    """The true Hamiltonian on ``data``'s graphs: ``energy(q, p) -> [T, G]``, or
-    ``None`` where it cannot be evaluated (see :meth:`systems.Dataset.energy_problem`)."""
-    if data.energy_problem() is not None:
-        return None
-    system, graph = data.system(), data.graph
-    return lambda q, p: system.hamiltonian(q, p, graph)
-
-
-def energy_reference(data: systems.Dataset) -> str:
-    """``"truth"`` for a system whose energy changes by design (damped, driven: the
-    true energy along a prediction is compared with the true energy curve), else
-    ``"initial"`` (its drift from the initial energy); see :func:`hogn.evaluate`."""
-    if data.energy_problem() is not None:
-        return "initial"
-    return "truth" if data.system().dissipative else "initial"

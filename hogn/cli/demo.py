@@ -76,7 +76,6 @@ def _learning(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import torch
 
     from hogn import integrators, models
-    from hogn.cli.common import energy_of
     from hogn.evaluation import evaluate
     from hogn.metrics import geometric_mean
     from hogn.plot import loss_curves, rollout_comparison
@@ -126,7 +125,7 @@ def _learning(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 truth = truth.select(truth.sizes == 5)
             rolled = time.perf_counter()
             try:
-                ev = evaluate(model, truth, energy=energy_of(truth), integrator=integrator)
+                ev = evaluate(model, truth, energy=truth.energy_function(), integrator=integrator)
             except integrators.ConvergenceError as exc:  # an implicit method's stages
                 print(f"{name}, {key}: {exc}")
                 rows.append({"model": name, "test": key, "particles": truth.particle_range,

@@ -246,7 +246,7 @@ def _truth_for_rollout(args: argparse.Namespace, record: dict[str, Any]
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     """Roll a trained model out, against the truth, and save the trajectories."""
-    from hogn.cli.common import check_outputs, energy_of, energy_reference, load_run
+    from hogn.cli.common import check_outputs, load_run
     from hogn.cli.pictures import write_pictures
     from hogn.evaluation import evaluate
     from hogn.io import save_archive
@@ -263,10 +263,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                         f"--steps must be below that, got {args.steps}")
     horizon = truth.t.numel() - 1 if args.steps is None else args.steps
     _check_rollout_work(horizon, args.substeps, truth.num_graphs, truth.q.shape[1], truth.dim)
-    result = evaluate(model, truth, energy=energy_of(truth), integrator=integrator,
+    result = evaluate(model, truth, energy=truth.energy_function(), integrator=integrator,
                       steps=args.steps if args.data is not None else None,
                       substeps=args.substeps, progress=not args.quiet,
-                      energy_reference=energy_reference(truth),
+                      energy_reference=truth.energy_reference(),
                       neighbours=_neighbours(args.cutoff, model, truth))
     row = summary_row(model.name, integrator, truth, result, args.threshold)
     print(format_table([row], eval_columns(row)))
@@ -344,7 +344,7 @@ def _plot_first(path: str, name: str, truth: systems.Dataset, result: Evaluation
 # ----------------------------------------------------------------------- evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained model on a dataset file."""
-    from hogn.cli.common import check_outputs, energy_of, energy_reference, load_run
+    from hogn.cli.common import check_outputs, load_run
     from hogn.evaluation import evaluate
     from hogn.report import format_table, write_json
 
@@ -360,9 +360,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     integrator = _integrator(args.integrator, model, record)
     horizon = data.t.numel() - 1 if args.steps is None else min(args.steps, data.t.numel())
     _check_rollout_work(horizon, args.substeps, data.num_graphs, data.q.shape[1], data.dim)
-    result = evaluate(model, data, energy=energy_of(data), integrator=integrator,
+    result = evaluate(model, data, energy=data.energy_function(), integrator=integrator,
                       steps=args.steps, substeps=args.substeps, progress=not args.quiet,
-                      energy_reference=energy_reference(data),
+                      energy_reference=data.energy_reference(),
                       neighbours=_neighbours(args.cutoff, model, data))
     row = summary_row(model.name, integrator, data, result, args.threshold)
     print(format_table([row], eval_columns(row)))

@@ -352,3 +352,20 @@ def test_generate_rejects_bad_systems():
         systems.from_preset("nope", trajectories=2)
     with pytest.raises(ValueError, match="trajectories must be an int >= 1, got 0"):
         systems.from_preset("hnn-pendulum", trajectories=0)  # not "the paper's 50"
+
+
+def test_a_dataset_gives_its_true_energy_function_and_reference():
+    """The true energy along predicted states is the dataset's own (library work, not the
+    command line's): None where the system cannot be rebuilt; the true curve for a
+    damped system."""
+    spring = systems.generate(systems.get("mass-spring"), trajectories=3, steps=5, dt=0.1,
+                              seed=0)
+    energy = spring.energy_function()
+    assert torch.equal(energy(spring.q, spring.p), spring.energy())
+    assert spring.energy_reference() == "initial"
+    damped = systems.generate(systems.get("damped-mass-spring"), trajectories=2, steps=5,
+                              dt=0.1, seed=0)
+    assert damped.energy_reference() == "truth"
+    own = systems.from_arrays(spring.q.transpose(0, 1).unsqueeze(2),
+                              spring.p.transpose(0, 1).unsqueeze(2), dt=0.1)  # [G, T, 1, d]
+    assert own.energy_function() is None and own.energy_reference() == "initial"
