@@ -37,7 +37,7 @@ from hogn.metrics import (
 from hogn.models.base import DynamicsModel
 from hogn.rollout import rollout
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "references"]
 
 EnergyFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -184,6 +184,13 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
     start = data.state(0, observed=observed).to(model.param_device, model.param_dtype)
     q, p = rollout(model, start, steps, dt=dt, integrator=integrator, substeps=substeps,
                    progress=progress, neighbours=neighbours)
+    return _scored(data, q, p, steps, energy, energy_reference)
+
+
+def _scored(data: Any, q: Tensor, p: Tensor, steps: int, energy: EnergyFn | None,
+            energy_reference: str) -> Evaluation:
+    """The :class:`Evaluation` of a predicted trajectory ``q, p [steps + 1, N, d]``
+    against ``data``'s first ``steps + 1`` points."""
     # errors and energies in the data's own precision and device
     q, p = q.to(data.q.device, data.q.dtype), p.to(data.q.device, data.q.dtype)
     q_true, p_true = data.q[: steps + 1], data.p[: steps + 1]
@@ -200,6 +207,60 @@ def evaluate(model: DynamicsModel, data: Any, *, energy: EnergyFn | None = None,
         relative_error=relative_error(q, p, q_true, p_true, batch, g),
         state_mse=state_mse(q, p, q_true, p_true, batch, g),
         energy_error=energy_err, batch=batch, energy_reference=energy_reference)
+
+
+STILL = "standing still"
+"""Name of the do-nothing reference of :func:`references`."""
+
+
+def references(data: Any, integrator: str | None = "rk4", *, steps: int | None = None,
+               substeps: int = 1, energy: EnergyFn | None = None,
+               energy_reference: str = "initial") -> dict[str, Evaluation]:
+    """What a rollout's errors mean: the same scores for two references on the same
+    trajectories, horizon and time step.
+
+    - ``"standing still"`` (:data:`STILL`): the initial state kept for ever, the
+      prediction of a model that learned nothing;
+    - ``"true field, <integrator>"``: the *true* vector field (``data.system()``'s)
+      stepped by the same integrator at the same ``dt`` and ``substeps``: the error
+      that the integration alone makes, the floor no learned field can go below with
+      that integrator (only where the system can be rebuilt, and not for a stepper:
+      ``integrator=None``).
+
+    Args:
+        data: Ground truth, as for :func:`evaluate` (with time order).
+        integrator: The integrator the model was rolled out with.
+        steps: Steps to compare (default: all).
+        substeps: Integrator steps per saved step.
+        energy: True Hamiltonian, as for :func:`evaluate`.
+        energy_reference: As for :func:`evaluate`.
+
+    Returns:
+        ``{name: Evaluation}``; empty for states without time order.
+    """
+    from hogn import integrators
+
+    available = data.t.numel() - 1
+    if available == 0:
+        return {}
+    steps = available if steps is None else checks.positive_int(steps, "steps")
+    if not 1 <= steps <= available:
+        raise ValueError(f"steps must be an int in [1, {available}], got {steps!r}")
+    shape = (steps + 1, *data.q.shape[1:])
+    out = {STILL: _scored(data, data.q[0].expand(shape), data.p[0].expand(shape), steps,
+                          energy, energy_reference)}
+    problem = getattr(data, "energy_problem", lambda: "no system")()
+    if integrator is None or problem is not None:
+        return out
+    system, graph = data.system(), data.graph
+    if integrators.get(integrator).needs_separable and not system.separable:
+        return out  # the splitting method would step another field than the truth's
+    with torch.no_grad():
+        q, p = integrators.integrate(system.vector_field(graph), data.q[0], data.p[0],
+                                     float(data.t[1] - data.t[0]), steps, method=integrator,
+                                     substeps=substeps, separable=system.separable)
+    out[f"true field, {integrator}"] = _scored(data, q, p, steps, energy, energy_reference)
+    return out
 
 
 _CHUNK_GRAPHS = 4096  # graphs per model call when scoring derivatives (bounds memory)

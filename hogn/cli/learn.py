@@ -250,7 +250,6 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from hogn.cli.pictures import write_pictures
     from hogn.evaluation import evaluate
     from hogn.io import save_archive
-    from hogn.report import format_table
 
     model, record = load_run(args.run, args.model, args.device)
     out = Path(args.output) if args.output else None
@@ -263,13 +262,13 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                         f"--steps must be below that, got {args.steps}")
     horizon = truth.t.numel() - 1 if args.steps is None else args.steps
     _check_rollout_work(horizon, args.substeps, truth.num_graphs, truth.q.shape[1], truth.dim)
+    steps = args.steps if args.data is not None else None
     result = evaluate(model, truth, energy=truth.energy_function(), integrator=integrator,
-                      steps=args.steps if args.data is not None else None,
-                      substeps=args.substeps, progress=not args.quiet,
+                      steps=steps, substeps=args.substeps, progress=not args.quiet,
                       energy_reference=truth.energy_reference(),
                       neighbours=_neighbours(args.cutoff, model, truth))
     row = summary_row(model.name, integrator, truth, result, args.threshold)
-    print(format_table([row], eval_columns(row)))
+    _print_with_references(row, truth, integrator, steps, args)
     if out is not None:
         arrays = {"t": result.t, "q": result.q, "p": result.p, "ptr": truth.ptr,
                   "c": truth.c, "edge_index": truth.edge_index}
@@ -283,6 +282,28 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     for path in write_pictures(args, truth, result, model.name):
         print(f"wrote {path}")
     return 0
+
+
+def _print_with_references(row: dict[str, Any], data: systems.Dataset, integrator: str | None,
+                           steps: int | None, args: argparse.Namespace
+                           ) -> dict[str, dict[str, Any]]:
+    """Print the model's row with the rows of :func:`hogn.evaluation.references` below it
+    (standing still; the true field through the same integrator), and a line on how
+    to read them; returns the references' rows by name."""
+    from hogn.evaluation import STILL, references
+    from hogn.report import format_table
+
+    refs = {name: summary_row(name, "-" if name == STILL else integrator, data, ev,
+                              args.threshold)
+            for name, ev in references(data, integrator, steps=steps, substeps=args.substeps,
+                                       energy=data.energy_function(),
+                                       energy_reference=data.energy_reference()).items()}
+    print(format_table([row, *refs.values()], eval_columns(row)))
+    if refs:
+        print(f"references: '{STILL}' keeps the initial state (a model that learned "
+              "nothing); 'true field' steps the true dynamics with the same integrator and "
+              "dt (what the integration alone costs)")
+    return refs
 
 
 def _neighbours(cutoff: float | None, model: models.DynamicsModel, data: systems.Dataset
@@ -346,7 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained model on a dataset file."""
     from hogn.cli.common import check_outputs, load_run
     from hogn.evaluation import evaluate
-    from hogn.report import format_table, write_json
+    from hogn.report import write_json
 
     check_outputs({"--json": args.json, "--plot": args.plot}, args.force)
     model, record = load_run(args.run, args.model, args.device)
@@ -365,13 +386,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       energy_reference=data.energy_reference(),
                       neighbours=_neighbours(args.cutoff, model, data))
     row = summary_row(model.name, integrator, data, result, args.threshold)
-    print(format_table([row], eval_columns(row)))
+    refs = _print_with_references(row, data, integrator, args.steps, args)
     if args.json:
         per_step = {"t": result.t.tolist(),
                     "rel_error_geomean": result.relative_error.clamp_min(1e-30).log()
                     .mean(1).exp().tolist()}
         write_json(args.json, {"run": str(args.run), "data": args.data, "split": args.split,
-                               "summary": row, "per_step": per_step})
+                               "summary": row, "references": refs, "per_step": per_step})
         print(f"wrote {args.json}")
     if args.plot:
         print(f"wrote {_plot_first(args.plot, model.name, data, result)}")

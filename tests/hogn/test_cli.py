@@ -50,8 +50,11 @@ def test_evaluate_prints_the_table_and_writes_json(files, capsys, tmp_path):
                  str(out), "--plot", str(tmp_path / "e.png"), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "rel_error" in text and "gauss4" in text
-    summary = json.loads(out.read_text())["summary"]
+    report = json.loads(out.read_text())
+    summary, refs = report["summary"], report["references"]
     assert 0 < summary["rel_error"] < 1 and summary["steps"] == 20
+    # the true field through gauss4 at the data's dt is far closer than standing still
+    assert refs["true field, gauss4"]["rel_error"] < 0.01 * refs["standing still"]["rel_error"]
     assert summary["energy_drift"] > 0 and (tmp_path / "e.png").stat().st_size > 0
 
 
@@ -62,6 +65,8 @@ def test_rollout_runs_zero_shot_on_a_larger_system(files, capsys, tmp_path):
                  "10", "-o", str(out), "--plot", str(tmp_path / "r.png"), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "9" in text and "rk4" in text and out.stat().st_size > 0
+    rows = {line.split("  ")[0].strip(): line for line in text.splitlines()}
+    assert "standing still" in rows and "true field, rk4" in rows  # what the numbers mean
     _error(capsys, ["rollout", str(run), "--steps", "5", "-o", str(out), "--quiet"],
            "already exists")
 

@@ -134,3 +134,26 @@ def test_a_bad_energy_reference_is_refused_on_states_without_time_order():
     assert hogn.evaluate(model, states).summary()["derivative_mse"] > 0
     with pytest.raises(ValueError, match="energy_reference"):
         hogn.evaluate(model, states, energy_reference="final")
+
+
+def test_references_score_standing_still_and_the_true_field(truth):
+    """The true field through the same integrator is what hogn.evaluate gives the exact
+    field as a model (the same rollout), standing still keeps the start; a stepper and a
+    splitting method on a field that is not separable get no true-field row."""
+    from hogn.evaluation import STILL, references
+
+    refs = references(truth, "rk4", substeps=4, energy=_energy(truth))
+    assert set(refs) == {STILL, "true field, rk4"}
+    exact = hogn.evaluate(TrueField(truth.system()), truth, energy=_energy(truth),
+                          integrator="rk4", substeps=4)
+    torch.testing.assert_close(refs["true field, rk4"].relative_error, exact.relative_error)
+    still = refs[STILL]
+    assert torch.equal(still.q[-1], truth.q[0]) and torch.equal(still.p[7], truth.p[0])
+    expected = relative_error(truth.q[:1].expand_as(truth.q), truth.p[:1].expand_as(truth.p),
+                              truth.q, truth.p, truth.graph.batch, truth.graph.num_graphs)
+    torch.testing.assert_close(still.relative_error, expected)
+    assert still.summary()["rel_error"] > 1e3 * refs["true field, rk4"].summary()["rel_error"]
+    assert set(references(truth, None)) == {STILL}
+    assert set(references(truth, "rk4", steps=5)) == {STILL, "true field, rk4"}
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, 40\]"):
+        references(truth, "rk4", steps=41)
