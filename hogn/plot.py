@@ -109,7 +109,9 @@ def rollout_comparison(t: Tensor | np.ndarray, q_true: Tensor | np.ndarray,
                        predictions: Mapping[str, Tensor | np.ndarray],
                        energy_errors: Mapping[str, Tensor | np.ndarray],
                        path: str | os.PathLike, title: str = "") -> Path:
-    """Predicted vs true paths per model, and the true-energy error over time.
+    """Predicted vs true paths of one trajectory (one system), a panel per model (truth
+    black dashed, prediction a colour per particle, a legend), and the true-energy error
+    over time.
 
     Args:
         t: Times ``[T]``.
@@ -127,11 +129,22 @@ def rollout_comparison(t: Tensor | np.ndarray, q_true: Tensor | np.ndarray,
                              squeeze=False)
     truth = _np(q_true)
     for ax, name in zip(axes[0], names, strict=False):
-        _paths(ax, truth, lw=2.5, alpha=0.25)
-        _paths(ax, _np(predictions[name]), lw=0.9)
-        ax.set_title(f"{name} (thick: truth)", fontsize=9)
+        for i in range(truth.shape[1]):  # truth: black dashed, the same for every panel
+            ax.plot(truth[:, i, 0], truth[:, i, 1] if truth.shape[-1] > 1
+                    else np.zeros(len(truth)), color="k", ls="--", lw=0.9, alpha=0.7)
+        _paths(ax, _np(predictions[name]), lw=1.2)  # prediction: a colour per particle
+        start = truth[0]
+        ax.plot(start[:, 0], start[:, 1] if start.shape[-1] > 1 else np.zeros(len(start)),
+                "o", ms=3.5, color="k")
+        ax.set_title(name, fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=7)
+        ax.legend(handles=[plt.Line2D([], [], color="k", ls="--", lw=0.9, label="truth"),
+                           plt.Line2D([], [], color="C0", lw=1.2, label=f"{name} (a colour "
+                                      "per particle)"),
+                           plt.Line2D([], [], color="k", marker="o", ls="", ms=3.5,
+                                      label="start")], fontsize=6, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax_e = axes[0][-1]
     for name, err in energy_errors.items():
         ax_e.semilogy(_np(t), np.maximum(_np(err), 1e-16), lw=1, label=name)
