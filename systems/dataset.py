@@ -13,14 +13,15 @@ sampled at the same times, nodes concatenated as in a PyG ``Batch``:
   positions (:meth:`hogn.graph.GraphBatch.with_radius_edges`) before using them;
 - ``meta``: system config, dt, seed, noise, integrator, sub-steps, resampling counts.
 
-Your own arrays enter through :meth:`Dataset.from_arrays` (:mod:`systems.arrays`):
+Your own arrays enter through :meth:`Dataset.from_arrays` (:mod:`systems.arrays`; the
+fields are built by :mod:`systems.array_fields`, which imports no dataset class):
 states ``[M, d]`` or ``[M, n, d]`` become ``M`` trajectories of one point (``T = 1``,
 ``meta["dt"]`` is ``None``: they have no time order), trajectories ``[G, T, n, d]``
 keep their times; ``meta["source"] = "arrays"``, ``meta["layout"]`` and
 ``meta["derivatives"]`` (``"given"`` or how they were estimated) say where they came
 from, and the system's name is the caller's label. Molecular-dynamics frames of ASE
-enter through :meth:`Dataset.from_ase` (:mod:`systems.ase_data`;
-``meta["source"] = "ase"``, in ASE's units, ``meta["units"]``).
+enter through :meth:`Dataset.from_ase` (:mod:`systems.ase_data`, built by
+:mod:`systems.ase_fields`; ``meta["source"] = "ase"``, in ASE's units, ``meta["units"]``).
 
 Saved atomically as a checksummed ``hogn-dataset`` file (:mod:`hogn.io`).
 """
@@ -40,6 +41,7 @@ from torch import Tensor
 from hogn.graph import GraphBatch, select_indices
 from hogn.io import FileFormatError, load_archive, save_archive
 from hogn.metrics import relative_drift
+from systems.splits import random_test_mask as random_test_mask  # defined here before
 
 __all__ = ["FORMAT", "VERSION", "Dataset"]
 
@@ -72,19 +74,33 @@ class Dataset:
         """A dataset of your own states ``[M, d]``, ``[M, n, d]`` or trajectories
         ``[G, T, n, d]``: see :func:`systems.arrays.from_arrays` for the options
         (derivatives, times, constants, edges, observations, test split, label)."""
-        from systems.arrays import from_arrays
+        from systems.array_fields import fields_from_arrays
 
-        return from_arrays(q, p, **options)
+        return cls._checked(fields_from_arrays(q, p, **options))
 
-    @staticmethod
-    def from_ase(images: Any, **options: Any) -> Dataset:
+    @classmethod
+    def from_ase(cls, images: Any, **options: Any) -> Dataset:
         """A dataset of ASE frames (``ase.Atoms``: one trajectory, or a list of
         trajectories; needs ``pip install hogn[ase]``): see
         :func:`systems.ase_data.from_ase` for the options (``dt``, ``cutoff``, test
         split, label) and what each frame gives."""
-        from systems.ase_data import from_ase
+        from systems.ase_fields import fields_from_ase
 
-        return from_ase(images, **options)
+        return cls._checked(fields_from_ase(images, **options))
+
+    @classmethod
+    def _checked(cls, fields: dict[str, Any]) -> Dataset:
+        """The dataset of a builder's ``fields`` (keyword arguments of the class), validated.
+
+        Raises:
+            ValueError: when the arrays do not fit together (the builders' own checks
+                should leave nothing for this one).
+        """
+        data = cls(**fields)
+        problem = data.validate()
+        if problem:
+            raise ValueError(f"the arrays do not fit together: {problem}")
+        return data
 
     # ----------------------------------------------------------------- views
     def __len__(self) -> int:
@@ -400,11 +416,3 @@ class Dataset:
         return (f"Dataset({name}, {head}, particles={self.particle_range}, dims={self.dim}{tail}"
                 f"{said})")
 
-
-def random_test_mask(count: int, fraction: float, generator: torch.Generator) -> Tensor:
-    """A held-out mask ``[count]`` (bool, CPU) with ``round(fraction · count)`` entries set,
-    chosen by a random permutation from ``generator`` (how :func:`systems.generate` and
-    :func:`systems.arrays.from_arrays` split their trajectories)."""
-    mask = torch.zeros(count, dtype=torch.bool)
-    mask[torch.randperm(count, generator=generator)[: round(fraction * count)]] = True
-    return mask

@@ -21,7 +21,8 @@ from hogn import checks
 from hogn.graph import GraphBatch
 from hogn.metrics import relative_drift
 from systems.base import System
-from systems.dataset import Dataset, random_test_mask
+from systems.dataset import Dataset
+from systems.splits import random_test_mask
 
 __all__ = ["PRESETS", "Preset", "from_preset", "generate", "preset_names"]
 

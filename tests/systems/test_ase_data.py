@@ -290,20 +290,40 @@ def test_without_ase_the_error_says_how_to_install_it(monkeypatch, tmp_path, cap
            "not a .npz file; reading other files needs ASE")
 
 
+def test_every_public_path_builds_the_same_dataset(argon):
+    """``systems.from_ase``, ``systems.ase_data.from_ase`` and ``Dataset.from_ase`` (built on
+    the fields of ``systems.ase_fields``, which knows no dataset class) give one dataset;
+    the names ``systems.ase_data`` hands on are those of ``systems.ase_fields``."""
+    import systems.ase_fields
+
+    built = [systems.from_ase(argon, cutoff=5.0), from_ase(argon, cutoff=5.0),
+             systems.Dataset.from_ase(argon, cutoff=5.0)]
+    for data in built:
+        assert type(data) is systems.Dataset and data.meta["source"] == "ase"
+        assert torch.equal(data.q, built[0].q) and torch.equal(data.dp, built[0].dp)
+        assert torch.equal(data.edge_index, built[0].edge_index)
+        assert data.meta["dt"] == built[0].meta["dt"] and data.meta["file"] is None
+    for name in ("ASE_MISSING", "NODE_CONSTANTS", "TIME_KEYS", "UNITS", "NotInFrames",
+                 "ase_time_per_fs", "require_ase"):
+        assert getattr(systems.ase_data, name) is getattr(systems.ase_fields, name), name
+    with pytest.raises(NotInFrames, match="pass cutoff="):
+        systems.Dataset.from_ase(argon)
+
+
 def test_ase_is_imported_only_inside_functions():
     """``import systems`` (and ``systems.from_ase``, ``hogn import``) never import ASE at
     module level: it is optional."""
     root = Path(systems.__file__).parents[1]
-    for module in ("systems/ase_data.py", "systems/arrays.py", "systems/dataset.py",
-                   "systems/__init__.py", "hogn/cli/data.py", "hogn/cli/export.py",
-                   "hogn/xyz.py"):
+    for module in ("systems/ase_data.py", "systems/ase_fields.py", "systems/arrays.py",
+                   "systems/array_fields.py", "systems/dataset.py", "systems/__init__.py",
+                   "hogn/cli/data.py", "hogn/cli/export.py", "hogn/xyz.py"):
         tree = ast.parse((root / module).read_text())
         top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + [
             n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
         assert not [x for x in names if x.split(".")[0] == "ase"], (module, names)
     assert "ase" in {n.module.split(".")[0] for n in ast.walk(ast.parse(
-        (root / "systems/ase_data.py").read_text())) if isinstance(n, ast.ImportFrom)
+        (root / "systems/ase_fields.py").read_text())) if isinstance(n, ast.ImportFrom)
         and n.module}  # imported where it is used
 
 

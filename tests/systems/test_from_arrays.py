@@ -44,6 +44,36 @@ def test_one_particle_states_become_one_point_trajectories_of_one_node():
     assert len(data.train) + len(data.heldout) == 50
 
 
+def test_every_public_path_builds_the_same_dataset():
+    """``systems.from_arrays``, ``systems.arrays.from_arrays`` and ``Dataset.from_arrays``
+    (built on the fields of ``systems.array_fields``, which knows no dataset class) give
+    one dataset; a subclass gets its own class; the held-out draw has one home."""
+    from dataclasses import fields
+
+    import systems.arrays
+    import systems.dataset
+    import systems.splits
+
+    q, p = RNG.normal(size=(6, 3, 2)), RNG.normal(size=(6, 3, 2))
+    built = [systems.from_arrays(q, p, dq=p, dp=-q, c=[[1.0]] * 3, test_fraction=0.5),
+             systems.arrays.from_arrays(q, p, dq=p, dp=-q, c=[[1.0]] * 3, test_fraction=0.5),
+             systems.Dataset.from_arrays(q, p, dq=p, dp=-q, c=[[1.0]] * 3, test_fraction=0.5)]
+    assert systems.from_arrays is systems.arrays.from_arrays
+    for data in built:
+        assert type(data) is systems.Dataset
+        for f in fields(systems.Dataset):
+            a, b = getattr(data, f.name), getattr(built[0], f.name)
+            assert (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b), f.name
+
+    class Mine(systems.Dataset):
+        pass
+
+    assert type(Mine.from_arrays(q, p, dq=p, dp=-q)) is Mine
+    assert systems.dataset.random_test_mask is systems.splits.random_test_mask
+    with pytest.raises(ValueError, match="give both dq and dp"):
+        systems.arrays.from_arrays(q, p, dq=p)
+
+
 def test_many_particle_states_get_complete_graphs_and_shared_constants():
     m, n = 6, 3
     q = RNG.normal(size=(m, n, 2))
