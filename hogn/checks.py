@@ -25,6 +25,7 @@ import math
 import numbers
 import os
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -151,10 +152,11 @@ _DEVICE = re.compile(r"(?P<type>[a-z]+)(:(?P<index>\d+))?")
 
 def device(value: Any, name: str = "device") -> str:
     """A torch device that exists on this machine: ``cpu``, ``cuda``, ``cuda:N``
-    (N below the GPU count) or ``mps``; returned as given."""
-    import torch
-
-    text = str(value).strip() if isinstance(value, str | torch.device) else None
+    (N below the GPU count) or ``mps``; returned as given. A malformed name and ``cpu``
+    are answered without importing torch (command-line errors stay instant)."""
+    loaded = sys.modules.get("torch")
+    is_device = loaded is not None and isinstance(value, loaded.device)
+    text = str(value).strip() if isinstance(value, str) or is_device else None
     m = _DEVICE.fullmatch(text) if text is not None else None
     if m is None:
         raise CheckError(f"{name} must be a device name like cpu, cuda or cuda:0, "
@@ -165,6 +167,8 @@ def device(value: Any, name: str = "device") -> str:
             raise CheckError(f"{name}: there is only one cpu device, got {value!r}")
         return text
     if kind == "cuda":
+        import torch
+
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise CheckError(f"{name} {value!r}: this machine has no CUDA device "
@@ -174,6 +178,8 @@ def device(value: Any, name: str = "device") -> str:
                              f"device(s), cuda:0..cuda:{count - 1}")
         return text
     if kind == "mps":
+        import torch
+
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise CheckError(f"{name} {value!r}: MPS is not available here; use cpu")

@@ -70,6 +70,8 @@ def test_help_imports_no_torch(command):
     (["demo", "--integrator", "leapfrog"], "invalid choice"),
     (["export", "d.pt", "-o", "x.xyz", "--digits", "40"], "expected an int in [1, 17]"),
     (["no-such-command"], "invalid choice"),
+    (["train", "hogn", "d.pt", "-o", "run", "--device", "bogus"], "must be cpu, cuda"),
+    (["rollout", "run", "--device", "cuda:x"], "must be a device name like cpu"),
 ])
 def test_argument_errors_import_no_torch(argv, words, tmp_path):
     status, imported, _, err = _probe(argv, cwd=tmp_path)
