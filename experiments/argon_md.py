@@ -11,7 +11,9 @@ The doors a user takes, as commands (no glue code)::
 
     hogn import train.extxyz -o argon.pt --cutoff 7.5
     hogn train potential-hogn argon.pt --cutoff 7.5 --hidden 32 --mp-steps 1 \\
-        --model-arg edge_energies=true --epochs 60 --batch-size 4 -o run
+        --model-arg edge_energies=true --epochs 60 --batch-size 4 -o run-h32
+
+(and the same at ``--hidden 16``: two widths, the cost of a step against accuracy).
 
 ``hogn import`` keeps the cell, masses, species, momenta, forces and times;
 ``hogn train`` on a dataset with a box gives every saved state the edges of its own
@@ -57,10 +59,10 @@ from hogn.report import write_json
 NAME = "argon_md"
 LJ = {"sigma": 3.405, "epsilon": 0.0104, "rc": 7.5, "smooth": True}
 CUTOFF = 7.5
-FULL = {"frames": 200, "test_frames": 50, "every": 2, "epochs": 60, "hidden": 32,
+FULL = {"frames": 200, "test_frames": 50, "every": 2, "epochs": 60, "widths": [32, 16],
         "batch_size": 4, "md_steps": 400, "probe_every": 10, "repeats": [(3, 3, 3), (6, 6, 3)],
         "cost_calls": 20}
-QUICK = {"frames": 12, "test_frames": 4, "every": 2, "epochs": 1, "hidden": 8,
+QUICK = {"frames": 12, "test_frames": 4, "every": 2, "epochs": 1, "widths": [8],
          "batch_size": 4, "md_steps": 20, "probe_every": 10, "repeats": [(3, 3, 3)],
          "cost_calls": 3}
 FS = 5.0  # the MD time step, femtoseconds
@@ -205,6 +207,29 @@ def step_cost(model: Any, repeat: tuple[int, int, int], calls: int) -> dict[str,
     return out
 
 
+def one_width(model: Any, test: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """Held-out forces, MD against ASE's and the cost of a step, for one trained model."""
+    calc = hogn_calculator(model)
+    errors = []
+    for frame in test:
+        learned = frame.copy()
+        learned.calc = calc
+        errors.append(_force_error(learned.get_forces(), frame.get_forces()))
+    out: dict[str, Any] = {
+        "hidden": model.config()["hidden"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "heldout_force_relative_error": [float(np.mean(errors)), float(np.max(errors))],
+        "md": {}, "cost_ms": {}}
+    for i, repeat in enumerate(cfg["repeats"]):
+        atoms = argon(tuple(repeat), seed=5 + i)
+        key = str(len(atoms))
+        out["md"][key] = md_against_truth(model, atoms, cfg["md_steps"], cfg["probe_every"])
+        out["cost_ms"][key] = step_cost(model, tuple(repeat), cfg["cost_calls"])
+        print(f"hidden {out['hidden']}, {key} atoms: {json.dumps(out['md'][key])}\n"
+              f"  cost {out['cost_ms'][key]}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = experiment_parser(__doc__, "a few frames, one epoch: the doors only",
                                "rewrite the Markdown from the JSON")
@@ -225,32 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     if not (work / "argon.pt").is_file():
         hogn_command("import", str(work / "train.extxyz"), "-o", str(work / "argon.pt"),
                      "--cutoff", str(CUTOFF))
-    if not (work / "run" / "best.pt").is_file():
-        hogn_command("train", "potential-hogn", str(work / "argon.pt"),
-                     "--cutoff", str(CUTOFF), "--hidden", str(cfg["hidden"]), "--mp-steps", "1",
-                     "--model-arg", "edge_energies=true", "--epochs", str(cfg["epochs"]),
-                     "--batch-size", str(cfg["batch_size"]), "--quiet", "-o", str(work / "run"))
-    model = hogn.models.load(work / "run" / "best.pt").eval()
     import ase.io
 
     test = ase.io.read(work / "test.extxyz", ":")
-    calc = hogn_calculator(model)
-    errors = []
-    for frame in test:
-        learned = frame.copy()
-        learned.calc = calc
-        errors.append(_force_error(learned.get_forces(), frame.get_forces()))
-    result: dict[str, Any] = {
-        "config": {**cfg, "cutoff": CUTOFF, "lj": LJ, "dt_fs": FS},
-        "heldout_force_relative_error": [float(np.mean(errors)), float(np.max(errors))],
-        "md": {}, "cost_ms": {}}
-    for i, repeat in enumerate(cfg["repeats"]):
-        atoms = argon(tuple(repeat), seed=5 + i)
-        key = str(len(atoms))
-        result["md"][key] = md_against_truth(model, atoms, cfg["md_steps"], cfg["probe_every"])
-        result["cost_ms"][key] = step_cost(model, tuple(repeat), cfg["cost_calls"])
-        print(f"{key} atoms: {json.dumps(result['md'][key])}\n  cost {result['cost_ms'][key]}",
-              flush=True)
+    result: dict[str, Any] = {"config": {**cfg, "cutoff": CUTOFF, "lj": LJ, "dt_fs": FS},
+                              "widths": {}}
+    for width in cfg["widths"]:
+        run = work / f"run-h{width}"
+        if not (run / "best.pt").is_file():
+            hogn_command("train", "potential-hogn", str(work / "argon.pt"),
+                         "--cutoff", str(CUTOFF), "--hidden", str(width), "--mp-steps", "1",
+                         "--model-arg", "edge_energies=true", "--epochs", str(cfg["epochs"]),
+                         "--batch-size", str(cfg["batch_size"]), "--quiet", "-o", str(run))
+        result["widths"][str(width)] = one_width(hogn.models.load(run / "best.pt").eval(),
+                                                 test, cfg)
     result["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     write_json(out / f"{name}.json", result)
     write_text(out / f"{name}.md", render(result))
@@ -259,50 +272,52 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(result: dict[str, Any]) -> str:
-    """The Markdown table of a result."""
+    """The Markdown of a result: a table per model width, the targets, the command."""
     cfg = result["config"]
     lines = ["# Argon: ASE frames → hogn import → hogn train → ASE MD on hogn.ase.Calculator",
              "",
-             f"potential-hogn (hidden {cfg['hidden']}, 1 message-passing step, edge energies, "
-             f"cut-off {cfg['cutoff']} Å), {cfg['epochs']} epochs at batch {cfg['batch_size']} "
-             f"on {cfg['frames']} frames of 108 atoms; MD {cfg['md_steps']} steps of "
-             f"{cfg['dt_fs']} fs.",
-             "",
-             f"Held-out force relative error (mean, max over {cfg['test_frames']} frames): "
-             f"{result['heldout_force_relative_error'][0]:.4f}, "
-             f"{result['heldout_force_relative_error'][1]:.4f} (target ≤ 0.02).",
-             "",
-             "| atoms | force rel. error (start / along MD mean) | true-energy excursion meV/atom "
-             "(learned / ASE) | T K (learned / ASE) | ∫\\|Δg(r)\\| dr | ms/step (hogn / ASE LJ) |",
-             "|---|---|---|---|---|---|"]
-    rows = []
-    for key, md in result["md"].items():
-        cost = result["cost_ms"][key]
-        lines.append(
-            f"| {key} | {md['force_relative_error_start']:.4f} / "
-            f"{md['force_relative_error_along'][0]:.4f} | "
-            f"{md['energy_excursion_mev_per_atom']:.4f} / "
-            f"{md['energy_excursion_mev_per_atom_ase']:.4f} | "
-            f"{md['temperature_k'][0]:.1f} / {md['temperature_k_ase'][0]:.1f} | "
-            f"{md['rdf_abs_difference_integral']:.3f} | "
-            f"{cost['hogn'][0]:.1f} / {cost['ase_lj'][0]:.1f} ({cost['ratio_min']:.2f}×) |")
-        rows.append((key, md, cost))
-    held = result["heldout_force_relative_error"][0]
-    lines += ["", "Targets (issue: the molecular-simulation user):", ""]
-    lines.append(f"- held-out force relative RMSE ≤ 2 %: {100 * held:.2f} % "
-                 f"({'met' if held <= 0.02 else 'missed'})")
-    for key, md, cost in rows:
-        exc = md["energy_excursion_mev_per_atom"]
-        lines.append(f"- {key} atoms: true-energy excursion ≤ 0.1 meV/atom over "
-                     f"{md['ps']:g} ps: {exc:.4f} ({'met' if exc <= 0.1 else 'missed'}); "
-                     f"one MD step at most one ASE Lennard-Jones force call: "
-                     f"{cost['ratio_min']:.2f}× "
-                     f"({'met' if cost['ratio_min'] <= 1 else 'missed'})")
-    lines += ["", "Command: `python experiments/argon_md.py` (one thread; wall time of the last "
+             f"potential-hogn (1 message-passing step, edge energies, cut-off {cfg['cutoff']} Å) "
+             f"at widths {', '.join(map(str, cfg['widths']))}, {cfg['epochs']} epochs at batch "
+             f"{cfg['batch_size']} on {cfg['frames']} frames of 108 atoms; MD "
+             f"{cfg['md_steps']} steps of {cfg['dt_fs']} fs. Only these widths were run; the "
+             "held-out frames come from an independent ASE run.", ""]
+    targets = []
+    for width, res in result["widths"].items():
+        held = res["heldout_force_relative_error"]
+        lines += [f"## Width {width} ({res['parameters']} parameters)", "",
+                  f"Held-out force relative error (mean, max over {cfg['test_frames']} "
+                  f"frames): {held[0]:.4f}, {held[1]:.4f}.", "",
+                  "| atoms | force rel. error (start / along MD mean) | true-energy excursion "
+                  "meV/atom (learned / ASE) | T K (learned / ASE) | ∫\\|Δg(r)\\| dr | "
+                  "ms/step (hogn / ASE LJ) |",
+                  "|---|---|---|---|---|---|"]
+        targets.append(f"- width {width}: held-out force relative RMSE ≤ 2 %: "
+                       f"{100 * held[0]:.2f} % ({'met' if held[0] <= 0.02 else 'missed'})")
+        for key, md in res["md"].items():
+            cost = res["cost_ms"][key]
+            lines.append(
+                f"| {key} | {md['force_relative_error_start']:.4f} / "
+                f"{md['force_relative_error_along'][0]:.4f} | "
+                f"{md['energy_excursion_mev_per_atom']:.4f} / "
+                f"{md['energy_excursion_mev_per_atom_ase']:.4f} | "
+                f"{md['temperature_k'][0]:.1f} / {md['temperature_k_ase'][0]:.1f} | "
+                f"{md['rdf_abs_difference_integral']:.3f} | "
+                f"{cost['hogn'][0]:.1f} / {cost['ase_lj'][0]:.1f} ({cost['ratio_min']:.2f}×) |")
+            exc = md["energy_excursion_mev_per_atom"]
+            targets.append(
+                f"  - {key} atoms: true-energy excursion ≤ 0.1 meV/atom over {md['ps']:g} ps: "
+                f"{exc:.4f} ({'met' if exc <= 0.1 else 'missed'}); one MD step at most one "
+                f"ASE Lennard-Jones force call: {cost['ratio_min']:.2f}× "
+                f"({'met' if cost['ratio_min'] <= 1 else 'missed'})")
+        lines.append("")
+    lines += ["Targets (issue: the molecular-simulation user):", "", *targets, "",
+              "Command: `python experiments/argon_md.py` (one thread; wall time of the last "
               f"call {result.get('wall_seconds_this_call', float('nan')):.0f} s, training "
-              "included when it ran). The 432-atom cell is zero-shot: the model saw only "
+              "included where it ran). The 432-atom cell is zero-shot: the models saw only "
               "108-atom frames. The cost is the minimum over repeated force calls on a busy "
-              "2-core machine; `benchmarks/bench_md_step.py` measures it side by side."]
+              "2-core machine; `benchmarks/bench_md_step.py` measures it side by side. The "
+              "narrower model is the cheaper and the less accurate: pick by the accuracy you "
+              "need."]
     return "\n".join(lines) + "\n"
 
 
