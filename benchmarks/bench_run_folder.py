@@ -43,16 +43,18 @@ import torch
 from _common import code_version, load_average, machine_info
 
 import systems
+from hogn import io as hio
 from hogn import models
 from hogn.report import format_table, write_json
 
-training = importlib.import_module("hogn.train")  # the module (hogn.train is the function)
+training = importlib.import_module("hogn.train")  # the package (hogn.train is the function)
+loop = importlib.import_module("hogn.train.loop")  # where the run folder's steps are called
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_run_folder.json"
 MODELS = {"hnn": {"hidden": 200}, "hogn": {"hidden": 64}}
 # the run folder's own code, timed where it runs: (owner, attribute, label)
-TIMED = ((training, "_prepare_run", "setup"), (training, "_open_metrics", "setup"),
-         (training, "_append_line", "append"),
+TIMED = ((loop, "_prepare_run", "setup"), (loop, "_open_metrics", "setup"),
+         (loop, "_append_line", "append"),
          (training._RunFolder, "take_snapshot", "snapshot"),
          (training._RunFolder, "commit", "commit"))
 
@@ -71,14 +73,14 @@ class Timers:
             real = getattr(owner, name)
             self._saved.append((owner, name, real))
             setattr(owner, name, self._wrap(real, label))
-        real_write = training.hio.atomic_write
+        real_write = hio.atomic_write
 
         def counted(path: Any, write: Callable[[Any], Any]) -> Path:
             self.checkpoints += Path(path).name == "checkpoint.pt"
             return real_write(path, write)
 
-        self._saved.append((training.hio, "atomic_write", real_write))
-        training.hio.atomic_write = counted
+        self._saved.append((hio, "atomic_write", real_write))
+        hio.atomic_write = counted
         return self
 
     def _wrap(self, real: Callable[..., Any], label: str) -> Callable[..., Any]:

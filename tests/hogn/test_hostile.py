@@ -28,7 +28,9 @@ from hogn import io as hio
 from hogn.cli import main
 from hogn.io import load_checked
 
-training = importlib.import_module("hogn.train")
+training = importlib.import_module("hogn.train")  # the package (hogn.train is the function)
+loop = importlib.import_module("hogn.train.loop")  # where the loop looks _epoch up
+train_epochs = importlib.import_module("hogn.train.epochs")  # where _epoch looks _batch_loss up
 TRAIN = ["--hidden", "8", "--max-samples", "32", "--batch-size", "16", "--quiet"]
 
 
@@ -332,7 +334,7 @@ def test_a_signal_while_generate_writes(files, capsys, tmp_path, monkeypatch, si
 
 def test_sigint_during_training_keeps_a_checkpoint(files, capsys, tmp_path, monkeypatch):
     _, data, _ = files
-    real = training._epoch
+    real = loop._epoch
     calls = []
 
     def epoch(model, loader, cfg, dt, optimizer, number, progress):
@@ -342,14 +344,14 @@ def test_sigint_during_training_keeps_a_checkpoint(files, capsys, tmp_path, monk
             time.sleep(1)
         return real(model, loader, cfg, dt, optimizer, number, progress)
 
-    monkeypatch.setattr(training, "_epoch", epoch)
+    monkeypatch.setattr(loop, "_epoch", epoch)
     run = tmp_path / "r"
     assert main(["train", "hogn", str(data), "--epochs", "5", *TRAIN,
                  "--checkpoint-every", "1", "-o", str(run)]) == 130
     assert capsys.readouterr().err.strip() == "hogn: interrupted"
     saved = load_checked(run / "checkpoint.pt")
     assert saved["epoch"] == 2 and len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    monkeypatch.setattr(training, "_epoch", real)
+    monkeypatch.setattr(loop, "_epoch", real)
     assert main(["train", "hogn", str(data), "--epochs", "5", *TRAIN,
                  "--checkpoint-every", "1", "-o", str(run)]) == 0
 
@@ -374,7 +376,7 @@ def test_a_diverged_run_says_whether_a_checkpoint_exists(files, capsys, tmp_path
     err = _error(capsys, ["train", "ogn", str(data), "--epochs", "3", "--lr", "1e30",
                           *TRAIN, "-o", str(tmp_path / "a")], "non-finite")
     assert "holds no checkpoint" in err and "is kept" not in err
-    real = training._batch_loss
+    real = train_epochs._batch_loss
     calls = []
 
     def loss(*args, **kwargs):
@@ -382,7 +384,7 @@ def test_a_diverged_run_says_whether_a_checkpoint_exists(files, capsys, tmp_path
         value = real(*args, **kwargs)
         return value * math.nan if len(calls) > 4 else value  # epoch 1: 2 + 2 batches
 
-    monkeypatch.setattr(training, "_batch_loss", loss)
+    monkeypatch.setattr(train_epochs, "_batch_loss", loss)
     err = _error(capsys, ["train", "hogn", str(data), "--epochs", "3", *TRAIN,
                           "--checkpoint-every", "1", "-o", str(tmp_path / "b")],
                  "non-finite")

@@ -21,7 +21,8 @@ import hogn.io
 import systems
 from hogn.io import load_checked
 
-training = importlib.import_module("hogn.train")  # the module (hogn.train is the function)
+training = importlib.import_module("hogn.train")  # the package (hogn.train is the function)
+loop = importlib.import_module("hogn.train.loop")  # where the loop looks its helpers up
 
 # many batches per epoch (the batch order matters), the cosine schedule and the random
 # subset of max_samples (the sampler's own draws): every state a resume must restore
@@ -91,7 +92,7 @@ class _Writes:
 
     def __init__(self, monkeypatch, kill_after: int | None = None) -> None:
         self.done, self.kill_after, self.names = 0, kill_after, []
-        real_write, real_append = hogn.io.atomic_write, training._append_line
+        real_write, real_append = hogn.io.atomic_write, loop._append_line
 
         def counted(real, name_of):
             def wrapper(*args, **kwargs):
@@ -104,7 +105,7 @@ class _Writes:
             return wrapper
 
         monkeypatch.setattr(hogn.io, "atomic_write", counted(real_write, lambda p, _: Path(p).name))
-        monkeypatch.setattr(training, "_append_line",
+        monkeypatch.setattr(loop, "_append_line",
                             counted(real_append, lambda *_: "metrics.jsonl"))
 
 
@@ -198,8 +199,8 @@ def test_an_interrupted_run_saves_its_last_finished_epoch(straight, tmp_path, mo
     checkpoint was due; the resume goes on from there and ends as the straight run."""
     settings = {**SETTINGS, "checkpoint_every": 0, "checkpoint_seconds": 0}
     want = straight(checkpoint_every=0, checkpoint_seconds=0)
-    monkeypatch.setattr(training, "_SNAPSHOT_SECONDS", 0.0)  # a copy after every epoch
-    real_epoch, calls = training._epoch, []
+    monkeypatch.setattr(loop, "_SNAPSHOT_SECONDS", 0.0)  # a copy after every epoch
+    real_epoch, calls = loop._epoch, []
 
     def interrupted(model, loader, cfg, dt, optimizer, epoch, progress):
         if optimizer is not None and epoch == 4:
@@ -207,7 +208,7 @@ def test_an_interrupted_run_saves_its_last_finished_epoch(straight, tmp_path, mo
         calls.append(epoch)
         return real_epoch(model, loader, cfg, dt, optimizer, epoch, progress)
 
-    monkeypatch.setattr(training, "_epoch", interrupted)
+    monkeypatch.setattr(loop, "_epoch", interrupted)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         hogn.train(make_model(), DATA, run, **settings)

@@ -35,7 +35,8 @@ from hogn.cli import main
 from hogn.graph import GraphBatch
 from hogn.io import load_checked
 
-training = importlib.import_module("hogn.train")  # the module (hogn.train is the function)
+training = importlib.import_module("hogn.train")  # the package (hogn.train is the function)
+loop = importlib.import_module("hogn.train.loop")  # where the loop looks its helpers up
 
 SPRINGS = systems.generate("spring-nbody", trajectories=10, steps=6, dt=0.05, n_particles=3,
                            seed=0, progress=False)  # 2 test, 8 training trajectories of 7 points
@@ -279,15 +280,15 @@ def test_a_run_by_steps_interrupted_midway_resumes_to_the_uninterrupted_run(
     want = hogn.train(straight, SPRINGS, tmp_path / "straight", **settings)
     assert [r["step"] for r in want.history] == [4, 8, 11]
 
-    real_epoch = training._epoch
+    real_epoch = loop._epoch
 
     def interrupted(model, loader, cfg, dt, optimizer, epoch, progress):
         if optimizer is not None and epoch == 3:
             raise KeyboardInterrupt
         return real_epoch(model, loader, cfg, dt, optimizer, epoch, progress)
 
-    monkeypatch.setattr(training, "_SNAPSHOT_SECONDS", 0.0)  # a copy after every epoch
-    monkeypatch.setattr(training, "_epoch", interrupted)
+    monkeypatch.setattr(loop, "_SNAPSHOT_SECONDS", 0.0)  # a copy after every epoch
+    monkeypatch.setattr(loop, "_epoch", interrupted)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         hogn.train(_graph_model(), SPRINGS, run, **settings)
