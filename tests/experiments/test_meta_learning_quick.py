@@ -11,6 +11,10 @@ import math
 
 import pytest
 
+# ~165 s of the default run on 2 cores; the meta-learning code itself is tested in
+# tests/meta. Run with: pytest -m slow tests/experiments
+pytestmark = pytest.mark.slow
+
 SYSTEMS = ["mass-spring", "pendulum", "double-pendulum", "two-body", "three-body",
            "magnetic-mirror", "henon-heiles"]
 METHODS = ["meta", "random", "pretrained"]

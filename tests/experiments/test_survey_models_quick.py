@@ -14,6 +14,10 @@ import torch
 
 import systems
 
+# ~60 s of the default run on 2 cores; the model families themselves are tested in
+# tests/hogn. Run with: pytest -m slow tests/experiments
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def module(load_script) -> ModuleType:
