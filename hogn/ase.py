@@ -36,7 +36,7 @@ from ase.calculators.calculator import all_changes
 
 from hogn.graph import GraphBatch, NeighbourList, fully_connected, ptr_from_sizes
 from hogn.models.base import DynamicsModel
-from hogn.periodic import replicas_for, supercell
+from hogn.periodic import fitting_skin, replicas_for, supercell
 
 __all__ = ["NODE_CONSTANTS", "Calculator", "node_constants_of"]
 
@@ -149,14 +149,13 @@ class Calculator(_AseCalculator):
                 raise ValueError(f"a periodic cell needs a cut-off: {self.model.name} has none; "
                                  "pass Calculator(model, cutoff=...)")
             return None, ()
-        skin = 0.1 * self.cutoff if self.skin is None else self.skin
+        skin = fitting_skin(None if box is None else box.tolist(), self.cutoff, self.skin)
         reps: tuple[int, ...] = ()
         if box is not None:
-            room = 0.5 * float(box.min()) - self.cutoff
-            if room >= 0:  # the minimum image holds: shrink the skin to fit, if need be
-                skin = min(skin, room)
+            if skin is not None:  # the minimum image holds (a thinner skin if need be)
                 reps = (1,) * len(box)
             else:  # a pair meets several images: a supercell of the cell
+                skin = 0.1 * self.cutoff if self.skin is None else self.skin
                 reps = replicas_for(box.tolist(), 2 * (self.cutoff + skin))
         if (self._neighbours is None or (box is None) != (self._box is None)
                 or (box is not None and not np.array_equal(box, self._box))
@@ -204,8 +203,8 @@ class Calculator(_AseCalculator):
         field = getattr(self.model, "force_field", None)
         if "energy" not in properties and "free_energy" not in properties and callable(field):
             # MD asks for forces alone: the written-out gradient, kept while the list is
-            key = (self._neighbours.rebuilds if self._neighbours is not None else -1,
-                   self._reps, None if self._box is None else tuple(self._box), len(graph.q))
+            # a new layout makes a new neighbour list: the list and its builds are the key
+            key = (id(self._neighbours), getattr(self._neighbours, "rebuilds", -1))
             if (self._force is None or self._force[0] != key
                     or not torch.equal(self._force[1], graph.c)):
                 self._force = (key, graph.c, field(graph))

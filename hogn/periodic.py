@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["image_pairs", "replicas_for", "supercell"]
+__all__ = ["fitting_skin", "image_pairs", "replicas_for", "supercell"]
 
 
 def _check(q: Tensor, box: Tensor | Sequence[float], length: float, name: str
@@ -42,6 +42,20 @@ def _check(q: Tensor, box: Tensor | Sequence[float], length: float, name: str
     if not (isinstance(length, (int, float)) and math.isfinite(length) and length >= 0):
         raise ValueError(f"{name} must be a finite length >= 0, got {length!r}")
     return q, lengths
+
+
+def fitting_skin(box: Tensor | Sequence[float] | None, radius: float, skin: float | None = None
+                 ) -> float | None:
+    """The Verlet skin a neighbour list of ``radius`` can have in ``box``: ``skin``
+    (default a tenth of the radius), thinned so that the smallest box length holds
+    ``2 · (radius + skin)``; ``None`` where the box is shorter than ``2 · radius`` (a pair
+    meets several images: a supercell is needed, :func:`supercell`)."""
+    skin = 0.1 * radius if skin is None else skin
+    if box is None:
+        return skin
+    room = 0.5 * min(box.reshape(-1).tolist() if isinstance(box, Tensor)
+                     else [float(b) for b in box]) - radius
+    return None if room < 0 else min(skin, room)
 
 
 def replicas_for(box: Tensor | Sequence[float], length: float) -> tuple[int, ...]:

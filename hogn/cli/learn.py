@@ -313,20 +313,18 @@ def _neighbours(cutoff: float | None, model: models.DynamicsModel, data: systems
     particles move); ``None`` (the data's stored edges) otherwise. The skin is a tenth
     of the radius, less where the box is small."""
     from hogn.graph import NeighbourList
+    from hogn.periodic import fitting_skin
 
     if cutoff is None and (data.box is None or model.config().get("cutoff") is None
                            or data.t.numel() < 2):
         return None
     radius = float(model.config()["cutoff"] if cutoff is None else cutoff)
-    skin = 0.1 * radius
-    if data.box is not None:
-        room = 0.5 * float(data.box.min()) - radius
-        if room <= 0:
-            raise UserError(f"a periodic box of length {float(data.box.min()):g} is smaller than "
-                            f"twice the neighbour radius {radius:g}: pass a smaller --cutoff (at "
-                            f"least the model's, {model.config().get('cutoff')}) or use larger "
-                            "boxes")
-        skin = min(skin, room)
+    skin = fitting_skin(data.box, radius)
+    if skin is None:
+        raise UserError(f"a periodic box of length {float(data.box.min()):g} is smaller than "
+                        f"twice the neighbour radius {radius:g}: pass a smaller --cutoff (at "
+                        f"least the model's, {model.config().get('cutoff')}) or use larger "
+                        "boxes")
     return NeighbourList(radius, skin, box=data.box)
 
 

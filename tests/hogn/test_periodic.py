@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hogn.graph import radius_graph
-from hogn.periodic import image_pairs, replicas_for, supercell
+from hogn.periodic import fitting_skin, image_pairs, replicas_for, supercell
 
 ase = pytest.importorskip("ase")
 from ase.build import bulk  # noqa: E402
@@ -77,3 +77,11 @@ def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="reps must be 3 positive ints"):
         supercell(q, [1.0, 1.0, 1.0], [1, 0, 1])
     assert replicas_for([2.0, 5.0, 11.0], 10.0) == (5, 2, 1)
+
+
+def test_the_skin_fits_the_box_or_says_a_supercell_is_needed():
+    assert fitting_skin(None, 5.0) == pytest.approx(0.5)  # a tenth of the radius
+    assert fitting_skin([20.0, 30.0, 40.0], 5.0, 1.0) == 1.0  # room enough
+    assert fitting_skin(torch.tensor([[10.6, 12.0, 12.0]]), 5.0) == pytest.approx(0.3)
+    assert fitting_skin([10.0, 12.0, 12.0], 5.0) == 0.0  # exactly twice the radius
+    assert fitting_skin([9.9, 12.0, 12.0], 5.0) is None
