@@ -122,34 +122,40 @@ class PotentialHOGN(_EnergyGraphNetwork):
         autograd graph kept), as a calculator needs them."""
         g = as_graph(graph)
         self.check_state(g.q, g.p, g)
-        if self._own_energy(PotentialHOGN, "potential_energy") and energy_gradient.supports(
-                self.potential):
-            with torch.no_grad():
-                node, edge, dv_dq, _ = energy_gradient.energy_and_gradient(
-                    self.potential, g.q, None, g.c, g.edge_index, g.edge_attr, g.edge_box)
-                v = _graph_sum(node, edge, g, self.potential.scatter_backend)
-            return v, torch.neg(dv_dq)
-        with torch.enable_grad():
-            x = g.q.detach().requires_grad_(True)
-            v = self.potential_energy(x, g)
-            (dv_dq,) = torch.autograd.grad(v.sum(), x)
+        with torch.no_grad():
+            v, dv_dq = self._potential_terms(g.q, g, False)
+        assert v is not None
         return v.detach(), torch.neg(dv_dq)
 
-    def _potential_gradient(self, q: Tensor, graph: GraphBatch, create_graph: bool) -> Tensor:
-        """``∂V/∂q [N, d]``: written out where :mod:`hogn.energy_gradient` can, else
-        by autograd."""
-        if self._own_energy(PotentialHOGN, "potential_energy") and energy_gradient.supports(
-                self.potential):
+    @property
+    def _writes_potential(self) -> bool:
+        """Whether the potential's gradient is written out (:mod:`hogn.energy_gradient`):
+        this class's own ``potential_energy`` on a network that module supports."""
+        return (self._own_energy(PotentialHOGN, "potential_energy")
+                and energy_gradient.supports(self.potential))
+
+    def _potential_terms(self, q: Tensor, graph: GraphBatch, create_graph: bool,
+                         energy: bool = True) -> tuple[Tensor | None, Tensor]:
+        """``(V [G], ∂V/∂q [N, d])``: written out where it can be, else by autograd;
+        with ``create_graph`` differentiable further (training on forces). Without
+        ``energy`` the written-out path skips summing ``V`` (and may return ``None``)."""
+        if self._writes_potential:
             with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-                _, _, dv_dq, _ = energy_gradient.energy_and_gradient(
+                node, edge, dv_dq, _ = energy_gradient.energy_and_gradient(
                     self.potential, q, None, graph.c, graph.edge_index, graph.edge_attr,
                     graph.edge_box)
-            return dv_dq
+                if not energy:
+                    return None, dv_dq
+                return _graph_sum(node, edge, graph, self.potential.scatter_backend), dv_dq
         with torch.enable_grad():
             x = q if q.requires_grad else q.detach().requires_grad_(True)
-            v = self.potential_energy(x, graph).sum()
-            (dv_dq,) = torch.autograd.grad(v, x, create_graph=create_graph)
-        return dv_dq
+            v = self.potential_energy(x, graph)
+            (dv_dq,) = torch.autograd.grad(v.sum(), x, create_graph=create_graph)
+        return v, dv_dq
+
+    def _potential_gradient(self, q: Tensor, graph: GraphBatch, create_graph: bool) -> Tensor:
+        """``∂V/∂q [N, d]`` (see :meth:`_potential_terms`)."""
+        return self._potential_terms(q, graph, create_graph, energy=False)[1]
 
     def _derivative(self, q: Tensor, p: Tensor, graph: GraphBatch,
                     create_graph: bool | None) -> tuple[Tensor, Tensor]:
