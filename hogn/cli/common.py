@@ -1,5 +1,6 @@
-"""Helpers shared by the ``hogn`` commands: runs, energies, outputs (and, re-exported
-from the torch-free :mod:`hogn.cli.args`, the argument types and :class:`UserError`)."""
+"""Helpers shared by the ``hogn`` commands once they run: runs, outputs, system
+parameters (the argument types and :class:`UserError` live in the torch-free
+:mod:`hogn.cli.args`)."""
 
 from __future__ import annotations
 
@@ -11,25 +12,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import systems
-from hogn.cli.args import (
-    DEVICE,
-    FRACTION_BELOW_1,
-    NONNEG_FLOAT,
-    NONNEG_INT,
-    POS_FLOAT,
-    POS_INT,
-    TOLERANCE,
-    UserError,
-    param,
-    particles,
-)
+from hogn.cli.args import UserError
 
 if TYPE_CHECKING:
     from hogn.models import DynamicsModel
 
-__all__ = ["DEVICE", "DTYPES", "FRACTION_BELOW_1", "NONNEG_FLOAT", "NONNEG_INT", "POS_FLOAT",
-           "POS_INT", "TOLERANCE", "UserError", "check_output",
-           "load_run", "param", "particles", "run_record", "system_params"]
+__all__ = ["DTYPES", "check_output", "check_outputs", "load_run", "run_record",
+           "system_params"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 """``--dtype`` name -> torch dtype (the names, torch-free: :data:`hogn.cli.choices.DTYPES`)."""
