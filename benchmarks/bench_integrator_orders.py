@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "splitting method on a non-separable H)",
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - start,
-        "machine": machine_info(), "code": code_version(("hogn/integrators.py",)),
+        "machine": machine_info(), "code": code_version(("hogn/integrators",)),
         "t_final": T_FINAL, "initial_states": {"q": list(Q0), "p": list(P0)},
         "hamiltonians": {
             "separable": "H = (q^2 + p^2)/2 (exact)",

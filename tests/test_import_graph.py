@@ -1,6 +1,9 @@
 """The import graph of the packages has no circles: a module never imports, directly or
 through others, a module that imports it (function-level imports count; those under
-``if TYPE_CHECKING:`` do not, and a package's ``__init__`` is its face, not a room)."""
+``if TYPE_CHECKING:`` do not). A package's ``__init__`` is its face, not a room: importing
+a package (``from hogn.graph import GraphBatch``) from outside it counts as importing
+every room its face imports when it is imported (lazy faces, ``hogn/_lazy.py``, import
+none); from inside, the face has already run."""
 
 from __future__ import annotations
 
@@ -32,10 +35,14 @@ def _type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _imports(tree: ast.AST, module: str, modules: dict[str, Path]) -> set[str]:
-    """The package modules ``module`` imports (outside ``TYPE_CHECKING`` blocks)."""
+def _imports(tree: ast.AST, module: str, modules: dict[str, Path],
+             faces: tuple[str, ...] = ()) -> set[str]:
+    """The package modules (rooms) ``module`` imports (outside ``TYPE_CHECKING``
+    blocks), a package standing for the rooms its face imports."""
     out: set[str] = set()
-    package = module.rsplit(".", 1)[0] if not modules[module].name == "__init__.py" else module
+    package = module.rsplit(".", 1)[0]
+    if package.endswith(".__init__"):
+        package = package[: -len(".__init__")]
 
     def visit(node: ast.AST) -> None:
         if _type_checking(node):
@@ -55,8 +62,16 @@ def _imports(tree: ast.AST, module: str, modules: dict[str, Path]) -> set[str]:
             visit(child)
 
     visit(tree)
-    rooms = {m for m in modules if not m.endswith("__init__")}
-    return {m for m in out if m in rooms and m != module}
+    rooms: set[str] = set()
+    for name in out:
+        face = f"{name}.__init__"
+        inside = module.startswith(f"{name}.")  # the face runs before its own rooms
+        if face in modules and name not in faces and not inside:  # the rooms its face imports
+            rooms |= _imports(ast.parse(modules[face].read_text()), face, modules,
+                              (*faces, name))
+        elif name in modules and not name.endswith("__init__"):
+            rooms.add(name)
+    return rooms - {module}
 
 
 def import_graph() -> nx.DiGraph:
@@ -82,8 +97,13 @@ def test_the_reader_finds_a_circle():
     tree = ast.parse("import hogn.io\nfrom hogn import graph\nif TYPE_CHECKING:\n"
                      "    from hogn import nn\ndef f():\n    from hogn.models import base\n")
     modules = _modules()
-    assert _imports(tree, "hogn.rollout", modules) == {"hogn.io", "hogn.graph",
-                                                       "hogn.models.base"}
+    # a package: importing it imports the rooms its face imports (not hogn.graph.cells,
+    # which only hogn.graph.radius imports)
+    graph_rooms = {f"hogn.graph.{m}" for m in ("batch", "complete", "minimum_image",
+                                               "neighbours", "radius", "segments")}
+    found = _imports(tree, "hogn.rollout", modules)
+    assert {"hogn.io", "hogn.models.base", *graph_rooms} <= found
+    assert not any(m == "hogn.nn" or m.startswith("hogn.nn.") for m in found)
 
 
 def test_no_import_circles():

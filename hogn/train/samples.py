@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from hogn.graph import GraphBatch, _ranges, ptr_from_sizes
+from hogn.graph import GraphBatch, ptr_from_sizes
+from hogn.graph.complete import _ranges
 
 __all__ = ["Batch", "Samples"]
 

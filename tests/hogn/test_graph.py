@@ -504,10 +504,10 @@ def test_neighbour_list_rebuild_threshold_and_layout_changes():
 def test_cells_in_small_blocks_and_chunks(monkeypatch):
     """Particles taken a few at a time, candidates expanded a few at a time: the same
     edges (the paths that large systems and dense clusters take)."""
-    import hogn.graph as graph
+    import hogn.graph.cells as cells
 
-    monkeypatch.setattr(graph, "_BLOCK_SLOTS", 100)
-    monkeypatch.setattr(graph, "_CANDIDATES_PER_CHUNK", 37)
+    monkeypatch.setattr(cells, "_BLOCK_SLOTS", 100)
+    monkeypatch.setattr(cells, "_CANDIDATES_PER_CHUNK", 37)
     q, ptr = _system(GRAPH_SIZES, 3, 2.0, seed=14)
     cluster = torch.cat([q, torch.full((40, 3), 0.5, dtype=torch.float64)
                          + 0.01 * torch.rand(40, 3, dtype=torch.float64)])
@@ -540,7 +540,7 @@ def test_cells_on_cuda_equal_brute_force_on_cpu():
 def test_auto_backend_choice(monkeypatch):
     import importlib.util
 
-    from hogn.graph import _resolve_backend
+    from hogn.graph.radius import _resolve_backend
 
     small, large = torch.tensor([0, 100, 181]), torch.tensor([0, 100, 400])
     assert _resolve_backend("auto", small, None) == "brute"

@@ -101,7 +101,7 @@ def test_gauss4_step_of_a_learned_h_passes_gradcheck(springs, monkeypatch):
     # the check can fail: without the adjoint solve (the gradient of the last stage
     # evaluation alone) the gradients are off by far more than gradcheck's tolerance
     exact = gradients()
-    monkeypatch.setattr(hogn.integrators, "_implicit_gradient",
+    monkeypatch.setattr(hogn.integrators.gauss, "_implicit_gradient",
                         lambda stage_map, k, *_: stage_map(k.detach().requires_grad_(True)))
     naive = gradients()
     errors = [((a - b).abs().max() / a.abs().max()).item()
