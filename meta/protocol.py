@@ -229,6 +229,11 @@ class ProtocolConfig:
                 raise ValueError(f"algorithm {CLOSED_FORM!r} has no inner SGD loop: "
                                  "learn_inner_lr, anil and inner_steps do not apply")
         self.meta_config()  # validates algorithm, steps, rates, batch, loss, shots, options
+        largest = torch.finfo(self.torch_dtype).max / 100  # Adam divides by 1 - β₁ᵗ >= 0.1
+        for key in ("inner_lr", "outer_lr"):
+            if getattr(self, key) > largest:
+                raise ValueError(f"{key} must be at most {largest:.3g} ({self.dtype} "
+                                 f"parameters), got {getattr(self, key)!r}")
 
     def meta_config(self) -> MetaConfig:
         """The :class:`meta.MetaConfig` of meta-training (for ``closed-form``: the shared
@@ -298,10 +303,12 @@ def load_systems(names: Sequence[str], trajectories: int, seed: int = 0, **optio
             for name in names}
 
 
-def check_data_size(names: Sequence[str], trajectories: int) -> None:
-    """Refuse, before any work, training data of ``names`` that cannot fit in memory: the
-    saved states and derivatives of every system (``q, p, dq, dp``, float64, with the
-    copies generation makes).
+def check_data_size(names: Sequence[str], trajectories: int, what: str = "the training data"
+                    ) -> None:
+    """Refuse, before any work, data of ``names`` that cannot fit in memory: the saved
+    states and derivatives of every system (``q, p, dq, dp``, float64, with the copies
+    generation makes); ``what`` names the data in the message (the trajectories of
+    :func:`eval_data` too).
 
     Raises:
         ValueError: naming the estimate and the limit (``$HOGN_MAX_MEMORY``).
@@ -315,7 +322,8 @@ def check_data_size(names: Sequence[str], trajectories: int) -> None:
         largest = max(largest, preset.points)
         need += 8.0 * trajectories * preset.points * n * d * 4 * 2
     try:
-        checks.check_memory(need, f"the training data ({len(names)} systems x {trajectories} "
+        count = f"{len(names)} system{'s' if len(names) != 1 else ''}"
+        checks.check_memory(need, f"{what} ({count} x {trajectories} "
                                   f"trajectories x up to {largest} points)")
     except checks.CheckError as exc:
         raise ValueError(f"{exc} (--trajectories)") from None
@@ -372,7 +380,11 @@ def _describe(data: Mapping[str, systems.Dataset]) -> dict[str, Any]:
 
 
 def _check_folder(run: Path, config: ProtocolConfig) -> None:
-    """Refuse a folder holding another run (any option but ``iterations`` differs)."""
+    """Refuse a folder holding another run (any option but ``iterations`` differs), or
+    a file."""
+    if run.exists() and not run.is_dir():
+        raise ValueError(f"{run} is a file, not a folder; give a new or empty folder for the "
+                         "run")
     path = run / "config.json"
     if not path.exists():
         if run.exists() and any(e.name != LOCK_NAME for e in run.iterdir()):

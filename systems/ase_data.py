@@ -50,9 +50,12 @@ go one way: ``ase_data → dataset → ase_fields → array_fields``).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from typing import Any
 
+from hogn import checks
 from systems.ase_fields import (
     ASE_MISSING,
     NODE_CONSTANTS,
@@ -106,8 +109,14 @@ def from_ase(images: Any, *, dt: float | None = None, test_fraction: float | Non
 def load_ase(path: str | os.PathLike, *, dt: float | None = None, cutoff: float | None = None,
              test_fraction: float | None = None, seed: int = 0, system: str | None = None,
              format: str | None = None) -> Dataset:
-    """Read every frame of a file with ``ase.io.read`` into a :class:`Dataset` (one
-    trajectory; see :func:`from_ase` for the arguments).
+    """Read every frame of a file with ASE's reader (that of ``ase.io.read``) into a
+    :class:`Dataset` (one trajectory; see :func:`from_ase` for the arguments).
+
+    The frames are read one at a time, and the dataset they will make is bounded before
+    it is built, and before more frames are read than it may hold
+    (:func:`hogn.checks.check_memory`, ``$HOGN_MAX_MEMORY``): a small file can make
+    gigabytes (a compressed one, or thousands of atoms in open boundaries, whose graph is
+    complete).
 
     Args:
         path: The file (``.xyz``, ``.extxyz``, ``.traj``, ... any format ASE knows by
@@ -116,8 +125,9 @@ def load_ase(path: str | os.PathLike, *, dt: float | None = None, cutoff: float 
 
     Raises:
         ImportError: without ASE.
-        NotInFrames, ValueError: as :func:`from_ase`, or for a file ASE cannot read;
-            every message starts with the path.
+        NotInFrames, ValueError: as :func:`from_ase`, for a file ASE cannot read, or for
+            frames whose dataset would not fit in memory (naming the estimate and the
+            bound); every message starts with the path.
     """
     ase = require_ase(f"reading {os.fspath(path)}")
     if not os.path.exists(path):
@@ -125,7 +135,9 @@ def load_ase(path: str | os.PathLike, *, dt: float | None = None, cutoff: float 
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, not a file of frames")
     try:
-        images = ase.io.read(os.fspath(path), index=":", format=format)
+        images = _read_frames(ase, path, format, cutoff)
+    except checks.CheckError:  # the frames would not fit: said by _read_frames
+        raise
     except Exception as exc:  # a foreign reader: any failure means "cannot read"
         advice = (" (ASE knows a format by its extension: .xyz, .extxyz, .traj, ...)"
                   if exc.__class__.__name__ == "UnknownFileTypeError" else "")
@@ -140,6 +152,63 @@ def load_ase(path: str | os.PathLike, *, dt: float | None = None, cutoff: float 
         raise ValueError(f"{path}: {exc}") from None
     data.meta["file"] = os.fspath(path)
     return data
+
+
+NODE_BYTES = 8 * 3 * 4 * 3
+"""Bytes a dataset of ASE frames takes per atom of each frame: float64 ``q, p, dq, dp`` of
+three coordinates, three times (the frames' own arrays, the stacked tensors, the dataset)."""
+EDGE_BYTES = 16 * 3
+"""Bytes per edge: two int64 particle numbers, three times (as they are made)."""
+
+
+def _read_frames(ase: Any, path: str | os.PathLike, format: str | None,
+                 cutoff: float | None) -> list[Any]:
+    """Every frame of ``path`` (``ase.io.iread``, the reader of ``ase.io.read``), refused
+    as soon as the dataset they make would exceed the memory bound.
+
+    Raises:
+        hogn.checks.CheckError: (a ``ValueError``) naming the frames, the estimate and the
+            bound; or for a malformed ``$HOGN_MAX_MEMORY``.
+    """
+    limit, _ = checks.memory_limit()
+    frames: list[Any] = []
+    atoms_in_all, edges = 0, 0.0
+    with contextlib.closing(ase.io.iread(os.fspath(path), index=":", format=format)) as reader:
+        for atoms in reader:
+            if not frames:
+                edges = _edges_estimate(atoms, cutoff)
+            frames.append(atoms)
+            atoms_in_all += len(atoms)
+            need = NODE_BYTES * atoms_in_all + EDGE_BYTES * edges
+            if need > limit:
+                checks.check_memory(need, f"{path}: its frames (at least {len(frames)}, of "
+                                          f"{len(frames[0])} atoms, about {edges:.3g} edges)")
+    return frames
+
+
+def _edges_estimate(atoms: Any, cutoff: float | None) -> float:
+    """The edges a graph of ``atoms`` gets: all pairs without ``cutoff`` (a complete
+    graph), else the pairs closer than it at the density of the cell (periodic) or of the
+    atoms' bounding box (open boundaries)."""
+    n = len(atoms)
+    if n < 2:
+        return 0.0
+    if cutoff is None:
+        return float(n * (n - 1))
+    try:
+        radius = float(cutoff)
+    except (TypeError, ValueError):
+        return 0.0  # a cutoff that is no number: refused when the graph is built
+    if not (math.isfinite(radius) and radius > 0):
+        return 0.0
+    if bool(atoms.pbc.all()):
+        volume = abs(float(atoms.cell.volume))
+    else:
+        positions = atoms.get_positions()
+        volume = float((positions.max(axis=0) - positions.min(axis=0) + radius).prod())
+    if not (math.isfinite(volume) and volume > 0):
+        return float(n * (n - 1))
+    return n * min(n - 1.0, n * 4.0 / 3.0 * math.pi * radius**3 / volume)
 
 
 def _first_line(exc: BaseException) -> str:

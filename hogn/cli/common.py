@@ -81,10 +81,14 @@ def system_params(name: str, params: dict[str, Any], flag: str = "--param"
 
 
 def check_output(path: Path, force: bool, flag: str | None = None) -> None:
-    """Refuse to overwrite an existing file unless ``force``; never a directory."""
+    """Refuse to overwrite an existing file unless ``force``; never a directory, nor a
+    path through a file (where no folder can be made)."""
     named = f"{flag} {path}" if flag else str(path)
     if path.exists() and path.is_dir():
         raise UserError(f"{named} is a directory; give a file name")
+    blocked = next((a for a in Path(path).parents if a.exists() and not a.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"{named}: {blocked} is a file, not a folder; give another folder")
     if path.exists() and not force:
         raise UserError(f"{named} already exists; pass --force to overwrite it")
 

@@ -36,6 +36,57 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--inner-steps must be at least 1, got {args.inner_steps}")
 
 
+LAYER_BYTES = 64 * 2**10
+"""Memory counted for each layer of a network, whatever its width (the Python objects of
+its modules, in every block of a graph network): a deep network is costly even when
+narrow, and slow to build even without its weights."""
+
+
+def _check_work(config: protocol.ProtocolConfig) -> None:
+    """Refuse, before any work (no folder made, no data generated), a run that cannot be
+    done or cannot fit: support points that leave a training trajectory no query point,
+    more task passes than ``$HOGN_MAX_STEPS``, or a network and meta-batch over the
+    memory bound (``$HOGN_MAX_MEMORY``; the depth is bounded before the network is built
+    on the meta device to count its parameters)."""
+    import torch
+
+    import systems
+    from meta import protocol
+
+    points = min(systems.get_preset(f"meta-{s}").points for s in config.training_systems)
+    if config.shots >= points:
+        raise UserError(f"--shots {config.shots} leaves no query point in the {points} points "
+                        f"of a training trajectory; give at most {points - 1}")
+    closed = config.algorithm == protocol.CLOSED_FORM
+    passes = (1 if closed else config.inner_steps + 1) + (1 if config.pretrain else 0)
+    copies = 6 + config.meta_batch * passes  # weights, gradients, Adam's two moments, the
+    # initial and pretrained weights, and each task's adapted weights of every pass
+    size = torch.tensor([], dtype=config.torch_dtype).element_size()
+    layers = int(config.model_args.get("layers", 3))
+    data = 8.0 * config.meta_batch * points * protocol.N_PARTICLES * 2 * 4  # q, p, dq, dp
+    tasks = f"a meta-batch of {config.meta_batch} tasks"
+    try:
+        checks.check_steps(config.iterations * config.meta_batch * passes,
+                           f"{config.iterations} outer steps x {config.meta_batch} tasks x "
+                           f"{passes} passes", "lower --iterations, --meta-batch or "
+                           "--inner-steps", unit="task passes")
+        checks.check_memory(data + layers * LAYER_BYTES,
+                            f"{tasks} and a network of {layers} layers")
+        try:
+            with torch.device("meta"):  # the parameters counted without memory
+                shape_only = protocol.make_model(config.model, config.torch_dtype,
+                                                 **config.model_args)
+        except (RuntimeError, NotImplementedError, TypeError):
+            return  # a model that cannot be built without memory: its own errors will tell
+        count = sum(p.numel() for p in shape_only.parameters())
+        checks.check_memory(data + layers * LAYER_BYTES + copies * count * size,
+                            f"{tasks} and the {config.model} network ({count:.3g} "
+                            f"parameters, {copies} copies)")
+    except checks.CheckError as exc:
+        raise UserError(f"{exc}; or lower --hidden, --layers, --features or --meta-batch"
+                        if "of memory" in str(exc) else str(exc)) from None
+
+
 def _variant(config: protocol.ProtocolConfig) -> str:
     extras = [name for name, on in (("Meta-SGD", config.learn_inner_lr),
                                     ("ANIL", config.anil)) if on]
@@ -81,6 +132,7 @@ def _meta_train(args: argparse.Namespace) -> int:
             learn_inner_lr=args.meta_sgd, anil=args.anil, **options)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    _check_work(config)
     start = time.perf_counter()
     main = distributed.is_main()
     if not args.quiet and main:
@@ -121,6 +173,7 @@ def _cell(row: dict[str, Any]) -> str:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     """Adapt the run's three starting points to unseen trajectories; print MSE per step."""
+    import systems
     from hogn.cli.common import check_outputs
     from hogn.io import save_archive
     from hogn.report import format_table, write_json
@@ -129,18 +182,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     run = protocol.load_run(args.run)
     config = run.config
-    system = protocol.check_system(args.system or config.holdout)
+    system = protocol.check_system(config.holdout if args.system is None else args.system)
     shots = config.shots if args.shots is None else args.shots
     for key, value, low in (("--steps", args.steps, 0), ("--trajectories", args.trajectories, 1),
                             ("--shots", shots, 1)):
         if value < low:
             raise UserError(f"{key} must be at least {low}, got {value}")
-    try:  # every trajectory adapts from each of (at most) four starting points
-        checks.check_steps(4 * args.steps * args.trajectories,
-                           f"adapting {args.trajectories} trajectories for {args.steps} steps",
-                           "lower --steps or --trajectories", unit="adaptation steps")
-    except checks.CheckError as exc:
-        raise UserError(str(exc)) from None
     inner_lr = config.inner_lr if args.inner_lr is None else args.inner_lr
     if not inner_lr > 0:
         raise UserError(f"--inner-lr must be positive, got {inner_lr}")
@@ -158,6 +205,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         if bad:
             raise UserError(f"--eval-steps must lie in 0..{args.steps}, got {bad}")
         eval_steps = sorted(set(args.eval_steps))
+    points = systems.get_preset(f"meta-{system}").points
+    try:  # every trajectory adapts from each of (at most) four starting points, and the
+        # adapted networks roll out over the trajectory after each evaluated step
+        checks.check_steps(4 * args.steps * args.trajectories,
+                           f"adapting {args.trajectories} trajectories for {args.steps} steps",
+                           "lower --steps or --trajectories", unit="adaptation steps")
+        checks.check_steps(4 * len(eval_steps) * points * args.trajectories,
+                           f"rolling out {args.trajectories} trajectories of {points} points "
+                           f"after each of {len(eval_steps)} evaluated steps",
+                           "lower --trajectories or --eval-steps", unit="rollout steps")
+    except checks.CheckError as exc:
+        raise UserError(str(exc)) from None
+    protocol.check_data_size([system], args.trajectories, "the trajectories to adapt to")
     keep = min(15, args.steps)
     figures = Path(args.plot_dir or args.run)
     check_outputs({"-o": args.output, "--json": args.json,

@@ -4,9 +4,10 @@ Python API inputs.
 Every case must end, within a time bound, either in success whose result holds
 exactly what was asked (no value silently replaced), or in the documented error: one
 line on stderr and exit status 2 (CLI), ``ValueError`` (API); never a traceback, a
-hang, or a damaged file. The default run is small (442 cases; under a minute of CPU on a
-2-core machine); ``-m slow`` runs the same properties with ten times the cases.
-Run with ``--hypothesis-show-statistics`` to see the number of cases.
+hang, or a damaged file. The default run is small (682 cases; the 100 of ``hogn
+meta-train`` and ``hogn adapt`` take about 40 s of CPU on a 2-core machine, their tiny
+run and its data included); ``-m slow`` runs the same properties with ten times the
+cases. Run with ``--hypothesis-show-statistics`` to see the number of cases.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import math
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import hogn  # noqa: E402
@@ -77,16 +79,22 @@ def assert_documented(status: int, err: str, names: str | None = None) -> None:
             assert names in lines[0], (names, err)
 
 
-def variants(fast: int, slow: int, **strategies: st.SearchStrategy) -> Callable:
-    """The property as a default test (``fast`` cases) and a slow one (``slow``)."""
+def variants(fast: int, slow: int, examples: Sequence[dict[str, Any]] = (),
+             **strategies: st.SearchStrategy) -> Callable:
+    """The property as a default test (``fast`` cases) and a slow one (``slow``), each
+    first run on the explicit ``examples`` (cases that once failed: every argument of
+    the property, by name)."""
     def wrap(fn: Callable) -> tuple[Callable, Callable]:
         common = {"deadline": None, "derandomize": True, "database": None,
                   "suppress_health_check": list(HealthCheck),
                   "phases": [Phase.explicit, Phase.generate, Phase.shrink]}
-        quick = settings(max_examples=fast, **common)(given(**strategies)(fn))
-        thorough = pytest.mark.slow(settings(max_examples=slow, **common)(
-            given(**strategies)(fn)))
-        return quick, thorough
+
+        def build(cases: int) -> Callable:
+            test = given(**strategies)(fn)
+            for case in examples:
+                test = example(**case)(test)
+            return settings(max_examples=cases, **common)(test)
+        return build(fast), pytest.mark.slow(build(slow))
     return wrap
 
 
@@ -465,6 +473,295 @@ def check_import(made, small_bounds, cut, flips, layout, dt):
 
 
 test_import, test_import_slow = check_import
+
+
+# ------------------------------------------------------------ meta-learning
+META_TINY = {"--iterations": "1", "--trajectories": "2", "--shots": "4", "--meta-batch": "1",
+             "--hidden": "2"}  # the smallest run the command takes: ~1 s a case
+META_KEYS = {"--iterations": "iterations", "--trajectories": "trajectories",
+             "--shots": "shots", "--inner-steps": "inner_steps", "--inner-lr": "inner_lr",
+             "--outer-lr": "outer_lr", "--meta-batch": "meta_batch", "--loss": "loss",
+             "--grad-clip": "grad_clip", "--checkpoint-every": "checkpoint_every",
+             "--seed": "seed", "--ridge": "ridge", "--dtype": "dtype", "--model": "model",
+             "--algorithm": "algorithm"}
+
+
+@pytest.fixture(scope="module")
+def meta_data():
+    """The training data of the meta-learning properties, generated once per (systems,
+    trajectories) and reused whatever the seed: the properties are about the commands'
+    arguments and files, and ground truth of six systems takes seconds a time."""
+    from meta import protocol
+
+    real, cache = protocol.load_systems, {}
+
+    def load_systems(names, trajectories, seed=0, **options):
+        key = (tuple(names), trajectories)
+        if key not in cache:
+            cache[key] = real(names, trajectories, 0, **options)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(protocol, "load_systems", load_systems)
+        yield
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory, meta_data):
+    """A tiny finished meta-learning run (pendulum held out) and its folder."""
+    run = tmp_path_factory.mktemp("meta-props") / "run"
+    argv = ["meta-train", "--holdout", "pendulum", "--quiet", "-o", str(run)]
+    for flag, value in META_TINY.items():
+        argv += [flag, value]
+    status, _, err = run_cli(argv)
+    assert status == 0, err
+    return run
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative name → bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+BIG = "100000000"  # a size that must be refused before any work (memory, time)
+META_TRAIN = {"--iterations": (["1", "2"], False), "--trajectories": (["2", BIG], False),
+              "--shots": (["1", "8", "99", BIG], True), "--inner-steps": (["1", "2", BIG], True),
+              "--inner-lr": (["0.1", "1e300"], True), "--outer-lr": (["1e-3", "1e300"], True),
+              "--meta-batch": (["1", "2", BIG], True), "--grad-clip": (["0", "1"], True),
+              "--checkpoint-every": (["1", "100"], True), "--seed": (["0", "1"], True),
+              "--hidden": (["2", "4", BIG], True), "--layers": (["1", "2", BIG], False),
+              "--features": (["2", "4", BIG], True), "--ridge": (["1e-3", "0.1"], True)}
+
+
+def _some(flags: dict[str, tuple[list[str], bool]], most: int = 3) -> st.SearchStrategy:
+    """Up to ``most`` of ``flags`` (flag → (valid values, long_ok)), each with a value of
+    :func:`_flag`: few enough that a case is often accepted, and its work then done."""
+    names = st.lists(st.sampled_from(sorted(flags)), unique=True, max_size=most)
+    return names.flatmap(lambda chosen: st.fixed_dictionaries(
+        {k: _flag(flags[k][0], long_ok=flags[k][1]) for k in chosen}))
+
+
+def _meta_case(before: str = "new", model: str | None = None, algorithm: str | None = None,
+               switches: frozenset[str] = frozenset(), **values: str) -> dict[str, Any]:
+    """An explicit case of :func:`check_meta_train` (flags as keywords: ``hidden=BIG``)."""
+    return {"values": {f"--{k.replace('_', '-')}": v for k, v in values.items()},
+            "holdout": "pendulum", "model": model, "algorithm": algorithm, "loss": None,
+            "dtype": None, "switches": set(switches), "before": before}
+
+
+META_TRAIN_FOUND = [  # each one a traceback, a hang, or a half-made folder (now refused)
+    _meta_case(hidden=BIG), _meta_case(layers=BIG), _meta_case(meta_batch=BIG),
+    _meta_case(inner_steps=BIG), _meta_case(shots=BIG), _meta_case(shots="100"),
+    _meta_case(model="hnn-basis", features=BIG),
+    _meta_case(algorithm="fomaml", outer_lr="1e300"),
+    _meta_case(model="mlp", switches=frozenset({"--meta-sgd"}), inner_lr="1e300"),
+    _meta_case(before="file"), _meta_case(before="run")]
+
+
+@variants(25, 250, examples=META_TRAIN_FOUND, values=_some(META_TRAIN),
+          holdout=st.sampled_from(["pendulum", "pendulum", "spring", ""]),
+          model=st.sampled_from([None, "hnn", "mlp", "hogn", "hnn-basis", "hogn-basis", "x"]),
+          algorithm=st.sampled_from([None, "maml", "fomaml", "reptile", "closed-form", "x"]),
+          loss=st.sampled_from([None, "logcosh", "mse", "x"]),
+          dtype=st.sampled_from([None, "float32", "float64", "float16"]),
+          switches=st.sets(st.sampled_from(["--meta-sgd", "--anil", "--no-pretrain"])),
+          before=st.sampled_from(["new", "new", "empty", "file", "folder", "run"]))
+def check_meta_train(meta_run, small_bounds, values, holdout, model, algorithm, loss, dtype,
+                     switches, before):
+    """``hogn meta-train`` with hostile numbers and choices, into a new folder, an empty
+    one, a file, someone's folder or a finished run: success leaves a run folder that
+    ``hogn adapt`` reads, holding the options asked; otherwise one line with exit 2 and
+    the output as it was (nothing made), but for a loss that is not finite, which keeps
+    the run's last checkpoint to resume from."""
+    from meta import protocol
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        run = folder / "run"
+        if before == "empty":
+            run.mkdir()
+        elif before == "file":
+            run.write_bytes(b"the user's own file")
+        elif before == "folder":
+            run.mkdir()
+            (run / "notes.txt").write_text("the user's own notes\n")
+        elif before == "run":
+            shutil.copytree(meta_run, run)
+        was = _files(folder)
+        argv = ["meta-train", f"--holdout={holdout}", "--quiet", "-o", str(run), *switches]
+        for flag, value in (("--model", model), ("--algorithm", algorithm), ("--loss", loss),
+                            ("--dtype", dtype)):
+            if value is not None:
+                argv.append(f"{flag}={value}")
+        asked = {k: v for k, v in values.items() if v is not None}
+        for flag, value in {**META_TINY, **asked}.items():
+            argv.append(f"{flag}={value}")
+        status, _, err = run_cli(argv)
+        assert_documented(status, err)
+        if status != 0:
+            if "not finite" in err or "positive definite" in err:  # found while training
+                assert (run / "config.json").is_file(), err  # a run to resume (or mend)
+            else:
+                assert _files(folder) == was, err  # nothing made, nothing changed
+                assert before != "new" or not run.exists(), err
+            return
+        assert before in ("new", "empty", "run"), (before, argv)
+        loaded = protocol.load_run(run)  # what hogn adapt reads
+        recorded = {**vars(loaded.config), **loaded.config.model_args}
+        for flag, value in {**asked, "--model": model, "--loss": loss, "--dtype": dtype,
+                            "--algorithm": algorithm}.items():
+            key = META_KEYS.get(flag, flag[2:])
+            if value is None or key not in recorded:
+                continue
+            expected = value if isinstance(recorded[key], str) else type(recorded[key])(value)
+            assert recorded[key] == expected, (flag, value, recorded[key])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_meta_train_arguments, test_meta_train_arguments_slow = check_meta_train
+
+
+ADAPT = {"--steps": (["0", "1", "3", BIG], False), "--trajectories": (["1", "2", BIG], False),
+         "--shots": (["1", "8", BIG], True), "--inner-lr": (["0.1", "1e300"], True),
+         "--noise": (["0", "0.05"], True), "--ridge": (["1e-3"], True),
+         "--seed": (["0", "1"], True), "--eval-steps": (["0", "1"], False)}
+
+
+ADAPT_FOUND = [  # a hang (no bound on the trajectories to roll out), a value replaced
+    {"values": {"--steps": "0", "--trajectories": BIG}, "system": None, "baselines": None},
+    {"values": {}, "system": "", "baselines": None}]
+
+
+@variants(25, 250, examples=ADAPT_FOUND, values=_some(ADAPT),
+          system=st.sampled_from([None, "pendulum", "mass-spring", "spring", ""]),
+          baselines=st.sampled_from([None, "zero", "affine", "x"]))
+def check_adapt(meta_run, small_bounds, values, system, baselines):
+    """``hogn adapt`` with hostile numbers and choices: success writes the --json asked,
+    holding the values asked; otherwise one line with exit 2, and the run as it was."""
+    folder = Path(tempfile.mkdtemp())
+    try:
+        out = folder / "a.json"
+        was = _files(meta_run)
+        argv = ["adapt", str(meta_run), "--quiet", "--json", str(out)]
+        if system is not None:
+            argv.append(f"--system={system}")
+        if baselines is not None:
+            argv += ["--baselines", baselines]
+        asked = {k: v for k, v in values.items() if v is not None}
+        for flag, value in {"--steps": "1", "--trajectories": "1", **asked}.items():
+            argv.append(f"{flag}={value}")
+        status, _, err = run_cli(argv)
+        assert_documented(status, err)
+        assert _files(meta_run) == was  # reading a run never changes it
+        assert out.exists() == (status == 0), err
+        if status == 0:
+            saved = json.loads(out.read_text())
+            for flag in ("--steps", "--trajectories", "--shots", "--seed", "--inner-lr",
+                         "--noise"):
+                if flag in asked:
+                    key = flag[2:].replace("-", "_")
+                    assert saved[key] == type(saved[key])(asked[flag]), (flag, saved[key])
+            if "--eval-steps" in asked:
+                assert saved["eval_steps"] == [int(asked["--eval-steps"])]
+            if baselines is not None:
+                assert baselines in saved["summary"]
+            assert saved["system"] == (system if system is not None else "pendulum")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_adapt_arguments, test_adapt_arguments_slow = check_adapt
+
+
+CURVES = "adapt-pendulum-curves.png"
+
+
+@variants(25, 250, examples=[  # the plots into a file, after -o and --json were written
+    {"output": "a.out", "json_out": "b.out", "plot": True, "plot_dir": "data.pt",
+     "old_plot": False, "force": True}],
+          output=st.sampled_from(["a.out", "b.out", "data.pt", "dir", CURVES, None]),
+          json_out=st.sampled_from(["a.out", "b.out", "data.pt", "dir", CURVES, None]),
+          plot=st.booleans(), plot_dir=st.sampled_from([None, ".", "dir", "new", "data.pt"]),
+          old_plot=st.booleans(), force=st.booleans())
+def check_adapt_outputs(meta_run, small_bounds, output, json_out, plot, plot_dir, old_plot,
+                        force):
+    """``hogn adapt`` -o, --json and --plot (into the run, a folder, a new folder or a
+    file) naming new files, existing ones (with and without --force), a folder, or each
+    other: success writes each file asked and no other; otherwise one line with exit 2,
+    before any work, and every file as it was."""
+    folder = Path(tempfile.mkdtemp())
+    try:
+        shutil.copytree(meta_run, folder / "run")
+        (folder / "dir").mkdir()
+        (folder / "data.pt").write_bytes(b"the user's own file")
+        if old_plot:
+            (folder / CURVES).write_bytes(b"an earlier figure")
+        was = _files(folder)
+        argv = ["adapt", str(folder / "run"), "--steps", "1", "--trajectories", "1", "--quiet",
+                *(["--force"] if force else [])]
+        for flag, name in (("-o", output), ("--json", json_out)):
+            if name is not None:
+                argv += [flag, str(folder / name)]
+        if plot:
+            argv.append("--plot")
+        if plot_dir is not None:
+            argv += ["--plot-dir", str(folder / plot_dir)]
+        status, _, err = run_cli(argv)
+        assert_documented(status, err)
+        named = [n for n in (output, json_out) if n is not None]
+        where = "run" if plot_dir is None else plot_dir
+        pictures = [str(Path(where) / f"adapt-pendulum-{kind}.png")
+                    for kind in ("curves", "trajectories")] if plot else []
+        every = [str(Path(n)) for n in [*named, *pictures]]
+        clash = (len(set(every)) < len(every) or "dir" in named
+                 or (plot and plot_dir == "data.pt")
+                 or (not force and any(n in was for n in every)))
+        assert (status == 2) == clash, (argv, err)
+        now = _files(folder)
+        if status == 2:
+            assert now == was, err
+        else:
+            assert set(now) == set(was) | set(every), (sorted(now), every)
+            assert all(now[n] == raw for n, raw in was.items() if n not in every)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_adapt_outputs, test_adapt_outputs_slow = check_adapt_outputs
+
+
+@variants(25, 250,
+          target=st.sampled_from(["config.json", "init.pt", "meta.pt", "pretrained.pt",
+                                  "checkpoint-meta.pt", "metrics.jsonl"]),
+          how=st.sampled_from(["truncate", "flip", "empty", "other-kind", "text", "folder",
+                               "missing", "version"]),
+          cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1),
+                                                        st.integers(1, 255)),
+                                              min_size=1, max_size=8))
+def check_adapt_damaged(meta_run, small_bounds, target, how, cut, flips):
+    """``hogn adapt`` of a run folder with a damaged record or weights file: one line
+    with exit 2 naming it (or the run folder), or success where the damage missed
+    anything read; no file of the run changes."""
+    folder = Path(tempfile.mkdtemp())
+    try:
+        run = folder / "run"
+        shutil.copytree(meta_run, run)
+        path = run / target
+        other = run / ("config.json" if target.endswith(".pt") else "meta.pt")
+        _corrupt(path, how, cut, flips, other)
+        was = _files(run)
+        status, _, err = run_cli(["adapt", str(run), "--steps", "1", "--trajectories", "1",
+                                  "--quiet"])
+        assert_documented(status, err)
+        if status == 2 and how != "missing":
+            assert target in err or "run folder" in err, err
+        assert _files(run) == was
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+test_adapt_damaged, test_adapt_damaged_slow = check_adapt_damaged
 
 
 # ------------------------------------------------------------ Python API

@@ -278,6 +278,40 @@ def test_import_refusals_are_one_line(argon, tmp_path, capsys):
            "--dt-fs applies to files of ASE frames")
 
 
+def test_import_bounds_the_dataset_of_the_frames_before_building_it(files, tmp_path, capsys,
+                                                                   monkeypatch):
+    """A small file can make gigabytes: 2000 atoms in open boundaries (a 170 KB file) are
+    a complete graph of 4 million edges. ``hogn import`` counts the frames and atoms as it
+    reads them and refuses, in one line naming the estimate and $HOGN_MAX_MEMORY, before
+    the dataset is built (it built it); nothing is written."""
+    from ase import Atoms
+
+    rng = np.random.default_rng(0)
+    cloud = []
+    for i in range(2):
+        frame = Atoms("Ar2000", positions=rng.uniform(0.0, 60.0, (2000, 3)))
+        frame.info["time"] = i * DT
+        cloud.append(frame)
+    path = tmp_path / "cloud.xyz"
+    ase.io.write(path, cloud)
+    assert path.stat().st_size < 400_000
+    out = tmp_path / "x.pt"
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "64M")
+    err = _error(capsys, ["import", str(path), "-o", str(out)],
+                 "over the limit of 64.0 MiB ($HOGN_MAX_MEMORY=64M)")
+    assert "of 2000 atoms, about 4e+06 edges" in err
+    assert not out.exists()
+    # many frames of a few atoms: refused before every frame is read
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "40K")
+    err = _error(capsys, ["import", str(files["traj"]), "--cutoff", "5", "-o", str(out)],
+                 "over the limit of 40.0 KiB ($HOGN_MAX_MEMORY=40K)")
+    assert "its frames (at least 3, of 32 atoms" in err  # of 6
+    assert not out.exists()
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "1M")  # room for them: imported
+    assert main(["import", str(files["traj"]), "--cutoff", "5", "-o", str(out)]) == 0
+    assert systems.load(out).t.numel() == 6
+
+
 def test_without_ase_the_error_says_how_to_install_it(monkeypatch, tmp_path, capsys):
     from systems.ase_data import require_ase
 
