@@ -509,3 +509,16 @@ print("done")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "done" and "\r" not in run.stdout + run.stderr, run.stderr
     assert "it/s" not in run.stderr and "%|" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--refine-lr"])
+def test_a_learning_rate_that_overflows_the_parameters_dtype_is_refused(files, capsys,
+                                                                        tmp_path, flag):
+    """Adam's first step divides by 1 - β₁ (0.1): a rate above float32's largest / 100
+    overflowed into a traceback; it is refused in one line naming the bound."""
+    _, data, _ = files
+    extra = ["--refine-initial", "--target", "rollout"] if flag == "--refine-lr" else []
+    argv = ["train", "hogn", str(data), "--epochs", "1", *TRAIN, *extra, flag, "1e300",
+            "-o", str(tmp_path / "run")]
+    _error(capsys, argv, "must be at most 3.4e+36")
+    assert not any((tmp_path / "run").glob("*.pt"))
