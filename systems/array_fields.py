@@ -235,6 +235,14 @@ def _edges(edge_index: Any, edge_attr: Any, count: int, n: int
            ) -> tuple[Tensor, Tensor | None]:
     """``edge_index [2, G·E]`` (graph after graph) and ``edge_attr [G·E, a]``."""
     if edge_index is None:
+        pairs = float(count) * n * (n - 1)
+        try:  # the edges of every graph and their copy while batching
+            checks.check_memory(2 * 16.0 * pairs,
+                                f"a complete graph on each of {count} graph(s) of {n} "
+                                f"particles ({pairs:.3g} edges; give cutoff= for edges "
+                                "within a radius, or edge_index=)")
+        except checks.CheckError as exc:
+            raise ValueError(str(exc)) from None
         local = (fully_connected([n]) if n > 1 else torch.zeros(2, 0, dtype=torch.long))
     else:
         array = _numpy("edge_index", edge_index)

@@ -335,3 +335,26 @@ def test_damaged_or_unusual_npz_members_are_one_clear_error(tmp_path, monkeypatc
     good.write_bytes(bytes(_npz_bytes({"q.npy": q, "p.npy": q, "dq.npy": q, "dp.npy": q},
                                       zipfile.ZIP_LZMA)))
     assert load_npz(good).q.shape == (1, 4, 1)
+
+
+def test_a_complete_graph_over_the_memory_bound_is_refused_before_it_is_built(monkeypatch,
+                                                                             tmp_path, capsys):
+    """2 states of 2,000 particles (64 KB of positions) ask for 8 M edges without a
+    cut-off: refused by the memory bound, naming the complete graph and the way out, in
+    Python and through ``hogn import`` (one line, no output); with a cut-off it builds."""
+    from hogn.cli import main
+
+    monkeypatch.setenv("HOGN_MAX_MEMORY", "64M")
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0, 20, (2, 2000, 2))
+    p = rng.normal(size=(2, 2000, 2))
+    with pytest.raises(ValueError, match="complete graph on each of 2 graph"):
+        systems.Dataset.from_arrays(q, p, dq=p, dp=-q)
+    path = tmp_path / "big.npz"
+    np.savez(path, q=q, p=p, dq=p, dp=-q)
+    out = tmp_path / "big.pt"
+    assert main(["import", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "complete graph" in err and "\n" not in err and not out.exists(), err
+    data = systems.Dataset.from_arrays(q, p, dq=p, dp=-q, box=[20.0, 20.0], cutoff=1.0)
+    assert data.graph.edge_index.shape[1] < 100_000
