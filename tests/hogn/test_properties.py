@@ -343,14 +343,18 @@ def _corrupt(path: Path, how: str, cut: float, flips: list[tuple[float, int]],
             path.write_text(json.dumps({"version": 99}) + "\n")
 
 
+DAMAGES = {"how": st.sampled_from(["truncate", "flip", "empty", "other-kind", "text",
+                                   "folder", "missing", "version"]),
+           "cut": st.floats(0, 1),
+           "flips": st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1,
+                             max_size=8)}
+"""How a file is damaged (see :func:`_corrupt`)."""
+
+
 @variants(50, 500,
           target=st.sampled_from(["data.pt", "best.pt", "checkpoint.pt", "config.json",
                                   "metrics.jsonl", "last.pt"]),
-          how=st.sampled_from(["truncate", "flip", "empty", "other-kind", "text", "folder",
-                               "missing", "version"]),
-          cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1),
-                                                        st.integers(1, 255)),
-                                              min_size=1, max_size=8))
+          **DAMAGES)
 def check_files(made, target, how, cut, flips):
     _, data, run = made
     folder = Path(tempfile.mkdtemp())
@@ -734,11 +738,7 @@ test_adapt_outputs, test_adapt_outputs_slow = check_adapt_outputs
 @variants(25, 250,
           target=st.sampled_from(["config.json", "init.pt", "meta.pt", "pretrained.pt",
                                   "checkpoint-meta.pt", "metrics.jsonl"]),
-          how=st.sampled_from(["truncate", "flip", "empty", "other-kind", "text", "folder",
-                               "missing", "version"]),
-          cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1),
-                                                        st.integers(1, 255)),
-                                              min_size=1, max_size=8))
+          **DAMAGES)
 def check_adapt_damaged(meta_run, small_bounds, target, how, cut, flips):
     """``hogn adapt`` of a run folder with a damaged record or weights file: one line
     with exit 2 naming it (or the run folder), or success where the damage missed
