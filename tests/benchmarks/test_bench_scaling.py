@@ -13,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # ~55 s of the default run on 2 cores (passed in the full run of 080a446)
 def test_quick_scaling_benchmark(tmp_path):
     out = tmp_path / "bench_scaling.json"
     proc = subprocess.run([sys.executable, "benchmarks/bench_scaling.py", "--quick",
