@@ -41,6 +41,7 @@ __all__ = [
     "finite_float",
     "format_bytes",
     "fraction",
+    "learning_rate_fits",
     "memory_limit",
     "nonnegative_float",
     "nonnegative_int",
@@ -124,6 +125,22 @@ def tolerance(value: Any, name: str = "rtol") -> float:
         raise CheckError(f"{name} must be a number in [{lo:g}, {hi:g}] (float64 cannot "
                          f"meet a tighter tolerance), got {value!r}")
     return float(x)
+
+
+def learning_rate_fits(value: float, dtype: Any, name: str = "lr") -> None:
+    """Refuse a learning rate whose first Adam step overflows parameters of ``dtype``:
+    Adam divides by ``1 - β₁ᵗ >= 0.1``, so a rate above the dtype's largest / 100 turns
+    the weights infinite (torch raises an overflow error, not ours).
+
+    Raises:
+        ValueError: naming ``name``, the bound and the dtype.
+    """
+    import torch
+
+    largest = torch.finfo(dtype).max / 100
+    if value > largest:
+        raise ValueError(f"{name} must be at most {largest:.3g} ({dtype} parameters), "
+                         f"got {value!r}")
 
 
 def any_int(value: Any, name: str = "value") -> int:

@@ -229,11 +229,8 @@ class ProtocolConfig:
                 raise ValueError(f"algorithm {CLOSED_FORM!r} has no inner SGD loop: "
                                  "learn_inner_lr, anil and inner_steps do not apply")
         self.meta_config()  # validates algorithm, steps, rates, batch, loss, shots, options
-        largest = torch.finfo(self.torch_dtype).max / 100  # Adam divides by 1 - β₁ᵗ >= 0.1
         for key in ("inner_lr", "outer_lr"):
-            if getattr(self, key) > largest:
-                raise ValueError(f"{key} must be at most {largest:.3g} ({self.dtype} "
-                                 f"parameters), got {getattr(self, key)!r}")
+            checks.learning_rate_fits(getattr(self, key), self.torch_dtype, key)
 
     def meta_config(self) -> MetaConfig:
         """The :class:`meta.MetaConfig` of meta-training (for ``closed-form``: the shared

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hogn import distributed
+from hogn import checks, distributed
 from hogn.batching import EdgeBudgetBatches
 from hogn.models.base import DynamicsModel
 from hogn.train.batches import _loader
@@ -96,11 +96,8 @@ def _set_up(model: DynamicsModel, data: Any, cfg: TrainConfig, progress: bool) -
     device = torch.device(distributed.resolve_device(cfg.device))
     model.to(device)
     dtype = model.param_dtype
-    largest = torch.finfo(dtype).max / 100  # Adam divides by 1 - β₁ᵗ >= 0.1
     for key in ("lr", "refine_lr"):
-        if getattr(cfg, key) > largest:
-            raise ValueError(f"{key} must be at most {largest:.3g} ({dtype} parameters), "
-                             f"got {getattr(cfg, key)!r}")
+        checks.learning_rate_fits(getattr(cfg, key), dtype, key)
     dt = float(data.t[1] - data.t[0]) if data.t.numel() > 1 else float("nan")  # before casting
     data = data.to(device=device, dtype=dtype)
     if model.is_stepper and abs(dt - float(model.config()["dt"])) > 1e-9 * max(dt, 1.0):
