@@ -45,47 +45,51 @@ def _dop853_tableau(dtype: torch.dtype, device: torch.device
 
 
 class _Dop853:
-    """Dormand–Prince 8(5,3) steps on a flat state ``x = [q, p] [N, 2d]`` with
+    """Dormand–Prince 8(5,3) steps on a state ``x = [q, p] [2, N, d]`` with
     preallocated stage buffers and their views made once (per working-set size),
     so that a stage costs one matrix product, the field, and two scaled writes.
 
+    The state is laid out as two contiguous blocks (positions, then momenta) rather
+    than as ``[N, 2d]`` rows: every elementwise operation then runs over contiguous
+    memory with operands of one shape, which for small ``d`` is about three times
+    faster per operation than broadcasting a step size ``[N, 1]`` over rows of ``2d``.
+
     Attributes:
-        hk: Stage increments ``h · k``, ``[13, N, 2d]``.
-        xs: The stage state ``[N, 2d]`` handed to the field (reused every stage).
+        hk: Stage increments ``h · k``, ``[13, 2, N, d]``.
+        xs: The stage state ``[2, N, d]`` handed to the field (reused every stage).
     """
 
     def __init__(self, x: Tensor) -> None:
         self.rows, self.b, self.e = _dop853_tableau(x.dtype, x.device)
-        d = x.shape[-1] // 2
-        self.d = d
         self.hk = x.new_empty((13, *x.shape))
         self.flat = self.hk.view(13, -1)
         self.heads = [self.flat[:s] for s in range(1, 13)]
-        self.hq = [self.hk[s, :, :d] for s in range(13)]
-        self.hp = [self.hk[s, :, d:] for s in range(13)]
+        self.hq = [self.hk[s, 0] for s in range(13)]
+        self.hp = [self.hk[s, 1] for s in range(13)]
         self.xs = x.new_empty(x.shape)
-        self.xs_flat, self.xs_q, self.xs_p = self.xs.view(1, -1), self.xs[:, :d], self.xs[:, d:]
+        self.xs_flat, self.xs_q, self.xs_p = self.xs.view(1, -1), self.xs[0], self.xs[1]
 
     def step(self, f: VectorField, x: Tensor, k0: Tensor, hn: Tensor
              ) -> tuple[Tensor, Tensor, Tensor]:
-        """One step of size ``hn [N, 1]`` per node from ``x [N, 2d]`` with
-        ``k0 = [dq, dp] [N, 2d]`` the field at ``x``.
+        """One step of size ``hn [N, d]`` (one value per node, repeated over its
+        coordinates) from ``x [2, N, d]`` with ``k0 = [dq, dp] [2, N, d]`` the field
+        at ``x``.
 
         Returns:
-            The new state ``[N, 2d]``, the field there ``[N, 2d]`` (first stage of the
-            next step, first same as last) and the fifth- and third-order error
-            estimates ``[2, N, 2d]``, already times ``h``.
+            The new state ``[2, N, d]``, the field there ``[2, N, d]`` (first stage of
+            the next step, first same as last) and the fifth- and third-order error
+            estimates ``[2, 2, N, d]``, already times ``h``.
         """
-        xf = x.view(1, -1)
+        xf, rows, heads, xs_flat, xs_q, xs_p = (x.view(1, -1), self.rows, self.heads,
+                                                self.xs_flat, self.xs_q, self.xs_p)
         torch.mul(k0, hn, out=self.hk[0])
         for s in range(1, 12):
-            torch.addmm(xf, self.rows[s - 1], self.heads[s - 1], out=self.xs_flat)
-            dq, dp = f(self.xs_q, self.xs_p)
+            torch.addmm(xf, rows[s - 1], heads[s - 1], out=xs_flat)
+            dq, dp = f(xs_q, xs_p)
             torch.mul(dq, hn, out=self.hq[s])
             torch.mul(dp, hn, out=self.hp[s])
-        x_new = torch.addmm(xf, self.b, self.heads[11]).view(x.shape)
-        d = self.d
-        k_new = torch.cat(f(x_new[:, :d], x_new[:, d:]), -1)
+        x_new = torch.addmm(xf, self.b, heads[11]).view(x.shape)
+        k_new = torch.stack(f(x_new[0], x_new[1]))
         torch.mul(k_new, hn, out=self.hk[12])
         return x_new, k_new, torch.mm(self.e, self.flat).view(2, *x.shape)
 
@@ -127,21 +131,22 @@ class _Graphs:
         return v if self.size == 1 else v.index_select(0, self.local)
 
     def sum(self, v: Tensor) -> Tensor:
-        """Sum ``v [..., N, k]`` over each graph's nodes and components: ``[..., G]``."""
+        """Sum ``v [..., 2, N, d]`` over each graph's nodes, its positions and momenta
+        and their components: ``[..., G]``."""
         if self.size is not None:  # a product with ones: faster than a short sum()
             v = v.view(*v.shape[:-2], self.num, -1)
-            return torch.matmul(v, v.new_ones(v.shape[-1]))
+            return torch.matmul(v, v.new_ones(v.shape[-1])).sum(-2)
         from hogn.graph import segment_sum
 
-        return segment_sum(v.sum(-1), self.local, self.num, dim=-1)
+        return segment_sum(v.sum(-1).sum(-2), self.local, self.num, dim=-1)
 
     def amax(self, v: Tensor) -> Tensor:
-        """Maximum of ``v [N, k]`` over each graph's nodes and components: ``[G]``."""
+        """Maximum of ``v [2, N, d]`` over each graph's nodes and components: ``[G]``."""
         if self.size is not None:
-            return v.view(self.num, -1).amax(-1)
+            return v.view(2, self.num, -1).amax(-1).amax(0)
         from hogn.graph import segment_max
 
-        return segment_max(v.amax(-1), self.local, self.num, dim=0)
+        return segment_max(v.amax(-1).amax(0), self.local, self.num, dim=0)
 
     def select(self, keep: Tensor) -> tuple[_Graphs, Tensor]:
         """The working set restricted to the graphs ``keep [G]`` (bool), and the node
@@ -242,9 +247,10 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
     """
     dtype, device = q0.dtype, q0.device
     d = q0.shape[-1]
-    x = torch.cat([q0, p0], -1)  # [N, 2d]
-    out = torch.full((steps + 2, *x.shape), float("nan"), dtype=dtype, device=device)
-    out[0] = x
+    x = torch.stack([q0, p0])  # [2, N, d]: positions, then momenta
+    out = torch.full((steps + 2, x.shape[1], 2, d), float("nan"), dtype=dtype,
+                     device=device)  # [T + 2, N, 2, d]
+    out[0] = x.transpose(0, 1)
     n_steps = torch.zeros(num_graphs, dtype=torch.long, device=device)
     stopped = torch.zeros(num_graphs, dtype=torch.bool, device=device)
     graphs = _Graphs.of(batch, num_graphs, 2 * d, dtype)
@@ -253,7 +259,7 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
     atol_s, rtol_s = atol * root, rtol * root
     # working set: graphs still integrated (global ids), their nodes and state
     ids = torch.arange(num_graphs, device=device)
-    nodes = torch.arange(x.shape[0], device=device)
+    nodes = torch.arange(x.shape[1], device=device)
     h = torch.full((num_graphs,), float(h0 or dt), dtype=dtype, device=device)
     saved = torch.zeros(num_graphs, dtype=torch.long, device=device)  # last saved index
     halted = torch.zeros(num_graphs, dtype=torch.bool, device=device)
@@ -269,7 +275,7 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
     dop = method == "dop853"
     exponent = -1.0 / 7.0  # gbs8's step-size exponent (dop853's -1/8 is written out)
     stepper = _Dop853(x) if dop else None
-    k0 = torch.cat(f(x[:, :d], x[:, d:]), -1) if dop else None
+    k0 = torch.stack(f(x[0], x[1])) if dop else None
     n_active = int(torch.count_nonzero(active))
     for _ in range(max_iterations):
         if n_active == 0:
@@ -278,27 +284,29 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
             n_steps[ids], stopped[ids] = accepted, halted
             keep = active
             graphs, node_keep = graphs.select(keep)
-            ids, nodes, x = ids[keep], nodes[node_keep], x[node_keep]
+            ids, nodes, x = ids[keep], nodes[node_keep], x[:, node_keep]
             h, remaining, saved = h[keep], remaining[keep], saved[keep]
             halted, accepted, active = halted[keep], accepted[keep], active[keep]
             f, stop = restrict(ids)
             if dop:
-                k0, stepper = k0[node_keep], _Dop853(x)
+                k0, stepper = k0[:, node_keep], _Dop853(x)
         h_try = torch.minimum(h, remaining)
         last = h >= remaining
-        hn = graphs.expand(h_try).unsqueeze(1)
+        hn = graphs.expand(h_try).unsqueeze(1)  # [N, 1]
         if dop:
-            x_new, k_new, e = stepper.step(f, x, k0, hn)
+            # one step size per coordinate: products of one shape (see _Dop853)
+            hd = hn if d == 1 else hn.expand(-1, d).contiguous()
+            x_new, k_new, e = stepper.step(f, x, k0, hd)
             scale = torch.maximum(x.abs(), x_new.abs()).mul_(rtol_s).add_(atol_s)
             s5, s3 = graphs.sum(e.div_(scale).square_()).unbind(0)
             if graphs.width is not None:
                 s5, s3 = s5 / graphs.width, s3 / graphs.width
             err = s5 / torch.add(s5, s3, alpha=0.01).sqrt_().clamp_min_(1e-300)
         else:
-            q_hi, p_hi, q_lo, p_lo = gbs_table(f, x[:, :d], x[:, d:], hn)
-            x_new, k_new = torch.cat([q_hi, p_hi], -1), None
+            q_hi, p_hi, q_lo, p_lo = gbs_table(f, x[0], x[1], hn)
+            x_new, k_new = torch.stack([q_hi, p_hi]), None
             scale = torch.maximum(x.abs(), x_new.abs()).mul_(rtol).add_(atol)
-            err = graphs.amax((x_new - torch.cat([q_lo, p_lo], -1)).abs_().div_(scale))
+            err = graphs.amax((x_new - torch.stack([q_lo, p_lo])).abs_().div_(scale))
         err = torch.nan_to_num_(err, nan=float("inf"))
         ok = err <= 1.0  # also true for graphs that no longer run (h = 0, x_new = x)
         accept = ok & active
@@ -320,11 +328,11 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
         h = torch.where(reached, torch.maximum(h, h_new), h_new)
         remaining = torch.where(reached, dt, remaining - h_try * accept)
         if stop is not None:
-            halted |= accept & stop(x[:, :d], x[:, d:])
+            halted |= accept & stop(x[0], x[1])
             reached &= ~halted
         saved += reached
         row = graphs.expand(torch.where(reached, saved, steps + 1))
-        out.index_put_((row, nodes), x)
+        out.index_put_((row, nodes), x.transpose(0, 1))
         active = saved < steps
         if stop is not None:
             active &= ~halted
@@ -339,4 +347,4 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
     if bar is not None:
         bar.close()
     out = out[: steps + 1]
-    return out[..., :d].contiguous(), out[..., d:].contiguous(), n_steps, stopped
+    return out[:, :, 0].contiguous(), out[:, :, 1].contiguous(), n_steps, stopped
