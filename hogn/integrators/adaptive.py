@@ -251,6 +251,7 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
     out = torch.full((steps + 2, x.shape[1], 2, d), float("nan"), dtype=dtype,
                      device=device)  # [T + 2, N, 2, d]
     out[0] = x.transpose(0, 1)
+    slots = out.view(-1, 2 * d)  # row r, node n at r·N + n: one index per write
     n_steps = torch.zeros(num_graphs, dtype=torch.long, device=device)
     stopped = torch.zeros(num_graphs, dtype=torch.bool, device=device)
     graphs = _Graphs.of(batch, num_graphs, 2 * d, dtype)
@@ -332,7 +333,8 @@ def _adaptive_loop(f: VectorField, q0: Tensor, p0: Tensor, dt: float, steps: int
             reached &= ~halted
         saved += reached
         row = graphs.expand(torch.where(reached, saved, steps + 1))
-        out.index_put_((row, nodes), x.transpose(0, 1))
+        slots.index_copy_(0, (row * out.shape[1]).add_(nodes),
+                          x.transpose(0, 1).reshape(-1, 2 * d))
         active = saved < steps
         if stop is not None:
             active &= ~halted
