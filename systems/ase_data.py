@@ -21,7 +21,10 @@ What a frame gives, in ASE's units (:data:`UNITS`: Å, eV, amu and the ASE time 
 - cell and pbc → ``box [G, 3]``: only an orthorhombic cell periodic in all three
   directions is a box; a cell without periodic direction means open boundaries; mixed
   pbc or a skewed cell are refused. A periodic dataset needs ``cutoff``: each
-  trajectory gets the edges of its first state's pairs closer than it (minimum image),
+  trajectory gets the edges of its first state's pairs closer than it (minimum image);
+  a cell smaller than twice the cut-off comes in as its supercell (every replica with
+  its atom's momenta and forces, energies times the replicas, ``meta["supercell"]``),
+  where each atom meets the images of ASE's ``neighbor_list``,
   as :class:`systems.lennard_jones.LennardJones` datasets store them (rebuild a state's
   edges with ``meta["cutoff"]``: :meth:`Dataset.snapshots`,
   :meth:`hogn.graph.GraphBatch.with_radius_edges`);
@@ -55,6 +58,8 @@ import math
 import os
 from typing import Any
 
+import torch
+
 from hogn import checks
 from systems.ase_fields import (
     ASE_MISSING,
@@ -64,6 +69,7 @@ from systems.ase_fields import (
     NotInFrames,
     ase_time_per_fs,
     require_ase,
+    supercell_reps,
 )
 from systems.dataset import Dataset
 
@@ -172,13 +178,14 @@ def _read_frames(ase: Any, path: str | os.PathLike, format: str | None,
     """
     limit, _ = checks.memory_limit()
     frames: list[Any] = []
-    atoms_in_all, edges = 0, 0.0
+    atoms_in_all, edges, copies = 0, 0.0, 1
     with contextlib.closing(ase.io.iread(os.fspath(path), index=":", format=format)) as reader:
         for atoms in reader:
             if not frames:
-                edges = _edges_estimate(atoms, cutoff)
+                copies = _cell_copies(atoms, cutoff)
+                edges = _edges_estimate(atoms, cutoff, copies)
             frames.append(atoms)
-            atoms_in_all += len(atoms)
+            atoms_in_all += len(atoms) * copies
             need = NODE_BYTES * atoms_in_all + EDGE_BYTES * edges
             if need > limit:
                 checks.check_memory(need, f"{path}: its frames (at least {len(frames)}, of "
@@ -186,11 +193,22 @@ def _read_frames(ase: Any, path: str | os.PathLike, format: str | None,
     return frames
 
 
-def _edges_estimate(atoms: Any, cutoff: float | None) -> float:
-    """The edges a graph of ``atoms`` gets: all pairs without ``cutoff`` (a complete
-    graph), else the pairs closer than it at the density of the cell (periodic) or of the
-    atoms' bounding box (open boundaries)."""
-    n = len(atoms)
+def _cell_copies(atoms: Any, cutoff: Any) -> int:
+    """How many copies of a periodic cell the dataset holds: its supercell's
+    (:func:`systems.ase_fields.supercell_reps`) where the cell is smaller than twice
+    the cut-off, else 1."""
+    if not bool(atoms.pbc.all()):
+        return 1
+    lengths = torch.as_tensor(atoms.cell.lengths(), dtype=torch.float64)[None]
+    reps = supercell_reps(lengths, cutoff)
+    return 1 if reps is None else math.prod(reps)
+
+
+def _edges_estimate(atoms: Any, cutoff: float | None, copies: int = 1) -> float:
+    """The edges a graph of ``atoms`` (its cell repeated ``copies`` times) gets: all
+    pairs without ``cutoff`` (a complete graph), else the pairs closer than it at the
+    density of the cell (periodic) or of the atoms' bounding box (open boundaries)."""
+    n = len(atoms) * copies
     if n < 2:
         return 0.0
     if cutoff is None:
@@ -202,7 +220,7 @@ def _edges_estimate(atoms: Any, cutoff: float | None) -> float:
     if not (math.isfinite(radius) and radius > 0):
         return 0.0
     if bool(atoms.pbc.all()):
-        volume = abs(float(atoms.cell.volume))
+        volume = abs(float(atoms.cell.volume)) * copies
     else:
         positions = atoms.get_positions()
         volume = float((positions.max(axis=0) - positions.min(axis=0) + radius).prod())

@@ -12,6 +12,7 @@ functions, which return a ``Dataset``) builds on ``Dataset``: the imports go one
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from hogn import checks
+from hogn.periodic import replicas_for, supercell
 from systems.array_fields import fields_from_arrays
 
 __all__ = ["ASE_MISSING", "NODE_CONSTANTS", "TIME_KEYS", "UNITS", "NotInFrames",
@@ -129,6 +131,16 @@ def fields_from_ase(images: Any, *, dt: float | None = None,
     times, step, timing = _time_axis(runs, dt, many)
     dp = torch.tensor(np.array(forces), dtype=torch.float64) if has_forces else None
     p, dq, dp, derivatives = _derivatives(q, p, dp, masses, times, box)
+    energies = _energies(runs, p, masses)
+    reps = supercell_reps(box, cutoff)
+    if reps is not None:  # a cell smaller than twice the cut-off: its supercell
+        assert box is not None
+        q, box, (p, dq, dp, masses, numbers) = _supercell(q, box, reps,
+                                                          (p, dq, dp, masses, numbers))
+        count = math.prod(reps)
+        energies = {key: None if value is None else
+                    (torch.tensor(value, dtype=torch.float64) * count).tolist()
+                    for key, value in energies.items()}
     label = system if system is not None else runs[0][0].get_chemical_formula(empirical=True)
     fields = fields_from_arrays(q, p, dq=dq, dp=dp, t=times,
                                 c=torch.stack([masses, numbers], dim=-1), box=box,
@@ -140,8 +152,8 @@ def fields_from_ase(images: Any, *, dt: float | None = None,
         "time_unit_fs": 1.0 / ase_time_per_fs(), "times": timing,
         "node_constants": list(NODE_CONSTANTS), "species": symbols,
         "formulas": [frames[0].get_chemical_formula() for frames in runs],
-        "energies": _energies(runs, p, masses), "ase_version": ase.__version__,
-        "file": None})
+        "energies": energies, "ase_version": ase.__version__, "file": None,
+        "supercell": None if reps is None else {"reps": list(reps), "cell_atoms": n}})
     if step is not None:
         fields["meta"]["dt"] = step  # the step itself, not (t[-1] - t[0]) / (T - 1)
     return fields
@@ -287,6 +299,40 @@ def _derivatives(q: Tensor, p: Tensor | None, forces: Tensor | None, masses: Ten
         assert times is not None  # one frame needs momenta and forces (checked before)
         text = text.format(order="second" if times.numel() >= 3 else "first")
     return p, dq, forces, text
+
+
+def supercell_reps(box: Tensor | None, cutoff: Any) -> tuple[int, ...] | None:
+    """Repetitions per direction that give every cell of ``box [G, 3]`` lengths of at
+    least twice ``cutoff`` (one set for all trajectories, so that they keep one atom
+    count), or ``None`` where none is needed (no box, no valid cut-off, or every cell
+    already that large)."""
+    if box is None or not isinstance(cutoff, (int, float)) or isinstance(cutoff, bool):
+        return None
+    if not (math.isfinite(cutoff) and cutoff > 0) or bool((box >= 2 * cutoff).all()):
+        return None
+    return replicas_for(box.amin(dim=0), 2 * cutoff)
+
+
+def _supercell(q: Tensor, box: Tensor, reps: tuple[int, ...], per_atom: tuple[Any, ...]
+               ) -> tuple[Tensor, Tensor, tuple[Any, ...]]:
+    """Each trajectory's cell repeated ``reps`` times (:func:`hogn.periodic.supercell`):
+    positions ``q [G, T, n, 3]`` shifted per replica, the per-atom arrays (``[G, T, n, 3]``
+    or ``[G, n]``; ``None`` passes through) repeated, replica 0 the cell itself, and
+    ``box [G, 3]`` times ``reps``."""
+    g, t, n, d = q.shape
+    parts = [supercell(q[i].reshape(t * n, d), box[i], reps) for i in range(g)]
+    count = parts[0][2].shape[0]
+    big = torch.stack([qs.view(count, t, n, d).transpose(0, 1).reshape(t, count * n, d)
+                       for qs, _, _ in parts])  # [G, T, K·n, 3]
+
+    def repeat(x: Any) -> Any:
+        if x is None:
+            return None
+        sizes = [1] * x.dim()
+        sizes[2 if x.dim() == 4 else 1] = count  # the atoms' axis
+        return x.repeat(*sizes)
+
+    return big, torch.stack([lengths for _, lengths, _ in parts]), tuple(map(repeat, per_atom))
 
 
 def _energies(runs: list[list[Any]], p: Tensor, masses: Tensor) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{data.num_graphs} trajectories of {data.t.numel()} points (dt={data.dt:g})")
     cutoff = data.meta.get("cutoff")
     box = ("" if data.box is None else ", periodic box" if cutoff is None else
-           f", periodic box, radius edges {cutoff:g}")
+           f", periodic box, radius edges {cutoff:g}") + _supercell_text(data.meta)
     print(f"wrote {out}: {what} of {data.system_config['name']} "
           f"({data.particle_range} particle(s) x {data.dim} dims, {data.c.shape[1]} node "
           f"constants, {data.edge_index.shape[1] // data.num_graphs} edges per graph{box}), "
@@ -249,9 +249,21 @@ def _box_text(data: systems.Dataset) -> str:
         return "none (open boundaries)"
     rows = {tuple(row) for row in data.box.tolist()}
     if len(rows) == 1:
-        return f"periodic, lengths {', '.join(f'{x:g}' for x in rows.pop())}"
-    return (f"periodic, one per trajectory, lengths {float(data.box.min()):g} to "
-            f"{float(data.box.max()):g}")
+        text = f"periodic, lengths {', '.join(f'{x:g}' for x in rows.pop())}"
+    else:
+        text = (f"periodic, one per trajectory, lengths {float(data.box.min()):g} to "
+                f"{float(data.box.max()):g}")
+    return text + _supercell_text(data.meta)
+
+
+def _supercell_text(meta: dict[str, Any]) -> str:
+    """How a small periodic cell was repeated on import (``meta["supercell"]``)."""
+    cell = meta.get("supercell")
+    if not isinstance(cell, dict):
+        return ""
+    reps = " x ".join(str(r) for r in cell.get("reps", []))
+    return (f" (the file's cell of {cell.get('cell_atoms')} atoms, smaller than twice the "
+            f"cut-off, repeated {reps})")
 
 
 def _file_energy_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:

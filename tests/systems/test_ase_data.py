@@ -129,8 +129,55 @@ def test_a_periodic_dataset_gets_the_neighbours_of_its_first_state(argon):
     with pytest.raises(NotInFrames, match=r"periodic \(box \[10.52, 10.52, 10.52\] Å\): "
                                           r"pass cutoff="):
         from_ase(argon)
-    with pytest.raises(ValueError, match=r"cutoff 6: box lengths .* smaller than 2"):
-        from_ase(argon, cutoff=6.0)
+    big = from_ase(argon, cutoff=6.0)  # 10.52 Å < 2 · 6: the 2 x 2 x 2 supercell
+    assert big.meta["supercell"] == {"reps": [2, 2, 2], "cell_atoms": 32}
+    assert data.meta["supercell"] is None and big.q.shape[1] == 8 * 32
+
+
+@pytest.fixture(scope="module")
+def copper_cell():
+    """The 4-atom conventional copper cell (3.61 Å cube), EMT: 6 frames 5 fs apart."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.calc = EMT()
+    return _run(atoms, seed=2)
+
+
+def test_a_cell_smaller_than_twice_the_cutoff_comes_in_as_its_supercell(copper_cell, tmp_path,
+                                                                       capsys):
+    """4 copper atoms in a 3.61 Å cube, cut-off 5 Å (each atom meets 42 neighbours, most
+    of them images of the same 3 atoms and of itself): the dataset holds the 3 x 3 x 3
+    supercell, whose graph gives each atom of the cell exactly the neighbours, with
+    their displacement vectors, of ASE's ``neighbor_list`` with images; every replica
+    keeps its atom's forces and momenta, the energies scale by 27; ``hogn import`` and
+    ``hogn train`` take it."""
+    data = from_ase(copper_cell, cutoff=5.0)
+    assert data.meta["supercell"] == {"reps": [3, 3, 3], "cell_atoms": 4}
+    assert data.q.shape[1] == 108 and torch.allclose(data.box, torch.full((1, 3), 3 * 3.61,
+                                                                          dtype=torch.float64))
+    from hogn.graph import edge_vectors
+
+    graph = data.state(0)
+    vectors = edge_vectors(graph.q, graph.edge_index, box=graph.box)  # receiver - sender
+    ours = sorted((i, j % 4, *np.round(v, 8).tolist())
+                  for (i, j), v in zip(graph.edge_index.T.tolist(), vectors.tolist(),
+                                       strict=True) if i < 4)
+    i, j, dvec = neighbor_list("ijD", copper_cell[0], 5.0)
+    theirs = sorted((a, b, *np.round(v, 8).tolist())
+                    for a, b, v in zip(i.tolist(), j.tolist(), dvec, strict=True))
+    assert len(ours) == len(theirs) == 4 * 42 and ours == theirs
+    forces = _stack(copper_cell, lambda a: a.get_forces())  # [T, 4, 3]
+    torch.testing.assert_close(data.dp, forces.repeat(1, 27, 1), rtol=0, atol=0)
+    torch.testing.assert_close(data.p[:, 4:8], data.p[:, :4], rtol=0, atol=0)
+    energy = [a.get_potential_energy() for a in copper_cell]
+    assert np.allclose(data.meta["energies"]["potential"][0], 27 * np.array(energy),
+                       rtol=1e-12)
+    path = tmp_path / "cu.xyz"
+    ase.io.write(path, copper_cell)
+    assert main(["import", str(path), "--cutoff", "5", "-o", str(tmp_path / "cu.pt")]) == 0
+    assert "3 x 3 x 3" in capsys.readouterr().out
+    assert main(["train", "potential-hogn", str(tmp_path / "cu.pt"), "--hidden", "4",
+                 "--mp-steps", "1", "--epochs", "1", "--batch-size", "2", "--quiet", "-o",
+                 str(tmp_path / "run")]) == 0
 
 
 def test_several_trajectories_of_two_elements(argon, copper):
