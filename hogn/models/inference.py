@@ -13,6 +13,10 @@ the parameters read once (detached) and savings autograd cannot make:
   input: ``W_i x`` and ``W_j x`` are computed per *node* and then gathered to the
   edges (``E ≈ (n − 1) N`` for complete graphs of ``n`` particles), and in the
   backward pass the edge gradients are summed per node before the matrix product;
+- a network of positions alone (a potential ``V(q)``: no momenta, no absolute
+  positions) has constant first node latents: they and their part of the first
+  block's edge MLP (``W_i x_i + W_j x_j`` on every edge) are computed once, and no
+  gradient is taken back to them (two edge-sized scatters fewer a call);
 - without an edge decoder, the last block's edge latents only feed their sums at the
   receivers, so its edge MLP's output layer acts on per-node sums (``N`` rows);
 - the readout layer (``H`` itself) and gradients with respect to constants are never
@@ -376,6 +380,19 @@ class _GraphNetworkGradient:
             last = self.blocks[-1].edge
             deg = c.new_zeros(self.n).index_add_(0, self.recv, c.new_ones(self.e))
             self.deg_bias = deg[:, None] * last.biases[-1]
+        # A network of positions alone (a potential V(q): no momenta, no absolute
+        # positions) encodes constants only into its first node latents: they, and their
+        # part of the first block's edge MLP (W_i x_i + W_j x_j on every edge), are
+        # computed once here, and no gradient is taken back to them.
+        self.x0: Tensor | None = None
+        self.block0_bias: Tensor | None = None
+        if not self.node_cols:
+            self.x0 = self.node_enc.forward(self.node_bias)[0]
+            if self.blocks:
+                blk, width = self.blocks[0], self.blocks[0].width
+                xw = self.x0 @ blk.w_ij_t
+                self.block0_bias = (blk.bias + xw[:, :width].index_select(0, self.recv)
+                                    + xw[:, width:].index_select(0, self.send))
 
     def _geometry(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None,
                                              Tensor | None]:
@@ -412,12 +429,13 @@ class _GraphNetworkGradient:
         # ---------------------------------------------------------------- forward
         rel, dist, geo, env, env_slope = self._geometry(q)
         parts = [t for t, on in ((p, self.gn.use_momenta), (q, self.gn.absolute_positions)) if on]
-        if parts:
+        node_enc_d: list[Tensor] = []
+        if self.x0 is not None:
+            x = self.x0
+        else:
             z = torch.addmm(self.node_bias, torch.cat(parts, -1) if len(parts) > 1 else parts[0],
                             self.node_w_t)
-        else:
-            z = self.node_bias
-        x, node_enc_d = self.node_enc.forward(z)
+            x, node_enc_d = self.node_enc.forward(z)
         h = self.edge_geo_w.shape[0]
         e, edge_enc_d = self.edge_enc.forward(
             torch.addmm(self.edge_bias, geo, self.edge_geo_w_t, out=buf("enc.z0", rows, h)),
@@ -425,11 +443,16 @@ class _GraphNetworkGradient:
         saved = []
         for i, blk in enumerate(self.blocks):
             tag, width = f"block{i}", blk.width
-            xw = x @ blk.w_ij_t
-            z = torch.addmm(blk.bias, e, blk.w_e_t, out=buf("edge_mlp.z0", rows, width))
-            z.addmm_(geo, blk.w_g_t)
-            z += torch.index_select(xw[:, :width], 0, recv, out=buf("gather", rows, width))
-            z += torch.index_select(xw[:, width:], 0, send, out=buf("gather", rows, width))
+            if i == 0 and self.block0_bias is not None:  # the constant nodes' part
+                z = torch.addmm(self.block0_bias, e, blk.w_e_t,
+                                out=buf("edge_mlp.z0", rows, width))
+                z.addmm_(geo, blk.w_g_t)
+            else:
+                xw = x @ blk.w_ij_t
+                z = torch.addmm(blk.bias, e, blk.w_e_t, out=buf("edge_mlp.z0", rows, width))
+                z.addmm_(geo, blk.w_g_t)
+                z += torch.index_select(xw[:, :width], 0, recv, out=buf("gather", rows, width))
+                z += torch.index_select(xw[:, width:], 0, send, out=buf("gather", rows, width))
             if self.fold_last and i == len(self.blocks) - 1:
                 a, edge_d = blk.edge.hidden(z, buf, tag)
                 if env is None:
@@ -479,8 +502,11 @@ class _GraphNetworkGradient:
         for j, (blk, (edge_d, node_d, (e_k, a_k))) in enumerate(zip(reversed(self.blocks),
                                                                     reversed(saved),
                                                                     strict=True)):
+            # the first block's node inputs are constants of a network of positions
+            to_nodes = self.x0 is None or j < len(self.blocks) - 1
             gz = blk.node.backward(gx, node_d)
-            gx = torch.addmm(gx, gz, blk.w_x)
+            if to_nodes:
+                gx = torch.addmm(gx, gz, blk.w_x)
             gagg = gz @ blk.w_a
             if self.fold_last and j == 0:  # the folded last layer (ge is None here)
                 last_w = blk.edge.weights[-1]
@@ -506,8 +532,9 @@ class _GraphNetworkGradient:
             ge = torch.addmm(ge, gz, blk.w_e) if gz is ge else ge.addmm_(gz, blk.w_e)
             ggeo = (torch.mm(gz, blk.w_g, out=buf("ggeo", rows, d + 1)) if ggeo is None
                     else ggeo.addmm_(gz, blk.w_g))
-            s = torch.cat([_scatter(gz, recv, n), _scatter(gz, send, n)], 1)
-            gx = gx.addmm_(s, blk.w_ij)
+            if to_nodes:
+                s = torch.cat([_scatter(gz, recv, n), _scatter(gz, send, n)], 1)
+                gx = gx.addmm_(s, blk.w_ij)
         if ge is None:  # no blocks and no edge decoder: the edges do not matter
             ggeo = q.new_zeros(rows, d + 1)
         else:

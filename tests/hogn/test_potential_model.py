@@ -201,3 +201,21 @@ def test_split_field_is_an_ordinary_vector_field_too():
         b = integrators.integrate(lambda x, y: (2 * y, -x), q, p, 0.1, 30, name, separable=True)
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-15)
         torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("config", [{}, {"steps": 1}, {"steps": 1, "cutoff": 1.5},
+                                    {"steps": 3, "edge_energies": False}],
+                         ids=["default", "one-step", "one-step-cutoff", "three-steps"])
+def test_the_rollout_force_is_autograds_force(config):
+    """force_field (the written-out gradient, hogn.models.inference, which computes the
+    constant node latents and their part of the first edge MLP once) equals autograd's
+    −∂V/∂q, two species and two graphs, with and without a cut-off."""
+    model, graph = _model(**config), _cluster()
+    q = graph.q.clone().requires_grad_(True)
+    (dv,) = torch.autograd.grad(model.potential_energy(q, graph).sum(), q)
+    force = model.force_field(graph)
+    torch.testing.assert_close(force(graph.q), -dv, rtol=1e-12, atol=1e-13)
+    moved = graph.q + 0.1
+    q = moved.clone().requires_grad_(True)
+    (dv,) = torch.autograd.grad(model.potential_energy(q, graph).sum(), q)
+    torch.testing.assert_close(force(moved), -dv, rtol=1e-12, atol=1e-13)
