@@ -100,8 +100,8 @@ class _Buffers:
         return t[:rows]
 
 
-#: With a cut-off, the edges within it are taken out of the graph's (a neighbour list
-#: holds those within cut-off + skin) when they are at most this fraction of them.
+#: With a cut-off, a call keeps only the edges within it when they are at most this
+#: fraction of the graph's (a neighbour list holds those within cut-off + skin).
 COMPACT_BELOW = 0.9
 
 #: Graphs with at least this many edges keep their edge-sized tensors between calls
