@@ -21,13 +21,13 @@ What a frame gives, in ASE's units (:data:`UNITS`: Å, eV, amu and the ASE time 
 - cell and pbc → ``box [G, 3]``: only an orthorhombic cell periodic in all three
   directions is a box; a cell without periodic direction means open boundaries; mixed
   pbc or a skewed cell are refused. A periodic dataset needs ``cutoff``: each
-  trajectory gets the edges of its first state's pairs closer than it (minimum image);
-  a cell smaller than twice the cut-off comes in as its supercell (every replica with
-  its atom's momenta and forces, energies times the replicas, ``meta["supercell"]``),
-  where each atom meets the images of ASE's ``neighbor_list``,
+  trajectory gets the edges of its first state's pairs closer than it (minimum image),
   as :class:`systems.lennard_jones.LennardJones` datasets store them (rebuild a state's
   edges with ``meta["cutoff"]``: :meth:`Dataset.snapshots`,
-  :meth:`hogn.graph.GraphBatch.with_radius_edges`);
+  :meth:`hogn.graph.GraphBatch.with_radius_edges`). A cell smaller than twice the
+  cut-off comes in as its supercell (every replica with its atom's momenta and forces,
+  energies times the replicas, ``meta["supercell"]``), in which each atom of the cell
+  meets the images ASE's ``neighbor_list`` finds;
 - ``atoms.info["time"]`` (or ``"Time"``, as :func:`hogn.xyz.write_xyz` writes it) →
   ``t``, in ASE time units; or ``dt=``. ASE's MD writers do not store the time by
   themselves: attach ``lambda: atoms.info.update(time=md.get_time())`` before the writer,
