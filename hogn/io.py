@@ -24,6 +24,7 @@ SIGKILL included, so the lock of a crashed run is free for the next one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -340,6 +341,9 @@ class RunLock:
     file is simply taken over. Where ``fcntl`` does not exist (Windows) nothing is
     locked.
 
+    A folder the lock created and that holds nothing but the lock file when it is
+    released (a run refused before it wrote anything) is removed again.
+
     Args:
         folder: The run folder (created if missing).
     """
@@ -347,6 +351,7 @@ class RunLock:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.path = Path(folder) / LOCK_NAME
         self._fh: Any = None
+        self._created = False
 
     def acquire(self) -> RunLock:
         """Take the lock (``RunLockedError`` if another process holds it)."""
@@ -354,6 +359,7 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             return self
+        self._created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
         try:
@@ -373,10 +379,19 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Give the lock back (the lock file stays; it holds no state)."""
-        if self._fh is not None:
-            self._fh.close()  # closing the file releases the flock
-            self._fh = None
+        """Give the lock back (the lock file stays; it holds no state), removing the
+        folder where this lock made it and nothing else was written there."""
+        if self._fh is None:
+            return
+        folder = self.path.parent
+        if self._created and [e.name for e in folder.iterdir()] == [LOCK_NAME]:
+            with contextlib.suppress(OSError):  # unlinked while still held: no one
+                self.path.unlink()  # else can take a lock on this file meanwhile
+        self._fh.close()  # closing the file releases the flock
+        self._fh = None
+        if self._created:
+            with contextlib.suppress(OSError):  # not empty (another writer came): kept
+                folder.rmdir()
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -522,3 +522,22 @@ def test_a_learning_rate_that_overflows_the_parameters_dtype_is_refused(files, c
             "-o", str(tmp_path / "run")]
     _error(capsys, argv, "must be at most 3.4e+36")
     assert not any((tmp_path / "run").glob("*.pt"))
+
+
+def test_a_run_refused_before_it_writes_leaves_no_folder_behind(files, capsys, tmp_path):
+    """A training refused at set-up (here: a learning rate past float32) after it took
+    the run folder's lock removes the folder it made; a folder the user made, or one a
+    run wrote into, stays."""
+    _, data, _ = files
+    made = tmp_path / "made-by-the-run"
+    _error(capsys, ["train", "hnn", str(data), "--lr", "1e300", *TRAIN, "-o",
+                    str(made)], "lr must be at most")
+    assert not made.exists()
+    given = tmp_path / "made-by-the-user"
+    given.mkdir()
+    _error(capsys, ["train", "hnn", str(data), "--lr", "1e300", *TRAIN, "-o",
+                    str(given)], "lr must be at most")
+    assert given.is_dir()
+    with hio.RunLock(tmp_path / "written") as lock:
+        (lock.path.parent / "config.json").write_text("{}")
+    assert (tmp_path / "written" / "config.json").is_file()
